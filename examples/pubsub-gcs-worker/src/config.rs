@@ -1,0 +1,535 @@
+//! Configuration: flags and environment variables, validated before the
+//! worker connects to anything.
+//!
+//! Every value is read as a plain string and checked here rather than by
+//! clap's typed parsers, so that a missing or malformed value produces one
+//! line that names the environment variable *and* the flag, which is what an
+//! operator looking at a crash-looping container needs.
+
+use clap::Parser;
+use std::fmt;
+use std::time::Duration;
+
+/// The command line; every flag can also come from the environment.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pubsub-gcs-worker",
+    version,
+    about = "Pulls a Pub/Sub subscription and stores each message as a Cloud Storage object, \
+             acking only after the write; drains cleanly on SIGTERM/SIGINT/SIGTSTP."
+)]
+pub struct Cli {
+    /// Google Cloud project that owns the subscription.
+    #[arg(long, env = "PROJECT_ID", value_name = "ID")]
+    project_id: Option<String>,
+
+    /// Subscription ID (short name, or projects/P/subscriptions/S).
+    #[arg(long, env = "SUBSCRIPTION_ID", value_name = "ID")]
+    subscription_id: Option<String>,
+
+    /// Destination bucket name.
+    #[arg(long, env = "BUCKET_NAME", value_name = "NAME")]
+    bucket_name: Option<String>,
+
+    /// Prefix of every object name (the rest is the message ID).
+    #[arg(long, env = "OBJECT_PREFIX", value_name = "PREFIX", default_value = "")]
+    object_prefix: String,
+
+    /// Number of writes in progress at once.
+    #[arg(long, env = "CONCURRENCY", value_name = "N", default_value = "16")]
+    concurrency: String,
+
+    /// Flow control: messages leased to this worker at once (>= concurrency).
+    #[arg(
+        long,
+        env = "MAX_OUTSTANDING_MESSAGES",
+        value_name = "N",
+        default_value = "100"
+    )]
+    max_outstanding_messages: String,
+
+    /// Time allowed after SIGTERM to finish in-flight writes and flush acks.
+    #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DUR", default_value = "8s")]
+    drain_timeout: String,
+
+    /// Attempts per message before it is nacked (1 = no retry).
+    #[arg(long, env = "WRITE_ATTEMPTS", value_name = "N", default_value = "4")]
+    write_attempts: String,
+
+    /// Timeout of one write attempt.
+    #[arg(
+        long,
+        env = "WRITE_ATTEMPT_TIMEOUT",
+        value_name = "DUR",
+        default_value = "30s"
+    )]
+    write_attempt_timeout: String,
+
+    /// Lease extension (ack deadline) requested from Pub/Sub, 10s..600s.
+    #[arg(
+        long,
+        env = "LEASE_EXTENSION",
+        value_name = "DUR",
+        default_value = "60s"
+    )]
+    lease_extension: String,
+
+    /// Log format: text or json (Cloud Logging fields `severity`, `message`).
+    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a client connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Google's production endpoint with Application Default Credentials.
+    Google,
+    /// An emulator URL (plain http unless the variable said https), with
+    /// anonymous credentials.
+    Emulator(String),
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub project_id: String,
+    /// Full resource name `projects/P/subscriptions/S`.
+    pub subscription: String,
+    pub bucket: String,
+    pub object_prefix: String,
+    pub concurrency: usize,
+    pub max_outstanding_messages: usize,
+    pub drain_timeout: Duration,
+    pub write_attempts: u32,
+    pub write_attempt_timeout: Duration,
+    pub lease_extension: Duration,
+    pub log_format: LogFormat,
+    pub pubsub_endpoint: Endpoint,
+    pub storage_endpoint: Endpoint,
+}
+
+/// A configuration problem, rendered as exactly one line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What `main` should do after parsing the command line.
+pub enum Parsed {
+    Run(Box<Config>),
+    /// `--help` or `--version`: print this on stdout and exit 0.
+    Print(String),
+}
+
+/// Parses flags and environment; `env` is the source of the emulator
+/// variables (a parameter so tests need not touch the process environment).
+pub fn parse<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    Ok(Parsed::Print(e.render().to_string()))
+                }
+                _ => Err(ConfigError(first_line_of_clap_error(&e))),
+            };
+        }
+    };
+    validate(cli, env).map(|c| Parsed::Run(Box::new(c)))
+}
+
+/// clap renders usage and hints over several lines; keep the line that says
+/// what is wrong.
+fn first_line_of_clap_error(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let line = rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid command line");
+    format!(
+        "configuration error: {}",
+        line.trim_start_matches("error: ")
+    )
+}
+
+fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let present = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let project = present(cli.project_id);
+    let subscription = present(cli.subscription_id);
+    let bucket = present(cli.bucket_name);
+
+    let mut missing = Vec::new();
+    if project.is_none() {
+        missing.push("PROJECT_ID (--project-id)");
+    }
+    if subscription.is_none() {
+        missing.push("SUBSCRIPTION_ID (--subscription-id)");
+    }
+    if bucket.is_none() {
+        missing.push("BUCKET_NAME (--bucket-name)");
+    }
+    let (Some(project), Some(subscription), Some(bucket)) = (project, subscription, bucket) else {
+        return Err(ConfigError(format!(
+            "configuration error: missing {}",
+            missing.join(", ")
+        )));
+    };
+
+    let project_id = project.trim().to_string();
+    check_project_id(&project_id)?;
+    let subscription = subscription_name(&project_id, subscription.trim())?;
+    let bucket = bucket.trim().to_string();
+    check_bucket(&bucket)?;
+
+    let concurrency = positive("CONCURRENCY (--concurrency)", &cli.concurrency, 10_000)?;
+    let max_outstanding_messages = positive(
+        "MAX_OUTSTANDING_MESSAGES (--max-outstanding-messages)",
+        &cli.max_outstanding_messages,
+        1_000_000,
+    )?;
+    if max_outstanding_messages < concurrency {
+        return Err(ConfigError(format!(
+            "configuration error: MAX_OUTSTANDING_MESSAGES ({max_outstanding_messages}) must be \
+             at least CONCURRENCY ({concurrency})"
+        )));
+    }
+    let drain_timeout = duration("DRAIN_TIMEOUT (--drain-timeout)", &cli.drain_timeout)?;
+    let write_attempts = positive("WRITE_ATTEMPTS (--write-attempts)", &cli.write_attempts, 100)?;
+    let write_attempt_timeout = duration(
+        "WRITE_ATTEMPT_TIMEOUT (--write-attempt-timeout)",
+        &cli.write_attempt_timeout,
+    )?;
+    let lease_extension = duration("LEASE_EXTENSION (--lease-extension)", &cli.lease_extension)?;
+    if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&lease_extension) {
+        return Err(ConfigError(format!(
+            "configuration error: LEASE_EXTENSION (--lease-extension) must be between 10s and \
+             600s, got {:?}",
+            cli.lease_extension
+        )));
+    }
+    let log_format = match cli.log_format.trim().to_ascii_lowercase().as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError(format!(
+                "configuration error: LOG_FORMAT (--log-format) must be text or json, got {other:?}"
+            )))
+        }
+    };
+    check_object_prefix(&cli.object_prefix)?;
+
+    let pubsub_endpoint = emulator_endpoint("PUBSUB_EMULATOR_HOST", env("PUBSUB_EMULATOR_HOST"))?;
+    let storage_endpoint =
+        emulator_endpoint("STORAGE_EMULATOR_HOST", env("STORAGE_EMULATOR_HOST"))?;
+
+    Ok(Config {
+        project_id,
+        subscription,
+        bucket,
+        object_prefix: cli.object_prefix,
+        concurrency,
+        max_outstanding_messages,
+        drain_timeout,
+        // `positive` bounded it to 100, so the conversion cannot fail.
+        write_attempts: u32::try_from(write_attempts).unwrap_or(100),
+        write_attempt_timeout,
+        lease_extension,
+        log_format,
+        pubsub_endpoint,
+        storage_endpoint,
+    })
+}
+
+fn bad(what: &str, value: &str, why: &str) -> ConfigError {
+    ConfigError(format!("configuration error: {what} {value:?} {why}"))
+}
+
+/// Project IDs: 6-30 chars of lowercase letters, digits and hyphens. The
+/// emulator accepts any name, so only the character set is enforced, which
+/// still catches a pasted project *number* with spaces or a full URL.
+fn check_project_id(p: &str) -> Result<(), ConfigError> {
+    let ok = p.len() <= 100
+        && p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "PROJECT_ID (--project-id)",
+            p,
+            "is not a valid project ID",
+        ))
+    }
+}
+
+/// Accepts a short subscription ID or the full resource name of a
+/// subscription in the same project.
+fn subscription_name(project: &str, s: &str) -> Result<String, ConfigError> {
+    const WHAT: &str = "SUBSCRIPTION_ID (--subscription-id)";
+    let id = if let Some(rest) = s.strip_prefix("projects/") {
+        match rest.split_once("/subscriptions/") {
+            Some((p, id)) if p == project => id,
+            Some((p, _)) => {
+                return Err(bad(
+                    WHAT,
+                    s,
+                    &format!("names project {p:?} but PROJECT_ID is {project:?}"),
+                ))
+            }
+            None => return Err(bad(WHAT, s, "is not projects/P/subscriptions/S")),
+        }
+    } else {
+        s
+    };
+    // Pub/Sub resource IDs: 3-255 chars, start with a letter, then letters,
+    // digits and - _ . ~ + %.
+    let valid = (3..=255).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '%'));
+    if !valid {
+        return Err(bad(
+            WHAT,
+            s,
+            "is not a valid subscription ID (3-255 chars, starts with a letter)",
+        ));
+    }
+    Ok(format!("projects/{project}/subscriptions/{id}"))
+}
+
+/// Bucket names: 3-63 chars (222 with dots) of lowercase letters, digits,
+/// '-', '_' and '.', starting and ending with a letter or digit.
+fn check_bucket(b: &str) -> Result<(), ConfigError> {
+    let max = if b.contains('.') { 222 } else { 63 };
+    let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = (3..=max).contains(&b.len())
+        && b.starts_with(edge)
+        && b.ends_with(edge)
+        && b.chars()
+            .all(|c| edge(c) || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "BUCKET_NAME (--bucket-name)",
+            b,
+            "is not a valid bucket name (3-63 lowercase letters, digits, '-', '_', '.')",
+        ))
+    }
+}
+
+/// Object names may not contain CR/LF and are at most 1024 bytes; leave room
+/// for the message ID (up to ~20 digits).
+fn check_object_prefix(p: &str) -> Result<(), ConfigError> {
+    if p.len() > 900 || p.contains(['\r', '\n']) || p.starts_with(".well-known/acme-challenge/")
+    {
+        return Err(bad(
+            "OBJECT_PREFIX (--object-prefix)",
+            p,
+            "is not usable as an object name prefix",
+        ));
+    }
+    Ok(())
+}
+
+fn positive(what: &str, v: &str, max: usize) -> Result<usize, ConfigError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(bad(what, v, &format!("must be an integer from 1 to {max}"))),
+    }
+}
+
+/// Parses `500ms`, `8s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
+    parse_duration(v).ok_or_else(|| {
+        bad(
+            what,
+            v,
+            "must be a positive duration such as 500ms, 8s, 2m (at most 24h)",
+        )
+    })
+}
+
+/// `host:port`, optionally with an `http://` or `https://` scheme, turned
+/// into a URL. Only the form is checked: no name is resolved here.
+fn emulator_endpoint(var: &str, v: Option<String>) -> Result<Endpoint, ConfigError> {
+    let Some(raw) = v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else {
+        return Ok(Endpoint::Google);
+    };
+    let (scheme, rest) = if let Some(r) = raw.strip_prefix("http://") {
+        ("http", r)
+    } else if let Some(r) = raw.strip_prefix("https://") {
+        ("https", r)
+    } else {
+        ("http", raw.as_str())
+    };
+    let rest = rest.trim_end_matches('/');
+    let port_ok = rest
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok || rest.contains('/') {
+        return Err(bad(var, &raw, "must be host:port (optionally with http://)"));
+    }
+    Ok(Endpoint::Emulator(format!("{scheme}://{rest}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["w"];
+        all.extend_from_slice(args);
+        match parse(all, &no_env)? {
+            Parsed::Run(c) => Ok(*c),
+            Parsed::Print(_) => Err(ConfigError("printed".into())),
+        }
+    }
+
+    const BASE: [&str; 6] = [
+        "--project-id",
+        "proj-1",
+        "--subscription-id",
+        "sub-1",
+        "--bucket-name",
+        "bkt-1",
+    ];
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("8s"), Some(Duration::from_secs(8)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("abc"), None);
+        assert_eq!(parse_duration("5 parsecs"), None);
+    }
+
+    #[test]
+    fn full_config() {
+        let c = run(&BASE).unwrap();
+        assert_eq!(c.subscription, "projects/proj-1/subscriptions/sub-1");
+        assert_eq!(c.bucket, "bkt-1");
+        assert_eq!(c.object_prefix, "");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.pubsub_endpoint, Endpoint::Google);
+    }
+
+    #[test]
+    fn missing_names_all() {
+        let e = run(&["--project-id", "p-1"]).unwrap_err();
+        assert_eq!(
+            e.0,
+            "configuration error: missing SUBSCRIPTION_ID (--subscription-id), BUCKET_NAME (--bucket-name)"
+        );
+        assert!(!e.0.contains('\n'));
+    }
+
+    #[test]
+    fn malformed_values() {
+        let mut a = BASE.to_vec();
+        a.extend(["--concurrency", "zero"]);
+        assert!(run(&a).unwrap_err().0.contains("CONCURRENCY"));
+        let mut a = BASE.to_vec();
+        a.extend(["--drain-timeout", "soon"]);
+        assert!(run(&a).unwrap_err().0.contains("DRAIN_TIMEOUT"));
+        let mut a = BASE.to_vec();
+        a.extend(["--log-format", "xml"]);
+        assert!(run(&a).unwrap_err().0.contains("LOG_FORMAT"));
+        let mut a = BASE.to_vec();
+        a.extend(["--concurrency", "50"]);
+        assert!(run(&a).unwrap_err().0.contains("MAX_OUTSTANDING_MESSAGES"));
+        let e = run(&["--project-id", "p", "--subscription-id", "s", "--bucket-name", "bkt"])
+            .unwrap_err();
+        assert!(e.0.contains("SUBSCRIPTION_ID"), "{e}");
+        let e = run(&["--project-id", "p", "--subscription-id", "sub", "--bucket-name", "B!"])
+            .unwrap_err();
+        assert!(e.0.contains("BUCKET_NAME"), "{e}");
+        let e = run(&["--nope"]).unwrap_err();
+        assert!(e.0.starts_with("configuration error:") && !e.0.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn full_subscription_name() {
+        let c = run(&[
+            "--project-id",
+            "p1",
+            "--subscription-id",
+            "projects/p1/subscriptions/abc",
+            "--bucket-name",
+            "bkt",
+        ])
+        .unwrap();
+        assert_eq!(c.subscription, "projects/p1/subscriptions/abc");
+        assert!(run(&[
+            "--project-id",
+            "p1",
+            "--subscription-id",
+            "projects/p2/subscriptions/abc",
+            "--bucket-name",
+            "bkt",
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn emulator_hosts() {
+        assert_eq!(
+            emulator_endpoint("X", Some("127.0.0.1:8085".into())),
+            Ok(Endpoint::Emulator("http://127.0.0.1:8085".into()))
+        );
+        assert_eq!(
+            emulator_endpoint("X", Some("http://localhost:9023/".into())),
+            Ok(Endpoint::Emulator("http://localhost:9023".into()))
+        );
+        assert_eq!(emulator_endpoint("X", Some("".into())), Ok(Endpoint::Google));
+        assert!(emulator_endpoint("X", Some("localhost".into())).is_err());
+        assert!(emulator_endpoint("X", Some("localhost:http".into())).is_err());
+    }
+}

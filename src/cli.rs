@@ -1,0 +1,306 @@
+//! Command line and environment, turned into a checked `Config`.
+//!
+//! Everything that could make a drain impossible (a grace longer than the
+//! platform allows, a stage past the deadline) is refused here, before the
+//! command starts, as a one-line usage error.
+
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use tracing::level_filters::LevelFilter;
+
+use crate::log::{self, Format};
+use crate::platform::{self, Platform};
+use crate::shutdown::{self, Plan};
+use crate::signals::{self, Rewrites};
+
+/// Exit status of every usage error (as with most Unix tools).
+pub const USAGE: i32 = 2;
+
+/// Everything rinit needs to run, validated.
+#[derive(Debug)]
+pub struct Config {
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// What a stop does, and the grace.
+    pub plan: Plan,
+    /// The platform and its kill window (`None`: no window).
+    pub platform: Platform,
+    pub kill_after: Option<Duration>,
+    /// `--rewrite` table.
+    pub rewrites: Rewrites,
+    /// Exit codes reported as 0 (`-e`).
+    pub expect_exit: Vec<i32>,
+    /// Signal the child only, not its group.
+    pub single_child: bool,
+    /// Put the child in its own session/group (off with `DUMB_INIT_SETSID=0`).
+    pub setsid: bool,
+    /// Signal rinit asks to get when its parent dies (`-p`).
+    pub parent_death: Option<i32>,
+    pub log_format: Format,
+    pub log_level: LevelFilter,
+}
+
+/// Why parsing stopped: print `text` and exit with `status`.
+#[derive(Debug)]
+pub struct Stop {
+    pub status: i32,
+    pub text: String,
+}
+
+fn usage(msg: impl std::fmt::Display) -> Stop {
+    Stop {
+        status: USAGE,
+        text: format!("rinit: {msg} (see 'rinit --help')"),
+    }
+}
+
+fn presets_help() -> String {
+    let mut s = String::from(
+        "Presets (--preset NAME; offsets count from the stop signal, a negative one back from the deadline):\n",
+    );
+    for (name, seq, what) in shutdown::PRESETS {
+        s.push_str(&format!("  {name:<8} {seq:<18} {what}\n"));
+    }
+    s.push_str(
+        "\nExit status: the command's own; 128+N if it died by signal N (137 when rinit killed it at the\n\
+         deadline); 2 usage error; 126 command not executable; 127 command not found; 1 other start failure.\n\
+         \nEnvironment: RINIT_GRACE, RINIT_PLATFORM_KILL_AFTER, RINIT_LOG_FORMAT, RINIT_LOG (error|warn|info|debug);\n\
+         tini's TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP, TINI_VERBOSITY and dumb-init's DUMB_INIT_SETSID=0.",
+    );
+    s
+}
+
+fn command() -> Command {
+    let flag = |id: &'static str, short: char, help: &'static str| {
+        Arg::new(id).short(short).action(ArgAction::SetTrue).help(help)
+    };
+    let many = |id: &'static str| Arg::new(id).action(ArgAction::Append);
+    Command::new("rinit")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("A container init with a bounded drain: forwards signals to the command's group, reaps \
+                zombies, and SIGKILLs what is left at its own deadline, before the platform's.")
+        .override_usage("rinit [OPTIONS] [--] COMMAND [ARGS]...")
+        .after_help(presets_help())
+        .arg(Arg::new("grace").long("grace").value_name("DURATION")
+            .help("Drain time after a stop signal before SIGKILL (e.g. 25s, 1m30s, 500ms; 'none' never \
+                   escalates). Default: the platform's window minus 2s"))
+        .arg(Arg::new("platform").long("platform").value_name("NAME")
+            .help("auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s) or none [default: auto]"))
+        .arg(Arg::new("kill_after").long("platform-kill-after").value_name("DURATION")
+            .help("The platform's real stop-to-SIGKILL window (docker stop -t, ECS stopTimeout, \
+                   terminationGracePeriodSeconds)"))
+        .arg(Arg::new("stop_signals").long("stop-signals").value_name("LIST")
+            .help("Signals that start the drain [default: TERM,INT,QUIT]"))
+        .arg(Arg::new("sequence").long("stop-sequence").value_name("SIG@OFFSET,...")
+            .help("Send these signals instead of the stop signal, e.g. 'TSTP@0s,TERM@5s'"))
+        .arg(Arg::new("preset").long("preset").value_name("NAME").conflicts_with("sequence")
+            .help("A stop sequence for a known worker: sidekiq, faktory, celery, resque (see below)"))
+        .arg(Arg::new("pre_stop").long("pre-stop-delay").value_name("DURATION")
+            .help("Wait this long after the stop signal before forwarding anything (counts against the grace)"))
+        .arg(Arg::new("log_format").long("log-format").value_name("FORMAT")
+            .help("text, json or auto (json on ECS, Kubernetes and Cloud Run) [default: auto]"))
+        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::Count)
+            .help("More logs (repeatable)"))
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::Count)
+            .help("Fewer logs (repeatable)"))
+        .arg(flag("single_child", 'c', "Signal the command only, not its process group").long("single-child"))
+        .arg(many("rewrite").short('r').long("rewrite").value_name("FROM:TO")
+            .help("Forward FROM as TO; TO 0 drops it (repeatable)"))
+        .arg(many("expect").short('e').long("expect-exit").value_name("CODE")
+            .help("Report this exit code of the command as 0 (repeatable)"))
+        .arg(Arg::new("pdeath").short('p').value_name("SIG")
+            .help("Signal rinit gets if its parent dies (tini's -p)"))
+        .arg(flag("subreaper", 's', "Accepted for tini: rinit is a subreaper whenever it is not PID 1"))
+        .arg(flag("group", 'g', "Accepted for tini: signals go to the process group by default"))
+        .arg(flag("warn", 'w', "Accepted for tini"))
+        .arg(Arg::new("command").value_name("COMMAND").num_args(1..).trailing_var_arg(true)
+            .required(true).help("The command to run, and its arguments"))
+}
+
+/// Parses `args` (without argv[0]) and the environment into a `Config`.
+pub fn parse(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Stop> {
+    let m = command()
+        .try_get_matches_from(std::iter::once("rinit".into()).chain(args))
+        .map_err(|e| {
+            use clap::error::ErrorKind::*;
+            match e.kind() {
+                DisplayHelp | DisplayVersion => Stop { status: 0, text: e.to_string() },
+                _ => {
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("bad arguments");
+                    usage(first.trim_start_matches("error: "))
+                }
+            }
+        })?;
+    config(&m, env).map_err(usage)
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{flag}='{text}' is not a duration such as 25s, 1m30s or 500ms: {e}"))
+}
+
+/// A flag's value, or the environment variable standing in for it.
+fn value(m: &ArgMatches, id: &str, env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+    m.get_one::<String>(id).cloned().or_else(|| env(var).filter(|v| !v.is_empty()))
+}
+
+fn config(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    let platform = Platform::parse(m.get_one::<String>("platform").map_or("auto", |s| s), env)?;
+    let kill_after = match value(m, "kill_after", env, "RINIT_PLATFORM_KILL_AFTER") {
+        Some(t) => Some(duration("--platform-kill-after", &t)?),
+        None => platform.kill_after(),
+    };
+    let grace = match value(m, "grace", env, "RINIT_GRACE") {
+        Some(t) if t.trim() == "none" => Some(None),
+        Some(t) => match duration("--grace", &t)? {
+            d if d.is_zero() => return Err("--grace=0 would kill at once; use 'none' to never escalate".into()),
+            d => Some(Some(d)),
+        },
+        None => None,
+    };
+    let grace = platform::resolve_grace(grace, platform, kill_after)?;
+    let pre_stop = match m.get_one::<String>("pre_stop") {
+        Some(t) => duration("--pre-stop-delay", t)?,
+        None => Duration::ZERO,
+    };
+    if let Some(g) = grace.filter(|&g| pre_stop >= g) {
+        return Err(format!(
+            "--pre-stop-delay={} does not fit in --grace={}: nothing would be forwarded before the deadline",
+            platform::fmt(pre_stop),
+            platform::fmt(g)
+        ));
+    }
+    let sequence = match (m.get_one::<String>("sequence"), m.get_one::<String>("preset")) {
+        (Some(seq), _) => Some(shutdown::parse_sequence(seq, grace, pre_stop)?),
+        (None, Some(name)) => {
+            let (_, seq, _) = shutdown::PRESETS.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
+                format!("--preset '{name}' is not one of sidekiq, faktory, celery, resque")
+            })?;
+            Some(
+                shutdown::parse_sequence(seq, grace, pre_stop)
+                    .map_err(|e| format!("--preset {name} ({seq}) does not fit: {e}"))?,
+            )
+        }
+        (None, None) => None,
+    };
+    let stop_signals = match m.get_one::<String>("stop_signals") {
+        Some(list) => list
+            .split(',')
+            .map(|s| signals::parse(s, false).map_err(|e| format!("--stop-signals: {e}")))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![libc::SIGTERM, libc::SIGINT, libc::SIGQUIT],
+    };
+    let mut rewrites = Rewrites::default();
+    for spec in m.get_many::<String>("rewrite").into_iter().flatten() {
+        rewrites.add(spec)?;
+    }
+    let expect_exit = m
+        .get_many::<String>("expect")
+        .into_iter()
+        .flatten()
+        .map(|c| match c.parse::<i32>() {
+            Ok(n @ 0..=255) => Ok(n),
+            _ => Err(format!("--expect-exit '{c}' is not an exit code (0-255)")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let parent_death = m
+        .get_one::<String>("pdeath")
+        .map(|s| signals::parse(s, false).map_err(|e| format!("-p: {e}")))
+        .transpose()?;
+    let log_format = match value(m, "log_format", env, "RINIT_LOG_FORMAT").as_deref() {
+        None | Some("auto") if platform.wants_json() => Format::Json,
+        None | Some("auto") | Some("text") => Format::Text,
+        Some("json") => Format::Json,
+        Some(other) => return Err(format!("--log-format '{other}' is not one of text, json, auto")),
+    };
+    let log_level = level(m, env)?;
+    let setsid = env("DUMB_INIT_SETSID").as_deref() != Some("0");
+    Ok(Config {
+        command: m.get_many::<String>("command").into_iter().flatten().cloned().collect(),
+        plan: Plan { grace, stop_signals, sequence, pre_stop },
+        platform,
+        kill_after,
+        rewrites,
+        expect_exit,
+        // Without its own group the child can only be signalled alone.
+        single_child: m.get_flag("single_child") || !setsid,
+        setsid,
+        parent_death,
+        log_format,
+        log_level,
+    })
+}
+
+/// `-v`/`-q` beat `RINIT_LOG`, which beats tini's `TINI_VERBOSITY`.
+fn level(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<LevelFilter, String> {
+    const LADDER: [LevelFilter; 6] = [
+        LevelFilter::OFF,
+        LevelFilter::ERROR,
+        LevelFilter::WARN,
+        LevelFilter::INFO,
+        LevelFilter::DEBUG,
+        LevelFilter::TRACE,
+    ];
+    let base = if let Some(v) = env("RINIT_LOG").filter(|v| !v.is_empty()) {
+        log::parse_level(&v).ok_or_else(|| format!("RINIT_LOG='{v}' is not one of off, error, warn, info, debug"))?
+    } else {
+        match env("TINI_VERBOSITY").and_then(|v| v.parse::<u8>().ok()) {
+            Some(0) => LevelFilter::ERROR,
+            Some(1 | 2) | None => LevelFilter::INFO,
+            Some(_) => LevelFilter::DEBUG,
+        }
+    };
+    let pos = LADDER.iter().position(|&l| l == base).unwrap_or(3) as i64;
+    let v = i64::from(m.get_count("verbose"));
+    let q = i64::from(m.get_count("quiet"));
+    Ok(LADDER[(pos + v - q).clamp(0, 5) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, Stop> {
+        parse(args.iter().map(Into::into), &|_| None)
+    }
+
+    #[test]
+    fn command_with_and_without_dashes() {
+        assert_eq!(run(&["--", "sleep", "-x", "1"]).unwrap().command, ["sleep", "-x", "1"]);
+        assert_eq!(run(&["sleep", "-x", "--grace=1s"]).unwrap().command, ["sleep", "-x", "--grace=1s"]);
+        assert_eq!(run(&["-c", "sleep"]).unwrap().command, ["sleep"]);
+    }
+
+    #[test]
+    fn unknown_option_is_a_usage_error() {
+        let e = run(&["--bogus", "sleep"]).unwrap_err();
+        assert_eq!(e.status, 2);
+        assert!(e.text.contains("--bogus") && !e.text.contains('\n'), "{}", e.text);
+        assert_eq!(run(&[]).unwrap_err().status, 2);
+    }
+
+    #[test]
+    fn refused_configurations_name_their_values() {
+        let e = run(&["--grace=25s", "x"]).unwrap_err();
+        assert!(e.text.contains("--grace=25s") && e.text.contains("10s"), "{}", e.text);
+        assert!(run(&["--grace=25s", "--platform-kill-after=30s", "x"]).is_ok());
+        let e = run(&["--grace=5s", "--pre-stop-delay=5s", "x"]).unwrap_err();
+        assert!(e.text.contains("--pre-stop-delay=5s"), "{}", e.text);
+        let e = run(&["--grace=5s", "--stop-sequence=TERM@6s", "x"]).unwrap_err();
+        assert!(e.text.contains("TERM@6s"), "{}", e.text);
+        assert!(run(&["--grace=soon", "x"]).unwrap_err().text.contains("'soon'"));
+        assert!(run(&["--preset=nope", "x"]).unwrap_err().text.contains("nope"));
+    }
+
+    #[test]
+    fn verbosity_ladder() {
+        assert_eq!(run(&["x"]).unwrap().log_level, LevelFilter::INFO);
+        assert_eq!(run(&["-v", "x"]).unwrap().log_level, LevelFilter::DEBUG);
+        assert_eq!(run(&["-qq", "x"]).unwrap().log_level, LevelFilter::ERROR);
+    }
+}
