@@ -73,7 +73,10 @@ fn presets_help() -> String {
 
 fn command() -> Command {
     let flag = |id: &'static str, short: char, help: &'static str| {
-        Arg::new(id).short(short).action(ArgAction::SetTrue).help(help)
+        Arg::new(id)
+            .short(short)
+            .action(ArgAction::SetTrue)
+            .help(help)
     };
     let many = |id: &'static str| Arg::new(id).action(ArgAction::Append);
     Command::new("rinit")
@@ -128,7 +131,10 @@ pub fn parse(
         .map_err(|e| {
             use clap::error::ErrorKind::*;
             match e.kind() {
-                DisplayHelp | DisplayVersion => Stop { status: 0, text: e.to_string() },
+                DisplayHelp | DisplayVersion => Stop {
+                    status: 0,
+                    text: e.to_string(),
+                },
                 _ => {
                     let text = e.to_string();
                     let first = text.lines().next().unwrap_or("bad arguments");
@@ -145,8 +151,15 @@ fn duration(flag: &str, text: &str) -> Result<Duration, String> {
 }
 
 /// A flag's value, or the environment variable standing in for it.
-fn value(m: &ArgMatches, id: &str, env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
-    m.get_one::<String>(id).cloned().or_else(|| env(var).filter(|v| !v.is_empty()))
+fn value(
+    m: &ArgMatches,
+    id: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+) -> Option<String> {
+    m.get_one::<String>(id)
+        .cloned()
+        .or_else(|| env(var).filter(|v| !v.is_empty()))
 }
 
 fn config(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
@@ -158,7 +171,9 @@ fn config(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     let grace = match value(m, "grace", env, "RINIT_GRACE") {
         Some(t) if t.trim() == "none" => Some(None),
         Some(t) => match duration("--grace", &t)? {
-            d if d.is_zero() => return Err("--grace=0 would kill at once; use 'none' to never escalate".into()),
+            d if d.is_zero() => {
+                return Err("--grace=0 would kill at once; use 'none' to never escalate".into())
+            }
             d => Some(Some(d)),
         },
         None => None,
@@ -175,12 +190,18 @@ fn config(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             platform::fmt(g)
         ));
     }
-    let sequence = match (m.get_one::<String>("sequence"), m.get_one::<String>("preset")) {
+    let sequence = match (
+        m.get_one::<String>("sequence"),
+        m.get_one::<String>("preset"),
+    ) {
         (Some(seq), _) => Some(shutdown::parse_sequence(seq, grace, pre_stop)?),
         (None, Some(name)) => {
-            let (_, seq, _) = shutdown::PRESETS.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
-                format!("--preset '{name}' is not one of sidekiq, faktory, celery, resque")
-            })?;
+            let (_, seq, _) = shutdown::PRESETS
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| {
+                    format!("--preset '{name}' is not one of sidekiq, faktory, celery, resque")
+                })?;
             Some(
                 shutdown::parse_sequence(seq, grace, pre_stop)
                     .map_err(|e| format!("--preset {name} ({seq}) does not fit: {e}"))?,
@@ -216,13 +237,27 @@ fn config(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
         None | Some("auto") if platform.wants_json() => Format::Json,
         None | Some("auto") | Some("text") => Format::Text,
         Some("json") => Format::Json,
-        Some(other) => return Err(format!("--log-format '{other}' is not one of text, json, auto")),
+        Some(other) => {
+            return Err(format!(
+                "--log-format '{other}' is not one of text, json, auto"
+            ))
+        }
     };
     let log_level = level(m, env)?;
     let setsid = env("DUMB_INIT_SETSID").as_deref() != Some("0");
     Ok(Config {
-        command: m.get_many::<String>("command").into_iter().flatten().cloned().collect(),
-        plan: Plan { grace, stop_signals, sequence, pre_stop },
+        command: m
+            .get_many::<String>("command")
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        plan: Plan {
+            grace,
+            stop_signals,
+            sequence,
+            pre_stop,
+        },
         platform,
         kill_after,
         rewrites,
@@ -247,7 +282,8 @@ fn level(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<LevelFi
         LevelFilter::TRACE,
     ];
     let base = if let Some(v) = env("RINIT_LOG").filter(|v| !v.is_empty()) {
-        log::parse_level(&v).ok_or_else(|| format!("RINIT_LOG='{v}' is not one of off, error, warn, info, debug"))?
+        log::parse_level(&v)
+            .ok_or_else(|| format!("RINIT_LOG='{v}' is not one of off, error, warn, info, debug"))?
     } else {
         match env("TINI_VERBOSITY").and_then(|v| v.parse::<u8>().ok()) {
             Some(0) => LevelFilter::ERROR,
@@ -271,8 +307,14 @@ mod tests {
 
     #[test]
     fn command_with_and_without_dashes() {
-        assert_eq!(run(&["--", "sleep", "-x", "1"]).unwrap().command, ["sleep", "-x", "1"]);
-        assert_eq!(run(&["sleep", "-x", "--grace=1s"]).unwrap().command, ["sleep", "-x", "--grace=1s"]);
+        assert_eq!(
+            run(&["--", "sleep", "-x", "1"]).unwrap().command,
+            ["sleep", "-x", "1"]
+        );
+        assert_eq!(
+            run(&["sleep", "-x", "--grace=1s"]).unwrap().command,
+            ["sleep", "-x", "--grace=1s"]
+        );
         assert_eq!(run(&["-c", "sleep"]).unwrap().command, ["sleep"]);
     }
 
@@ -280,21 +322,35 @@ mod tests {
     fn unknown_option_is_a_usage_error() {
         let e = run(&["--bogus", "sleep"]).unwrap_err();
         assert_eq!(e.status, 2);
-        assert!(e.text.contains("--bogus") && !e.text.contains('\n'), "{}", e.text);
+        assert!(
+            e.text.contains("--bogus") && !e.text.contains('\n'),
+            "{}",
+            e.text
+        );
         assert_eq!(run(&[]).unwrap_err().status, 2);
     }
 
     #[test]
     fn refused_configurations_name_their_values() {
         let e = run(&["--grace=25s", "x"]).unwrap_err();
-        assert!(e.text.contains("--grace=25s") && e.text.contains("10s"), "{}", e.text);
+        assert!(
+            e.text.contains("--grace=25s") && e.text.contains("10s"),
+            "{}",
+            e.text
+        );
         assert!(run(&["--grace=25s", "--platform-kill-after=30s", "x"]).is_ok());
         let e = run(&["--grace=5s", "--pre-stop-delay=5s", "x"]).unwrap_err();
         assert!(e.text.contains("--pre-stop-delay=5s"), "{}", e.text);
         let e = run(&["--grace=5s", "--stop-sequence=TERM@6s", "x"]).unwrap_err();
         assert!(e.text.contains("TERM@6s"), "{}", e.text);
-        assert!(run(&["--grace=soon", "x"]).unwrap_err().text.contains("'soon'"));
-        assert!(run(&["--preset=nope", "x"]).unwrap_err().text.contains("nope"));
+        assert!(run(&["--grace=soon", "x"])
+            .unwrap_err()
+            .text
+            .contains("'soon'"));
+        assert!(run(&["--preset=nope", "x"])
+            .unwrap_err()
+            .text
+            .contains("nope"));
     }
 
     #[test]

@@ -83,7 +83,9 @@ impl Subscriber for Logger {
     fn event(&self, event: &Event<'_>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let severity = fields.severity.unwrap_or_else(|| severity(event.metadata().level()));
+        let severity = fields
+            .severity
+            .unwrap_or_else(|| severity(event.metadata().level()));
         let line = match self.format {
             Format::Text => text_line(severity, &fields),
             Format::Json => json_line(severity, &fields),
@@ -131,11 +133,13 @@ impl Visit for Fields {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.rest.push((field.name(), Value::Num(value.to_string())));
+        self.rest
+            .push((field.name(), Value::Num(value.to_string())));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.rest.push((field.name(), Value::Num(value.to_string())));
+        self.rest
+            .push((field.name(), Value::Num(value.to_string())));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -158,7 +162,11 @@ fn since_stop_ms() -> Option<u64> {
 
 fn text_line(severity: &str, f: &Fields) -> String {
     let mut out = String::with_capacity(160);
-    let _ = write!(out, "{} ", humantime::format_rfc3339_millis(SystemTime::now()));
+    let _ = write!(
+        out,
+        "{} ",
+        humantime::format_rfc3339_millis(SystemTime::now())
+    );
     if let Some(ms) = since_stop_ms() {
         let _ = write!(out, "+{}.{:03}s ", ms / 1000, ms % 1000);
     }
@@ -183,7 +191,11 @@ fn text_line(severity: &str, f: &Fields) -> String {
 fn json_line(severity: &str, f: &Fields) -> String {
     let mut out = String::with_capacity(256);
     out.push_str("{\"time\":\"");
-    let _ = write!(out, "{}", humantime::format_rfc3339_millis(SystemTime::now()));
+    let _ = write!(
+        out,
+        "{}",
+        humantime::format_rfc3339_millis(SystemTime::now())
+    );
     out.push_str("\",\"severity\":\"");
     out.push_str(severity);
     out.push_str("\",\"message\":");
@@ -245,7 +257,10 @@ mod tests {
         let line = json_line("WARNING", &f);
         assert!(line.ends_with("}\n"));
         assert!(line.contains(r#""message":"a \"quoted\"\nline""#), "{line}");
-        assert!(line.contains(r#""pid":42,"comm":"we\\ird\u0001","escalated":true"#), "{line}");
+        assert!(
+            line.contains(r#""pid":42,"comm":"we\\ird\u0001","escalated":true"#),
+            "{line}"
+        );
         assert!(line.contains(r#""logging.googleapis.com/labels":{"component":"rinit"}"#));
     }
 }

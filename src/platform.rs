@@ -31,11 +31,9 @@ impl Platform {
             "kubernetes" | "k8s" => Platform::Kubernetes,
             "cloud-run" | "cloudrun" => Platform::CloudRun,
             "none" => Platform::None,
-            other => {
-                return Err(format!(
-                    "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, none"
-                ))
-            }
+            other => return Err(format!(
+                "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, none"
+            )),
         })
     }
 
@@ -75,7 +73,10 @@ impl Platform {
 
     /// Structured platforms ship stderr to a log service that reads JSON.
     pub fn wants_json(self) -> bool {
-        matches!(self, Platform::Ecs | Platform::Kubernetes | Platform::CloudRun)
+        matches!(
+            self,
+            Platform::Ecs | Platform::Kubernetes | Platform::CloudRun
+        )
     }
 }
 
@@ -127,15 +128,29 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn detects_each_platform() {
         assert_eq!(Platform::detect(&env_of(&[])), Platform::Docker);
-        assert_eq!(Platform::detect(&env_of(&[("K_SERVICE", "api")])), Platform::CloudRun);
-        assert_eq!(Platform::detect(&env_of(&[("CLOUD_RUN_JOB", "j")])), Platform::CloudRun);
-        assert_eq!(Platform::detect(&env_of(&[("CLOUD_RUN_WORKER_POOL", "w")])), Platform::CloudRun);
+        assert_eq!(
+            Platform::detect(&env_of(&[("K_SERVICE", "api")])),
+            Platform::CloudRun
+        );
+        assert_eq!(
+            Platform::detect(&env_of(&[("CLOUD_RUN_JOB", "j")])),
+            Platform::CloudRun
+        );
+        assert_eq!(
+            Platform::detect(&env_of(&[("CLOUD_RUN_WORKER_POOL", "w")])),
+            Platform::CloudRun
+        );
         assert_eq!(
             Platform::detect(&env_of(&[("ECS_CONTAINER_METADATA_URI_V4", "http://x")])),
             Platform::Ecs
@@ -146,7 +161,10 @@ mod tests {
         );
         // Cloud Run wins over the Kubernetes variables it also sets.
         assert_eq!(
-            Platform::detect(&env_of(&[("K_SERVICE", "a"), ("KUBERNETES_SERVICE_HOST", "x")])),
+            Platform::detect(&env_of(&[
+                ("K_SERVICE", "a"),
+                ("KUBERNETES_SERVICE_HOST", "x")
+            ])),
             Platform::CloudRun
         );
     }
@@ -154,11 +172,27 @@ mod tests {
     #[test]
     fn grace_against_window() {
         let s = Duration::from_secs;
-        assert_eq!(resolve_grace(None, Platform::Docker, Some(s(10))), Ok(Some(s(8))));
-        assert_eq!(resolve_grace(Some(Some(s(9))), Platform::Docker, Some(s(10))), Ok(Some(s(9))));
+        assert_eq!(
+            resolve_grace(None, Platform::Docker, Some(s(10))),
+            Ok(Some(s(8)))
+        );
+        assert_eq!(
+            resolve_grace(Some(Some(s(9))), Platform::Docker, Some(s(10))),
+            Ok(Some(s(9)))
+        );
         let err = resolve_grace(Some(Some(s(25))), Platform::Docker, Some(s(10))).unwrap_err();
-        assert!(err.contains("--grace=25s") && err.contains("10s") && err.contains("--platform-kill-after"));
-        assert_eq!(resolve_grace(Some(None), Platform::Docker, Some(s(10))), Ok(None));
-        assert_eq!(resolve_grace(None, Platform::None, None), Ok(Some(DEFAULT_GRACE)));
+        assert!(
+            err.contains("--grace=25s")
+                && err.contains("10s")
+                && err.contains("--platform-kill-after")
+        );
+        assert_eq!(
+            resolve_grace(Some(None), Platform::Docker, Some(s(10))),
+            Ok(None)
+        );
+        assert_eq!(
+            resolve_grace(None, Platform::None, None),
+            Ok(Some(DEFAULT_GRACE))
+        );
     }
 }

@@ -102,7 +102,10 @@ pub fn survivors(whole_namespace: bool) -> Vec<Process> {
         for (pid, ppid, comm) in &table {
             if *ppid == parent {
                 ours.push(*pid);
-                found.push(Process { pid: *pid, comm: comm.clone() });
+                found.push(Process {
+                    pid: *pid,
+                    comm: comm.clone(),
+                });
             }
         }
     }

@@ -46,10 +46,26 @@ pub struct Plan {
 /// The worker protocols rinit knows, as `--stop-sequence` text. A negative
 /// offset counts back from the grace deadline.
 pub const PRESETS: [(&str, &str, &str); 4] = [
-    ("sidekiq", "TSTP@0s,TERM@2s", "TSTP = quiet (stop fetching), TERM 2s later = shut down"),
-    ("faktory", "TSTP@0s,TERM@2s", "TSTP = quiet, TERM 2s later = shut down"),
-    ("celery", "TERM@0s,QUIT@-3s", "TERM = warm shutdown, QUIT 3s before the deadline = cold"),
-    ("resque", "QUIT@0s,TERM@-3s", "QUIT = finish the job and exit, TERM 3s before the deadline = kill the job now"),
+    (
+        "sidekiq",
+        "TSTP@0s,TERM@2s",
+        "TSTP = quiet (stop fetching), TERM 2s later = shut down",
+    ),
+    (
+        "faktory",
+        "TSTP@0s,TERM@2s",
+        "TSTP = quiet, TERM 2s later = shut down",
+    ),
+    (
+        "celery",
+        "TERM@0s,QUIT@-3s",
+        "TERM = warm shutdown, QUIT 3s before the deadline = cold",
+    ),
+    (
+        "resque",
+        "QUIT@0s,TERM@-3s",
+        "QUIT = finish the job and exit, TERM 3s before the deadline = kill the job now",
+    ),
 ];
 
 /// Parses `SIG@OFFSET,...` (OFFSET a duration such as `5s`, or `-3s` for
@@ -63,10 +79,11 @@ pub fn parse_sequence(
 ) -> Result<Vec<Stage>, String> {
     let mut stages = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (sig, offset) = part
-            .split_once('@')
-            .ok_or_else(|| format!("--stop-sequence step '{part}' must be SIGNAL@OFFSET, e.g. TERM@5s"))?;
-        let signo = signals::parse(sig, false).map_err(|e| format!("--stop-sequence step '{part}': {e}"))?;
+        let (sig, offset) = part.split_once('@').ok_or_else(|| {
+            format!("--stop-sequence step '{part}' must be SIGNAL@OFFSET, e.g. TERM@5s")
+        })?;
+        let signo = signals::parse(sig, false)
+            .map_err(|e| format!("--stop-sequence step '{part}': {e}"))?;
         let (from_deadline, dur) = match offset.trim().strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, offset.trim()),
@@ -78,7 +95,11 @@ pub fn parse_sequence(
                 format!("--stop-sequence step '{part}' counts from the deadline, but --grace=none has none")
             })?;
             let at = g.checked_sub(dur).ok_or_else(|| {
-                format!("--stop-sequence step '{part}' is {} before a deadline only {} away", fmt(dur), fmt(g))
+                format!(
+                    "--stop-sequence step '{part}' is {} before a deadline only {} away",
+                    fmt(dur),
+                    fmt(g)
+                )
             })?;
             if at < pre_stop {
                 return Err(format!(
@@ -135,25 +156,53 @@ impl Drain {
         let mut steps: Vec<(Instant, Step)> = match &plan.sequence {
             Some(seq) => seq
                 .iter()
-                .map(|s| (now + s.at, Step::Send { signo: s.signo, staged: true }))
+                .map(|s| {
+                    (
+                        now + s.at,
+                        Step::Send {
+                            signo: s.signo,
+                            staged: true,
+                        },
+                    )
+                })
                 .collect(),
-            None if signo != 0 => vec![(now + plan.pre_stop, Step::Send { signo, staged: false })],
+            None if signo != 0 => vec![(
+                now + plan.pre_stop,
+                Step::Send {
+                    signo,
+                    staged: false,
+                },
+            )],
             None => Vec::new(),
         };
         if let Some(g) = plan.grace {
             steps.push((now + g, Step::Deadline));
         }
-        Drain { since: now, steps, escalated: false }
+        Drain {
+            since: now,
+            steps,
+            escalated: false,
+        }
     }
 
     /// Starts a drain because the main child exited and others remain: they
     /// get SIGTERM now and SIGKILL at the grace.
     pub fn on_child_exit(plan: &Plan, now: Instant) -> Drain {
-        let mut steps = vec![(now, Step::Send { signo: libc::SIGTERM, staged: false })];
+        let mut steps = vec![(
+            now,
+            Step::Send {
+                signo: libc::SIGTERM,
+                staged: false,
+            },
+        )];
         if let Some(g) = plan.grace {
             steps.push((now + g, Step::Deadline));
         }
-        Drain { since: now, steps, escalated: false }
+        Drain {
+            since: now,
+            steps,
+            escalated: false,
+        }
     }
 
     /// The next step that is due at `now`, removed from the schedule.
@@ -192,14 +241,37 @@ mod tests {
     #[test]
     fn sequence_resolves_offsets() {
         let seq = parse_sequence("TERM@5s, TSTP@0s", Some(S(10)), S(0)).unwrap();
-        assert_eq!(seq, vec![Stage { signo: 20, at: S(0) }, Stage { signo: 15, at: S(5) }]);
+        assert_eq!(
+            seq,
+            vec![
+                Stage {
+                    signo: 20,
+                    at: S(0)
+                },
+                Stage {
+                    signo: 15,
+                    at: S(5)
+                }
+            ]
+        );
         let seq = parse_sequence("TERM@0s,QUIT@-3s", Some(S(10)), S(1)).unwrap();
-        assert_eq!(seq, vec![Stage { signo: 15, at: S(1) }, Stage { signo: 3, at: S(7) }]);
+        assert_eq!(
+            seq,
+            vec![
+                Stage {
+                    signo: 15,
+                    at: S(1)
+                },
+                Stage { signo: 3, at: S(7) }
+            ]
+        );
     }
 
     #[test]
     fn sequence_refuses_what_cannot_run() {
-        assert!(parse_sequence("TERM@10s", Some(S(10)), S(0)).unwrap_err().contains("past the --grace=10s"));
+        assert!(parse_sequence("TERM@10s", Some(S(10)), S(0))
+            .unwrap_err()
+            .contains("past the --grace=10s"));
         assert!(parse_sequence("TERM@8s", Some(S(10)), S(3)).is_err());
         assert!(parse_sequence("QUIT@-12s", Some(S(10)), S(0)).is_err());
         assert!(parse_sequence("QUIT@-3s", None, S(0)).is_err());
@@ -228,7 +300,13 @@ mod tests {
         let mut d = Drain::on_stop_signal(&plan, 15, t0);
         assert_eq!(d.due(t0), None);
         assert_eq!(d.next_at(), Some(t0 + S(2)));
-        assert_eq!(d.due(t0 + S(2)), Some(Step::Send { signo: 15, staged: false }));
+        assert_eq!(
+            d.due(t0 + S(2)),
+            Some(Step::Send {
+                signo: 15,
+                staged: false
+            })
+        );
         assert_eq!(d.due(t0 + S(10)), Some(Step::Deadline));
         assert_eq!(d.next_at(), None);
     }

@@ -18,10 +18,38 @@ pub struct Received {
 
 /// Names of the classic signals, indexed by number (0 is unused).
 const NAMES: [&str; 32] = [
-    "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-    "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-    "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-    "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    "",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
 ];
 
 /// Lowest real-time signal userspace may use (glibc keeps two for itself).
@@ -57,11 +85,18 @@ pub fn parse(text: &str, allow_zero: bool) -> Result<i32, String> {
     }
     let upper = t.to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    if let Some(pos) = NAMES.iter().position(|n| n.get(3..) == Some(bare) && !bare.is_empty()) {
+    if let Some(pos) = NAMES
+        .iter()
+        .position(|n| n.get(3..) == Some(bare) && !bare.is_empty())
+    {
         return Ok(pos as i32);
     }
     let rt = |rest: &str, base: i32, sign: i32| -> Option<i32> {
-        let off = if rest.is_empty() { 0 } else { rest.strip_prefix(['+', '-'])?.parse::<i32>().ok()? };
+        let off = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix(['+', '-'])?.parse::<i32>().ok()?
+        };
         let n = base + sign * off;
         (rtmin()..=rtmax()).contains(&n).then_some(n)
     };
@@ -130,7 +165,9 @@ pub fn wait(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<Received>
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     });
-    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: siginfo_t is plain data; the kernel fills it on success.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let signo = unsafe { libc::sigtimedwait(set, &mut info, tsp) };
@@ -190,7 +227,10 @@ impl Rewrites {
         let from = parse(from, false).map_err(|e| format!("--rewrite '{spec}': {e}"))?;
         let to = parse(to, true).map_err(|e| format!("--rewrite '{spec}': {e}"))?;
         if !catchable(from) || from == libc::SIGCHLD {
-            return Err(format!("--rewrite '{spec}': {} never reaches rinit", name(from)));
+            return Err(format!(
+                "--rewrite '{spec}': {} never reaches rinit",
+                name(from)
+            ));
         }
         self.0.retain(|&(f, _)| f != from);
         self.0.push((from, to));
@@ -199,7 +239,10 @@ impl Rewrites {
 
     /// The signal to forward for `signo`: rewritten, unchanged, or 0 = drop.
     pub fn apply(&self, signo: i32) -> i32 {
-        self.0.iter().find(|&&(f, _)| f == signo).map_or(signo, |&(_, t)| t)
+        self.0
+            .iter()
+            .find(|&&(f, _)| f == signo)
+            .map_or(signo, |&(_, t)| t)
     }
 }
 

@@ -33,7 +33,11 @@ pub fn run(cfg: Config) -> i32 {
             return e.status;
         }
     };
-    let target = if cfg.single_child { Target::Child(child) } else { Target::Group(child) };
+    let target = if cfg.single_child {
+        Target::Child(child)
+    } else {
+        Target::Group(child)
+    };
     log_start(&cfg, child, isolation, pid1, subreaper);
 
     let mut main: Option<Exit> = None;
@@ -48,7 +52,10 @@ pub fn run(cfg: Config) -> i32 {
                 }
             }
         }
-        let timeout = drain.as_ref().and_then(Drain::next_at).map(|t| t.saturating_duration_since(Instant::now()));
+        let timeout = drain
+            .as_ref()
+            .and_then(Drain::next_at)
+            .map(|t| t.saturating_duration_since(Instant::now()));
         match signals::wait(&wait_set, timeout) {
             None => continue,
             Some(r) if r.signo == libc::SIGCHLD => {
@@ -130,8 +137,12 @@ fn on_signal(
             *drain = Some(Drain::on_stop_signal(&cfg.plan, forwarded, now));
         }
         Some(d) if r.signo == libc::SIGINT && !d.escalated => {
-            warn!(phase = "signal", signal = "SIGINT", sender_pid = sender,
-                  "second interrupt during the drain: killing now");
+            warn!(
+                phase = "signal",
+                signal = "SIGINT",
+                sender_pid = sender,
+                "second interrupt during the drain: killing now"
+            );
             escalate(target, pid1, Some(d));
         }
         Some(_) => {
@@ -234,7 +245,10 @@ fn finish(cfg: &Config, exit: Exit, drain: Option<&Drain>) -> i32 {
     let escalated = drain.is_some_and(|d| d.escalated);
     let drain_ms = drain.map_or(0, Drain::elapsed_ms);
     if escalated {
-        warn!(phase = "exit", status, drain_ms, escalated, "exiting after killing the rest");
+        warn!(
+            phase = "exit",
+            status, drain_ms, escalated, "exiting after killing the rest"
+        );
     } else {
         info!(phase = "exit", status, drain_ms, escalated, "exiting");
     }
@@ -245,14 +259,24 @@ fn log_child_exit(pid: i32, exit: Exit, drain: Option<&Drain>) {
     let since = drain.map_or(0, Drain::elapsed_ms);
     let killed = drain.is_some_and(|d| d.escalated);
     match exit {
-        Exit::Code(code) => info!(phase = "child_exit", pid, code, since_stop_ms = since, "main child exited"),
-        Exit::Signal(s) => info!(phase = "child_exit", pid, signal = %name(s), killed_by_rinit = killed,
-                                 since_stop_ms = since, "main child killed by signal"),
+        Exit::Code(code) => info!(
+            phase = "child_exit",
+            pid,
+            code,
+            since_stop_ms = since,
+            "main child exited"
+        ),
+        Exit::Signal(s) => {
+            info!(phase = "child_exit", pid, signal = %name(s), killed_by_rinit = killed,
+                                 since_stop_ms = since, "main child killed by signal")
+        }
     }
 }
 
 fn grace_text(cfg: &Config) -> String {
-    cfg.plan.grace.map_or_else(|| "none".into(), crate::platform::fmt)
+    cfg.plan
+        .grace
+        .map_or_else(|| "none".into(), crate::platform::fmt)
 }
 
 fn log_start(cfg: &Config, child: i32, isolation: Isolation, pid1: bool, subreaper: bool) {

@@ -1,1 +1,367 @@
-fn main() {}
+//! probe: the recording child the tests and benchmarks run under rinit.
+//!
+//! It blocks every catchable signal and collects them with `sigwaitinfo`, so
+//! each one it gets is written down (one `O_APPEND` line per signal, so the
+//! lines of several probes sharing a file never interleave) and nothing is
+//! lost to a handler race. Flags make it misbehave in the ways real workers
+//! do: ignore TERM, drain slowly, leave orphans, escape the process group.
+//!
+//! Usage: probe [--record FILE] [--ready FILE] [--mask FILE] [--exit-on SIG:MS:CODE]...
+//!              [--die-on SIG]... [--ignore SIG]... [--grandchild] [--daemon]
+//!              [--orphans N] [--zombie-report FILE] [--sleep MS] [--exit CODE]
+//!              [--stamp FILE]
+//!
+//! Record lines: `<pid> <SIGNAL> <monotonic-ns>`, plus `daemon <pid>` and
+//! `grandchild <pid>` lines for the processes it starts.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// What the probe was told to do.
+#[derive(Default)]
+struct Opts {
+    record: Option<String>,
+    ready: Option<String>,
+    mask: Option<String>,
+    stamp: Option<String>,
+    exit_on: Vec<(i32, u64, i32)>,
+    die_on: Vec<i32>,
+    ignore: Vec<i32>,
+    grandchild: bool,
+    daemon: bool,
+    orphans: usize,
+    zombie_report: Option<String>,
+    sleep_ms: Option<u64>,
+    exit: Option<i32>,
+}
+
+fn signo(name: &str) -> i32 {
+    let n = name.trim().trim_start_matches("SIG").to_ascii_uppercase();
+    let table = [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("STKFLT", 16),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("TSTP", 20),
+        ("TTIN", 21),
+        ("TTOU", 22),
+        ("URG", 23),
+        ("XCPU", 24),
+        ("XFSZ", 25),
+        ("VTALRM", 26),
+        ("PROF", 27),
+        ("WINCH", 28),
+        ("IO", 29),
+        ("PWR", 30),
+        ("SYS", 31),
+    ];
+    table
+        .iter()
+        .find(|(k, _)| *k == n)
+        .map(|&(_, v)| v)
+        .or_else(|| n.parse().ok())
+        .unwrap_or_else(|| die(&format!("probe: unknown signal {name}")))
+}
+
+fn signame(s: i32) -> String {
+    let names = [
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    names
+        .get(s as usize)
+        .map_or_else(|| format!("SIG{s}"), |n| n.to_string())
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("{msg}");
+    std::process::exit(99)
+}
+
+fn parse() -> Opts {
+    let mut o = Opts::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| die(&format!("probe: {a} needs a value")))
+        };
+        match a.as_str() {
+            "--record" => o.record = Some(val()),
+            "--ready" => o.ready = Some(val()),
+            "--mask" => o.mask = Some(val()),
+            "--stamp" => o.stamp = Some(val()),
+            "--exit-on" => {
+                let v = val();
+                let mut it = v.split(':');
+                let s = signo(it.next().unwrap_or(""));
+                let ms = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                let code = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                o.exit_on.push((s, ms, code));
+            }
+            "--die-on" => o.die_on.push(signo(&val())),
+            "--ignore" => o.ignore.push(signo(&val())),
+            "--grandchild" => o.grandchild = true,
+            "--daemon" => o.daemon = true,
+            "--orphans" => o.orphans = val().parse().unwrap_or_else(|_| die("probe: --orphans N")),
+            "--zombie-report" => o.zombie_report = Some(val()),
+            "--sleep" => {
+                o.sleep_ms = Some(val().parse().unwrap_or_else(|_| die("probe: --sleep MS")))
+            }
+            "--exit" => o.exit = Some(val().parse().unwrap_or_else(|_| die("probe: --exit CODE"))),
+            other => die(&format!("probe: unknown argument {other}")),
+        }
+    }
+    o
+}
+
+fn append(path: &Option<String>, line: &str) {
+    if let Some(p) = path {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap_or_else(|e| die(&format!("probe: {p}: {e}")));
+        // One write per line: O_APPEND makes it atomic across processes.
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn mono_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+fn all_catchable() -> libc::sigset_t {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::sigdelset(&mut set, libc::SIGKILL);
+        libc::sigdelset(&mut set, libc::SIGSTOP);
+        set
+    }
+}
+
+/// Forks; the child runs `f` and exits 0.
+fn fork_then(f: impl FnOnce()) -> i32 {
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        die("probe: fork failed");
+    }
+    if pid == 0 {
+        f();
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+/// Double-forks `n` processes that all exit at the same moment: a middle
+/// child forks them, each blocks on a pipe the middle holds, and the middle
+/// exits, closing it, so the kernel re-parents all `n` to the init and they
+/// exit in one burst.
+fn orphans(n: usize) {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        die("probe: pipe failed");
+    }
+    let middle = fork_then(|| {
+        unsafe { libc::close(fds[0]) };
+        for _ in 0..n {
+            fork_then(|| unsafe {
+                libc::close(fds[1]);
+                let mut b = [0u8; 1];
+                // Blocks until the middle process exits and the write end closes.
+                libc::read(fds[0], b.as_mut_ptr().cast(), 1);
+            });
+        }
+    });
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        let mut st = 0;
+        libc::waitpid(middle, &mut st, 0);
+    }
+}
+
+/// Counts processes in state Z in this PID namespace's /proc.
+fn zombies() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return usize::MAX;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+fn main() {
+    let o = parse();
+    if let Some(path) = &o.mask {
+        // Before the probe blocks anything: what the exec left it with.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let lines: String = status
+            .lines()
+            .filter(|l| l.starts_with("SigBlk") || l.starts_with("SigIgn"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        append(&Some(path.clone()), &lines);
+    }
+    let mut set = all_catchable();
+    // Ignored signals must not stay blocked: a blocked signal is queued, never ignored.
+    for &s in &o.ignore {
+        unsafe {
+            libc::signal(s, libc::SIG_IGN);
+            libc::sigdelset(&mut set, s);
+        }
+    }
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    if o.grandchild {
+        let pid = fork_then(|| serve(&o, set, true));
+        append(&o.record, &format!("grandchild {pid}\n"));
+    }
+    if o.daemon {
+        let pid = fork_then(|| unsafe {
+            libc::setsid();
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            let empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            loop {
+                libc::pause();
+            }
+        });
+        append(&o.record, &format!("daemon {pid}\n"));
+    }
+    if o.orphans > 0 {
+        orphans(o.orphans);
+        if let Some(p) = &o.zombie_report {
+            // Give the init up to 10 s to reap the burst, then say what is left.
+            let t0 = Instant::now();
+            let mut left = zombies();
+            while left > 0 && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+                left = zombies();
+            }
+            append(
+                &Some(p.clone()),
+                &format!("zombies={left} ms={}\n", t0.elapsed().as_millis()),
+            );
+        }
+    }
+    if let Some(code) = o.exit {
+        std::process::exit(code);
+    }
+    serve(&o, set, false);
+}
+
+/// The signal loop: record, then act on what the flags say.
+fn serve(o: &Opts, set: libc::sigset_t, grandchild: bool) {
+    let me = std::process::id();
+    if let Some(r) = &o.ready {
+        if !grandchild {
+            let _ = std::fs::write(r, format!("{me}\n"));
+        }
+    }
+    let deadline = o
+        .sleep_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    loop {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if timeout == Some(Duration::ZERO) {
+            std::process::exit(0);
+        }
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let s = unsafe { libc::sigtimedwait(&set, &mut info, tsp) };
+        if s <= 0 {
+            continue;
+        }
+        let now = mono_ns();
+        if s == libc::SIGCHLD && !o.grandchild && !o.daemon {
+            continue;
+        }
+        if s == libc::SIGCHLD {
+            // Reap our own children (the grandchild/daemon) quietly.
+            unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} };
+            continue;
+        }
+        append(&o.record, &format!("{me} {} {now}\n", signame(s)));
+        if !grandchild {
+            if let Some(p) = &o.stamp {
+                append(&Some(p.clone()), &format!("{now}\n"));
+            }
+        }
+        if grandchild {
+            continue;
+        }
+        if o.die_on.contains(&s) {
+            unsafe {
+                libc::signal(s, libc::SIG_DFL);
+                let mut one: libc::sigset_t = std::mem::zeroed();
+                libc::sigaddset(&mut one, s);
+                libc::kill(me as i32, s);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+            }
+        }
+        if let Some(&(_, ms, code)) = o.exit_on.iter().find(|(sig, _, _)| *sig == s) {
+            std::thread::sleep(Duration::from_millis(ms));
+            std::process::exit(code);
+        }
+    }
+}
