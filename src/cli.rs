@@ -55,70 +55,95 @@ fn usage(msg: impl std::fmt::Display) -> Stop {
     }
 }
 
-fn presets_help() -> String {
-    let mut s = String::from(
-        "Presets (--preset NAME; offsets count from the stop signal, a negative one back from the deadline):\n",
-    );
-    for (name, seq, what) in shutdown::PRESETS {
-        s.push_str(&format!("  {name:<8} {seq:<18} {what}\n"));
-    }
-    s.push_str(
-        "\nExit status: the command's own; 128+N if it died by signal N (137 when rinit killed it at the\n\
-         deadline); 2 usage error; 126 command not executable; 127 command not found; 1 other start failure.\n\
-         \nEnvironment: RINIT_GRACE, RINIT_PLATFORM_KILL_AFTER, RINIT_LOG_FORMAT, RINIT_LOG (error|warn|info|debug);\n\
-         tini's TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP, TINI_VERBOSITY and dumb-init's DUMB_INIT_SETSID=0.",
-    );
-    s
-}
+/// `rinit --help`. Written out rather than generated: clap's help renderer
+/// costs ~50 KiB of a binary whose budget is 1.35 MB.
+const HELP: &str = "\
+rinit: a container init with a bounded drain. Forwards signals to the command's process group,
+reaps zombies, and SIGKILLs what is left at its own deadline, before the platform's SIGKILL.
+
+Usage: rinit [OPTIONS] [--] COMMAND [ARGS]...
+
+Drain:
+      --grace DURATION          Time from the stop signal to SIGKILL of everything left (25s, 1m30s,
+                                500ms; 'none' never escalates). Default: platform window minus 2s
+                                (env RINIT_GRACE)
+      --platform NAME           auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s), none
+                                [default: auto]
+      --platform-kill-after DUR The platform's real stop-to-SIGKILL window: docker stop -t, ECS
+                                stopTimeout, terminationGracePeriodSeconds (env RINIT_PLATFORM_KILL_AFTER)
+      --stop-signals LIST       Signals that start the drain [default: TERM,INT,QUIT]
+      --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s'; a negative
+                                offset counts back from the deadline ('QUIT@-3s')
+      --preset NAME             A stop sequence for a known worker (below)
+      --pre-stop-delay DURATION Wait this long after the stop signal before forwarding anything
+                                (counts against the grace)
+Signals:
+  -c, --single-child            Signal the command only, not its process group
+  -r, --rewrite FROM:TO         Forward FROM as TO; TO 0 drops it (repeatable)
+  -p SIG                        Signal rinit gets when its parent dies
+Exit:
+  -e, --expect-exit CODE        Report this exit code of the command as 0 (repeatable)
+Logs:
+      --log-format FORMAT       text, json or auto (json on ECS, Kubernetes, Cloud Run)
+                                (env RINIT_LOG_FORMAT) [default: auto]
+  -v, --verbose / -q, --quiet   More / fewer logs (repeatable; env RINIT_LOG=error|warn|info|debug)
+Accepted for tini: -s (subreaper: always on when not PID 1), -g (group: the default), -w;
+  env TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP, TINI_VERBOSITY. For dumb-init: DUMB_INIT_SETSID=0.
+  -h, --help                    This help
+  -V, --version                 Version
+
+Presets (offsets from the stop signal; negative ones count back from the deadline):
+  sidekiq   TSTP@0s,TERM@2s    TSTP = quiet (stop fetching), TERM 2s later = shut down
+  faktory   TSTP@0s,TERM@2s    TSTP = quiet, TERM 2s later = shut down
+  celery    TERM@0s,QUIT@-3s   TERM = warm shutdown, QUIT 3s before the deadline = cold shutdown
+  resque    QUIT@0s,TERM@-3s   QUIT = finish the job and exit, TERM 3s before the deadline = kill it
+
+Exit status: the command's own; 128+N if it died by signal N (137 when rinit killed it at the
+deadline); 2 usage error; 126 command not executable; 127 command not found; 1 other start failure.
+";
 
 fn command() -> Command {
-    let flag = |id: &'static str, short: char, help: &'static str| {
+    let flag = |id: &'static str, short: char| Arg::new(id).short(short).action(ArgAction::SetTrue);
+    let opt = |id: &'static str, long: &'static str| Arg::new(id).long(long);
+    let many = |id: &'static str, short: char, long: &'static str| {
         Arg::new(id)
             .short(short)
-            .action(ArgAction::SetTrue)
-            .help(help)
+            .long(long)
+            .action(ArgAction::Append)
     };
-    let many = |id: &'static str| Arg::new(id).action(ArgAction::Append);
     Command::new("rinit")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about("A container init with a bounded drain: forwards signals to the command's group, reaps \
-                zombies, and SIGKILLs what is left at its own deadline, before the platform's.")
-        .override_usage("rinit [OPTIONS] [--] COMMAND [ARGS]...")
-        .after_help(presets_help())
-        .arg(Arg::new("grace").long("grace").value_name("DURATION")
-            .help("Drain time after a stop signal before SIGKILL (e.g. 25s, 1m30s, 500ms; 'none' never \
-                   escalates). Default: the platform's window minus 2s"))
-        .arg(Arg::new("platform").long("platform").value_name("NAME")
-            .help("auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s) or none [default: auto]"))
-        .arg(Arg::new("kill_after").long("platform-kill-after").value_name("DURATION")
-            .help("The platform's real stop-to-SIGKILL window (docker stop -t, ECS stopTimeout, \
-                   terminationGracePeriodSeconds)"))
-        .arg(Arg::new("stop_signals").long("stop-signals").value_name("LIST")
-            .help("Signals that start the drain [default: TERM,INT,QUIT]"))
-        .arg(Arg::new("sequence").long("stop-sequence").value_name("SIG@OFFSET,...")
-            .help("Send these signals instead of the stop signal, e.g. 'TSTP@0s,TERM@5s'"))
-        .arg(Arg::new("preset").long("preset").value_name("NAME").conflicts_with("sequence")
-            .help("A stop sequence for a known worker: sidekiq, faktory, celery, resque (see below)"))
-        .arg(Arg::new("pre_stop").long("pre-stop-delay").value_name("DURATION")
-            .help("Wait this long after the stop signal before forwarding anything (counts against the grace)"))
-        .arg(Arg::new("log_format").long("log-format").value_name("FORMAT")
-            .help("text, json or auto (json on ECS, Kubernetes and Cloud Run) [default: auto]"))
-        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::Count)
-            .help("More logs (repeatable)"))
-        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::Count)
-            .help("Fewer logs (repeatable)"))
-        .arg(flag("single_child", 'c', "Signal the command only, not its process group").long("single-child"))
-        .arg(many("rewrite").short('r').long("rewrite").value_name("FROM:TO")
-            .help("Forward FROM as TO; TO 0 drops it (repeatable)"))
-        .arg(many("expect").short('e').long("expect-exit").value_name("CODE")
-            .help("Report this exit code of the command as 0 (repeatable)"))
-        .arg(Arg::new("pdeath").short('p').value_name("SIG")
-            .help("Signal rinit gets if its parent dies (tini's -p)"))
-        .arg(flag("subreaper", 's', "Accepted for tini: rinit is a subreaper whenever it is not PID 1"))
-        .arg(flag("group", 'g', "Accepted for tini: signals go to the process group by default"))
-        .arg(flag("warn", 'w', "Accepted for tini"))
-        .arg(Arg::new("command").value_name("COMMAND").num_args(1..).trailing_var_arg(true)
-            .required(true).help("The command to run, and its arguments"))
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(flag("help", 'h').long("help"))
+        .arg(flag("version", 'V').long("version"))
+        .arg(opt("grace", "grace"))
+        .arg(opt("platform", "platform"))
+        .arg(opt("kill_after", "platform-kill-after"))
+        .arg(opt("stop_signals", "stop-signals"))
+        .arg(opt("sequence", "stop-sequence"))
+        .arg(opt("preset", "preset").conflicts_with("sequence"))
+        .arg(opt("pre_stop", "pre-stop-delay"))
+        .arg(opt("log_format", "log-format"))
+        .arg(
+            Arg::new("verbose")
+                .short('v')
+                .long("verbose")
+                .action(ArgAction::Count),
+        )
+        .arg(
+            Arg::new("quiet")
+                .short('q')
+                .long("quiet")
+                .action(ArgAction::Count),
+        )
+        .arg(flag("single_child", 'c').long("single-child"))
+        .arg(many("rewrite", 'r', "rewrite"))
+        .arg(many("expect", 'e', "expect-exit"))
+        .arg(Arg::new("pdeath").short('p'))
+        .arg(flag("subreaper", 's'))
+        .arg(flag("group", 'g'))
+        .arg(flag("warn", 'w'))
+        .arg(Arg::new("command").num_args(1..).trailing_var_arg(true))
 }
 
 /// Parses `args` (without argv[0]) and the environment into a `Config`.
@@ -129,19 +154,31 @@ pub fn parse(
     let m = command()
         .try_get_matches_from(std::iter::once("rinit".into()).chain(args))
         .map_err(|e| {
-            use clap::error::ErrorKind::*;
-            match e.kind() {
-                DisplayHelp | DisplayVersion => Stop {
-                    status: 0,
-                    text: e.to_string(),
-                },
-                _ => {
-                    let text = e.to_string();
-                    let first = text.lines().next().unwrap_or("bad arguments");
-                    usage(first.trim_start_matches("error: "))
-                }
-            }
+            let text = e.to_string();
+            usage(
+                text.lines()
+                    .next()
+                    .unwrap_or("bad arguments")
+                    .trim_start_matches("error: "),
+            )
         })?;
+    if m.get_flag("help") {
+        return Err(Stop {
+            status: 0,
+            text: HELP.into(),
+        });
+    }
+    if m.get_flag("version") {
+        return Err(Stop {
+            status: 0,
+            text: format!("rinit {}\n", env!("CARGO_PKG_VERSION")),
+        });
+    }
+    if !m.contains_id("command") {
+        return Err(usage(
+            "no COMMAND given: rinit [OPTIONS] -- COMMAND [ARGS]...",
+        ));
+    }
     config(&m, env).map_err(usage)
 }
 

@@ -31,9 +31,11 @@ impl Platform {
             "kubernetes" | "k8s" => Platform::Kubernetes,
             "cloud-run" | "cloudrun" => Platform::CloudRun,
             "none" => Platform::None,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, none"
-            )),
+            ))
+            }
         })
     }
 
