@@ -249,7 +249,11 @@ fn config(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     let stop_signals = match m.get_one::<String>("stop_signals") {
         Some(list) => list
             .split(',')
-            .map(|s| signals::parse(s, false).map_err(|e| format!("--stop-signals: {e}")))
+            .map(|s| match signals::parse(s, false) {
+                Ok(n) if signals::catchable(n) && n != libc::SIGCHLD => Ok(n),
+                Ok(n) => Err(format!("--stop-signals: {} never reaches rinit", signals::name(n))),
+                Err(e) => Err(format!("--stop-signals: {e}")),
+            })
             .collect::<Result<Vec<_>, _>>()?,
         None => vec![libc::SIGTERM, libc::SIGINT, libc::SIGQUIT],
     };

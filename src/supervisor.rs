@@ -73,13 +73,16 @@ pub fn run(cfg: Config) -> i32 {
                 }
                 match (main, reaped.none_left) {
                     (Some(exit), true) => return finish(&cfg, exit, drain.as_ref()),
-                    (Some(_), false) if drain.is_none() => {
-                        drain = Some(sweep_stragglers(&cfg, target, pid1));
+                    (Some(exit), false) => {
+                        if drain.is_none() {
+                            drain = Some(sweep_stragglers(&cfg, target, pid1));
+                        }
+                        // Without a grace nothing would ever end the wait (tini's behaviour).
                         if cfg.plan.grace.is_none() {
-                            return finish(&cfg, exit_of(main), drain.as_ref());
+                            return finish(&cfg, exit, drain.as_ref());
                         }
                     }
-                    _ => {}
+                    (None, _) => {}
                 }
             }
             Some(r) => on_signal(&cfg, r, target, pid1, isolation, &mut drain),
@@ -230,10 +233,6 @@ fn sweep_stragglers(cfg: &Config, target: Target, pid1: bool) -> Drain {
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
     }
     Drain::on_child_exit(&cfg.plan, now)
-}
-
-fn exit_of(main: Option<Exit>) -> Exit {
-    main.unwrap_or(Exit::Code(0))
 }
 
 /// Logs the exit line and maps the child's exit to rinit's status.
