@@ -251,7 +251,10 @@ fn config(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             .split(',')
             .map(|s| match signals::parse(s, false) {
                 Ok(n) if signals::catchable(n) && n != libc::SIGCHLD => Ok(n),
-                Ok(n) => Err(format!("--stop-signals: {} never reaches rinit", signals::name(n))),
+                Ok(n) => Err(format!(
+                    "--stop-signals: {} never reaches rinit",
+                    signals::name(n)
+                )),
                 Err(e) => Err(format!("--stop-signals: {e}")),
             })
             .collect::<Result<Vec<_>, _>>()?,

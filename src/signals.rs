@@ -148,13 +148,48 @@ pub fn configure_signals() -> libc::sigset_t {
     set
 }
 
-/// Sets every catchable signal's disposition back to SIG_DFL.
+/// Sets every catchable signal's disposition back to SIG_DFL. The child
+/// inherits the result: an ignored disposition survives exec, a default one
+/// is what any program expects to start with.
 ///
 /// # Safety
-/// Async-signal-safe: also called in the forked child before exec.
-pub unsafe fn reset_dispositions() {
+/// Must not race a handler installation; rinit installs none.
+unsafe fn reset_dispositions() {
     for s in (1..=31).chain(rtmin()..=rtmax()).filter(|&s| catchable(s)) {
         libc::signal(s, libc::SIG_DFL);
+    }
+}
+
+/// Resets glibc's reserved signals (32 and 33, below `SIGRTMIN`) to SIG_DFL
+/// with the raw syscall. glibc refuses to touch them, but an ignored
+/// disposition inherited from whoever started rinit survives exec, and the
+/// child (not necessarily a glibc program) would start with it.
+///
+/// # Safety
+/// Only between fork and exec: rinit's own glibc may rely on these signals.
+pub unsafe fn reset_reserved() {
+    /// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for s in 32..rtmin() {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            s,
+            &default as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            std::mem::size_of::<u64>(),
+        );
     }
 }
 

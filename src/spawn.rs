@@ -103,8 +103,7 @@ pub fn spawn(argv: &[String], isolation: Isolation) -> Result<i32, SpawnError> {
     }
 }
 
-/// In the forked child: new session or foreground group, default signal
-/// dispositions, and an empty mask (the blocked mask survives exec, and a
+/// In the forked child: new session or foreground group, and an empty mask (the blocked mask survives exec, and a
 /// child that inherits rinit's would never see a forwarded signal).
 ///
 /// # Safety
@@ -126,7 +125,7 @@ unsafe fn isolate(isolation: Isolation) -> Result<(), i32> {
         }
         Isolation::None => {}
     }
-    crate::signals::reset_dispositions();
+    // Dispositions need no reset here: rinit reset its own before forking.
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
