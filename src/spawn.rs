@@ -125,7 +125,9 @@ unsafe fn isolate(isolation: Isolation) -> Result<(), i32> {
         }
         Isolation::None => {}
     }
-    // Dispositions need no reset here: rinit reset its own before forking.
+    // rinit reset its own dispositions before forking; only glibc's reserved
+    // signals, which it cannot touch in itself, are left to reset here.
+    crate::signals::reset_reserved();
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
