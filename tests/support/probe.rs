@@ -9,10 +9,15 @@
 //! Usage: probe [--record FILE] [--ready FILE] [--mask FILE] [--exit-on SIG:MS:CODE]...
 //!              [--die-on SIG]... [--ignore SIG]... [--grandchild] [--daemon]
 //!              [--orphans N] [--zombie-report FILE] [--sleep MS] [--exit CODE]
-//!              [--stamp FILE]
+//!              [--stamp FILE] [--done FILE]
 //!
 //! Record lines: `<pid> <SIGNAL> <monotonic-ns>`, plus `daemon <pid>` and
 //! `grandchild <pid>` lines for the processes it starts.
+//!
+//! `--done FILE` models a job's "finished" marker: `done <pid> <monotonic-ns>`
+//! is appended when the probe ends cleanly (an `--exit-on` after its delay,
+//! or the end of `--sleep`), never when a signal kills it, so a missing line
+//! is work that was cut off.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -24,6 +29,7 @@ struct Opts {
     ready: Option<String>,
     mask: Option<String>,
     stamp: Option<String>,
+    done: Option<String>,
     exit_on: Vec<(i32, u64, i32)>,
     die_on: Vec<i32>,
     ignore: Vec<i32>,
@@ -136,6 +142,7 @@ fn parse() -> Opts {
             "--ready" => o.ready = Some(val()),
             "--mask" => o.mask = Some(val()),
             "--stamp" => o.stamp = Some(val()),
+            "--done" => o.done = Some(val()),
             "--exit-on" => {
                 let v = val();
                 let mut it = v.split(':');
@@ -320,7 +327,10 @@ fn serve(o: &Opts, set: libc::sigset_t, grandchild: bool) {
     loop {
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if timeout == Some(Duration::ZERO) {
-            std::process::exit(0);
+            if grandchild {
+                std::process::exit(0);
+            }
+            finish(o, 0);
         }
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs() as libc::time_t,
@@ -361,7 +371,16 @@ fn serve(o: &Opts, set: libc::sigset_t, grandchild: bool) {
         }
         if let Some(&(_, ms, code)) = o.exit_on.iter().find(|(sig, _, _)| *sig == s) {
             std::thread::sleep(Duration::from_millis(ms));
-            std::process::exit(code);
+            finish(o, code);
         }
     }
+}
+
+/// A clean end: write the `--done` marker, then exit with `code`.
+fn finish(o: &Opts, code: i32) -> ! {
+    append(
+        &o.done,
+        &format!("done {} {}\n", std::process::id(), mono_ns()),
+    );
+    std::process::exit(code)
 }

@@ -1,0 +1,511 @@
+//! Docker helpers for the end-to-end tests (tests/docker.rs, and the
+//! reference worker's examples/pubsub-gcs-worker/tests/docker.rs, which
+//! includes this file by path).
+//!
+//! The machines these tests run on reach no container registry, so every
+//! image is built here from files on the machine: `FROM scratch` plus static
+//! binaries, or `FROM` a local base made by [`static_base`]. Images are tagged
+//! by a hash of everything that goes into them, and built under a file lock,
+//! so the first test process of a run builds each image and the others (and
+//! later runs with the same binaries) find it.
+//!
+//! Every docker command runs with a timeout, and every container is removed
+//! by its guard's `Drop`, even when the test fails.
+//!
+//! Without a Docker engine the tests print one line and pass; with `CI=true`
+//! a missing engine fails them.
+
+#![allow(dead_code)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Time allowed for one ordinary docker command (run, stop, inspect, exec).
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed for one image build.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a finished command printed and returned.
+#[derive(Debug)]
+pub struct Out {
+    /// Exit code; `None` if it was killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs `cmd` to completion, capturing both streams; SIGKILLs it and panics
+/// if it takes longer than `timeout`.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
+    try_run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`run`], but a command that cannot be started is an `Err`.
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    let pid = child.id() as i32;
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = Vec::new();
+        let t = std::thread::spawn(move || {
+            let mut stderr = Vec::new();
+            let _ = err_pipe.read_to_end(&mut stderr);
+            stderr
+        });
+        let _ = out_pipe.read_to_end(&mut stdout);
+        let stderr = t.join().unwrap_or_default();
+        let status = child.wait().ok();
+        let _ = tx.send((status, stdout, stderr));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok((status, stdout, stderr)) => Ok(Out {
+            code: status.and_then(|s| s.code()),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }),
+        Err(_) => {
+            // SAFETY: kill has no memory effects; the pid is our child, not yet
+            // reaped (the reader thread reaps it only after the pipes close).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("timed out after {timeout:?}: {what}");
+        }
+    }
+}
+
+/// `docker ARGS...` with the default timeout.
+pub fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Out {
+    run(Command::new("docker").args(args), CMD_TIMEOUT)
+}
+
+/// `docker ARGS...`, which must succeed; returns its stdout.
+pub fn docker_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = docker(args);
+    assert!(
+        out.ok(),
+        "docker {:?} failed ({:?}):\n{}{}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// True when a Docker engine answers. Without one: under `CI=true` the test
+/// fails; elsewhere it prints one skip line and the caller returns (passes).
+pub fn engine(test: &str) -> bool {
+    let answer = try_run(
+        Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
+        Duration::from_secs(30),
+    );
+    let why = match answer {
+        Ok(out) if out.ok() => return true,
+        Ok(out) => out.stderr.lines().next().unwrap_or("").trim().to_string(),
+        Err(e) => e,
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{test}: CI=true and no Docker engine answers ({why}); the Docker tests must run in CI"
+        );
+    }
+    eprintln!(
+        "SKIP {test}: no Docker engine answers ({why}); \
+         these tests run where one does (and fail under CI=true)"
+    );
+    false
+}
+
+/// Panics unless `path` is a static ELF executable (no PT_INTERP): a scratch
+/// image has no loader, so a dynamic binary would fail with a confusing
+/// "no such file or directory" inside the container.
+pub fn assert_static(path: &Path, hint: &str) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}. {hint}", path.display()));
+    assert!(
+        bytes.len() > 64 && &bytes[..4] == b"\x7fELF" && bytes[4] == 2,
+        "{} is not a 64-bit ELF file. {hint}",
+        path.display()
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let p_type = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert!(
+            p_type != 3,
+            "{} is dynamically linked (it has a PT_INTERP); images here are FROM scratch. {hint}",
+            path.display()
+        );
+    }
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl TempDir {
+    /// A fresh directory, world-writable so that a container user other
+    /// than root can write to it when it is bind-mounted.
+    pub fn new(label: &str) -> TempDir {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "rinit-docker-{label}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `path/name`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Copies `src` in as `name` (mode kept).
+    pub fn copy_in(&self, src: &Path, name: &str) -> &Self {
+        let dst = self.0.join(name);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).expect("create dir in temp dir");
+        }
+        std::fs::copy(src, &dst)
+            .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", src.display(), dst.display()));
+        self
+    }
+
+    /// Writes `text` as `name`.
+    pub fn write(&self, name: &str, text: &str) -> &Self {
+        let dst = self.0.join(name);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).expect("create dir in temp dir");
+        }
+        std::fs::write(&dst, text).unwrap_or_else(|e| panic!("write {}: {e}", dst.display()));
+        self
+    }
+
+    /// The text of `name`, or "" if it does not exist (yet).
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.0.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `f` holding the lock that serialises image builds (and other
+/// one-per-run preparation) across the test processes of a run.
+pub fn locked<T>(f: impl FnOnce() -> T) -> T {
+    let _lock = BuildLock::take();
+    f()
+}
+
+/// Holds an exclusive `flock` on a lock file shared by every test process.
+struct BuildLock(std::fs::File);
+
+impl BuildLock {
+    fn take() -> BuildLock {
+        let path = std::env::temp_dir().join("rinit-docker-tests.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let t0 = Instant::now();
+        // SAFETY: flock on a file descriptor we own.
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            assert!(
+                t0.elapsed() < BUILD_TIMEOUT,
+                "waited {BUILD_TIMEOUT:?} for {} (another test building images?)",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        BuildLock(file)
+    }
+}
+
+/// Hashes a directory tree (names, modes and contents) into `h`.
+fn hash_tree(dir: &Path, h: &mut DefaultHasher) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let meta = std::fs::symlink_metadata(&path).expect("stat");
+        e.file_name().hash(h);
+        meta.permissions().mode().hash(h);
+        if meta.is_dir() {
+            hash_tree(&path, h);
+        } else {
+            std::fs::read(&path).expect("read").hash(h);
+        }
+    }
+}
+
+/// Builds `dockerfile` (a path, so the real Dockerfile.example can be used)
+/// with `context` and `build_args`, tagged `repo:<hash of all inputs>`, unless
+/// an image with that tag exists. Returns the tag.
+pub fn build(repo: &str, dockerfile: &Path, context: &Path, build_args: &[(&str, &str)]) -> String {
+    let mut h = DefaultHasher::new();
+    std::fs::read(dockerfile)
+        .unwrap_or_else(|e| panic!("{}: {e}", dockerfile.display()))
+        .hash(&mut h);
+    hash_tree(context, &mut h);
+    build_args.hash(&mut h);
+    let tag = format!("{repo}:{:016x}", h.finish());
+    let _lock = BuildLock::take();
+    if docker(&["image", "inspect", "--format", "{{.Id}}", &tag]).ok() {
+        return tag;
+    }
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "build",
+        "--quiet",
+        "--label",
+        "rinit-test=1",
+        "-t",
+        &tag,
+        "-f",
+    ])
+    .arg(dockerfile);
+    for (k, v) in build_args {
+        cmd.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    cmd.arg(context);
+    let t0 = Instant::now();
+    let out = run(&mut cmd, BUILD_TIMEOUT);
+    assert!(
+        out.ok(),
+        "docker build of {tag} from {} failed:\n{}{}",
+        dockerfile.display(),
+        out.stdout,
+        out.stderr
+    );
+    eprintln!("built {tag} in {} ms", t0.elapsed().as_millis());
+    tag
+}
+
+/// Builds an image from Dockerfile text and a prepared context directory.
+pub fn build_text(repo: &str, dockerfile: &str, context: &TempDir) -> String {
+    context.write("Dockerfile", dockerfile);
+    build(repo, &context.join("Dockerfile"), context.path(), &[])
+}
+
+/// A local stand-in for `gcr.io/distroless/static-debian12:nonroot`, which
+/// cannot be pulled here: CA certificates (the host's), `root` and `nonroot`
+/// (65532) users, a world-writable /tmp, nothing else. Built `FROM scratch`.
+pub fn static_base() -> String {
+    let ctx = TempDir::new("base");
+    ctx.write(
+        "rootfs/etc/passwd",
+        "root:x:0:0:root:/root:/sbin/nologin\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n\
+         nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+    );
+    ctx.write(
+        "rootfs/etc/group",
+        "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n",
+    );
+    let certs = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if certs.exists() {
+        ctx.copy_in(certs, "rootfs/etc/ssl/certs/ca-certificates.crt");
+    }
+    for dir in ["rootfs/tmp", "rootfs/home/nonroot"] {
+        std::fs::create_dir_all(ctx.join(dir)).expect("mkdir");
+    }
+    std::fs::set_permissions(
+        ctx.join("rootfs/tmp"),
+        std::fs::Permissions::from_mode(0o1777),
+    )
+    .expect("chmod /tmp");
+    build_text(
+        "rinit-test/static-base",
+        "FROM scratch\n\
+         COPY rootfs/ /\n\
+         COPY --chown=65532:65532 rootfs/home/nonroot /home/nonroot\n",
+        &ctx,
+    )
+}
+
+/// What `docker inspect` says about a container's state.
+#[derive(Debug)]
+pub struct State {
+    pub running: bool,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+impl State {
+    /// FinishedAt - StartedAt, if both parse.
+    pub fn ran_for(&self) -> Option<Duration> {
+        let s = humantime::parse_rfc3339(&self.started_at).ok()?;
+        let f = humantime::parse_rfc3339(&self.finished_at).ok()?;
+        f.duration_since(s).ok()
+    }
+}
+
+static CONTAINERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A running (or exited) container, removed with `docker rm -f` on drop.
+pub struct Container {
+    pub name: String,
+}
+
+impl Container {
+    /// `docker run -d --network host --name ... ARGS`: ARGS holds further
+    /// run options, the image and the command.
+    pub fn run<S: AsRef<str>>(label: &str, args: &[S]) -> Container {
+        let name = format!(
+            "rinit-test-{label}-{}-{}",
+            std::process::id(),
+            CONTAINERS.fetch_add(1, Ordering::Relaxed)
+        );
+        let c = Container { name };
+        let mut full: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            &c.name,
+            "--network",
+            "host",
+            "--label",
+            "rinit-test=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        full.extend(args.iter().map(|a| a.as_ref().to_string()));
+        docker_ok(&full);
+        c
+    }
+
+    /// `docker stop -t SECS`; returns how long the call took.
+    pub fn stop(&self, secs: u32) -> Duration {
+        let t0 = Instant::now();
+        let out = run(
+            Command::new("docker").args(["stop", "-t", &secs.to_string(), &self.name]),
+            Duration::from_secs(u64::from(secs) + 60),
+        );
+        let took = t0.elapsed();
+        assert!(out.ok(), "docker stop {}: {}", self.name, out.stderr);
+        took
+    }
+
+    /// `docker kill -s SIG`.
+    pub fn kill(&self, sig: &str) {
+        docker_ok(&["kill", "-s", sig, &self.name]);
+    }
+
+    /// Waits for the container to exit; returns its exit code.
+    pub fn wait(&self, timeout: Duration) -> i32 {
+        let out = run(Command::new("docker").args(["wait", &self.name]), timeout);
+        assert!(out.ok(), "docker wait {}: {}", self.name, out.stderr);
+        out.stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("docker wait printed {:?}", out.stdout))
+    }
+
+    pub fn state(&self) -> State {
+        let text = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{.State.Running}} {{.State.ExitCode}} {{.State.OOMKilled}} {{.State.StartedAt}} {{.State.FinishedAt}}",
+            &self.name,
+        ]);
+        let f: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(f.len(), 5, "docker inspect printed {text:?}");
+        State {
+            running: f[0] == "true",
+            exit_code: f[1].parse().expect("exit code"),
+            oom_killed: f[2] == "true",
+            started_at: f[3].to_string(),
+            finished_at: f[4].to_string(),
+        }
+    }
+
+    /// Everything the container wrote, stdout then stderr.
+    pub fn logs(&self) -> String {
+        let out = docker(&["logs", &self.name]);
+        format!("{}{}", out.stdout, out.stderr)
+    }
+
+    /// `docker exec NAME ARGS...` (its outcome is the caller's to judge).
+    pub fn exec(&self, args: &[&str]) -> Out {
+        let mut full = vec!["exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        docker(&full)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = run(
+            Command::new("docker").args(["rm", "-f", "-v", &self.name]),
+            CMD_TIMEOUT,
+        );
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`
+/// naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// rinit's text log lines of one phase (`... rinit LEVEL phase: ...`).
+pub fn phase_lines<'a>(logs: &'a str, phase: &str) -> Vec<&'a str> {
+    let tag = format!(" {phase}: ");
+    logs.lines()
+        .filter(|l| l.contains(" rinit ") && l.contains(&tag))
+        .collect()
+}
