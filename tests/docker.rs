@@ -25,63 +25,27 @@
 mod docker_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use docker_support::{
-    assert_static, build, build_text, engine, locked, phase_lines, run, static_base, wait_for,
-    Container, TempDir,
+    assert_static, build, build_text, engine, phase_lines, root_dir, sibling_binary, static_base,
+    wait_for, Container, TempDir,
 };
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
 const SETUP: &str = "run scripts/setup-docker.sh (installs Debian's busybox-static)";
 
-/// The probe of the same profile as rinit, built here if a run that selected
-/// only this test target did not build the example (or built an older one).
+/// The probe of the same profile as rinit (built here if this run did not
+/// build the example, or built it before tests/support/probe.rs changed).
 fn probe() -> PathBuf {
-    let rinit = Path::new(RINIT);
-    let profile_dir = rinit.parent().expect("rinit's directory");
-    let probe = profile_dir.join("examples/probe");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/probe.rs");
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = || matches!((mtime(&probe), mtime(&source)), (Some(b), Some(s)) if b >= s);
-    if !fresh() {
-        locked(|| {
-            if fresh() {
-                return;
-            }
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") => "dev",
-                Some(name) => name,
-                None => "dev",
-            };
-            let triple_dir = profile_dir.parent().expect("target triple dir");
-            let target_dir = if triple_dir.file_name().and_then(|n| n.to_str())
-                == Some("x86_64-unknown-linux-gnu")
-            {
-                triple_dir.parent().expect("target dir")
-            } else {
-                triple_dir
-            };
-            let out = run(
-                Command::new(env!("CARGO"))
-                    .args(["build", "--example", "probe", "--profile", profile])
-                    .arg("--manifest-path")
-                    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-                    .arg("--target-dir")
-                    .arg(target_dir),
-                Duration::from_secs(600),
-            );
-            assert!(
-                out.ok(),
-                "cargo build --example probe failed:\n{}",
-                out.stderr
-            );
-        });
-    }
-    probe
+    sibling_binary(
+        Path::new(RINIT),
+        "examples/probe",
+        ["--example", "probe"],
+        &[root_dir().join("tests/support/probe.rs")],
+    )
 }
 
 /// `rinit-test/probe:<hash>`: FROM scratch with /rinit, /probe, and busybox
@@ -515,19 +479,18 @@ fn docker_exec_orphans_are_reaped() {
     }
     const N: usize = 8;
     let image = probe_image();
-    // Each exec'd shell starts a short sleep in the background and exits at
-    // once, orphaning it; the sleep ends 300 ms later.
-    let orphan = "/bin/busybox sleep 0.3 & exit 0";
+    // The exec'd shell starts N short sleeps in the background and exits at
+    // once, orphaning them; they end 300 ms later.
+    let orphans =
+        format!("for i in $(/bin/busybox seq {N}); do /bin/busybox sleep 0.3 & done; exit 0");
     let run_case = |label: &str, cmd: &[&str]| -> (Container, TempDir) {
         let data = TempDir::new(label);
         let mut args = vec!["-v".to_string(), mount(&data), image.to_string()];
         args.extend(cmd.iter().map(|s| s.to_string()));
         let c = Container::run(label, &args);
         wait_ready(&data, "ready");
-        for _ in 0..N {
-            let out = c.exec(&["/bin/busybox", "sh", "-c", orphan]);
-            assert!(out.ok(), "docker exec: {}", out.stderr);
-        }
+        let out = c.exec(&["/bin/busybox", "sh", "-c", &orphans]);
+        assert!(out.ok(), "docker exec: {}", out.stderr);
         (c, data)
     };
 

@@ -161,6 +161,96 @@ pub fn assert_static(path: &Path, hint: &str) {
     }
 }
 
+/// The newest modification time of `path` (a file, or every file under a
+/// directory).
+fn newest(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| newest(&e.path()))
+        .max()
+}
+
+/// A binary of the root package (`rinit-init`) built with the same profile
+/// and target dir as `beside` (a binary of the running test's build): at
+/// `<dir of beside>/<rel>`, built here with cargo when it is missing or older
+/// than any of `sources`. `target` is `--bin NAME` or `--example NAME`.
+///
+/// Needed because a run that selects only one test target (`--test docker`,
+/// or `-p pubsub-gcs-worker`) does not build the other binaries.
+pub fn sibling_binary(beside: &Path, rel: &str, target: [&str; 2], sources: &[PathBuf]) -> PathBuf {
+    let profile_dir = beside.parent().expect("binary's directory");
+    let path = profile_dir.join(rel);
+    let fresh = || match newest(&path) {
+        Some(built) => sources
+            .iter()
+            .all(|s| newest(s).map_or(true, |t| t <= built)),
+        None => false,
+    };
+    if fresh() {
+        return path;
+    }
+    locked(|| {
+        if fresh() {
+            return;
+        }
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(name) => name,
+        };
+        let triple_dir = profile_dir.parent().expect("target triple dir");
+        let target_dir = if triple_dir.file_name().and_then(|n| n.to_str())
+            == Some("x86_64-unknown-linux-gnu")
+        {
+            triple_dir.parent().expect("target dir")
+        } else {
+            triple_dir
+        };
+        let manifest = root_dir().join("Cargo.toml");
+        let t0 = Instant::now();
+        let out = run(
+            Command::new(env!("CARGO"))
+                .args(["build", "-p", "rinit-init", "--profile", profile])
+                .args(target)
+                .arg("--manifest-path")
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(target_dir),
+            Duration::from_secs(900),
+        );
+        assert!(
+            out.ok(),
+            "cargo build {} --profile {profile} failed:\n{}",
+            target.join(" "),
+            out.stderr
+        );
+        eprintln!(
+            "built {} ({profile}) in {} ms",
+            target.join(" "),
+            t0.elapsed().as_millis()
+        );
+    });
+    path
+}
+
+/// The repository's top directory: the workspace root, the nearest ancestor
+/// of the compiling crate's manifest dir that holds Cargo.lock.
+pub fn root_dir() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() {
+        assert!(
+            dir.pop(),
+            "no Cargo.lock above {}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+    }
+    dir
+}
+
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
