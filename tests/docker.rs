@@ -179,6 +179,7 @@ fn docker_stop_drains_in_about_a_second_and_exits_0() {
         phase_lines(&logs, "kill").is_empty(),
         "nothing was killed:\n{logs}"
     );
+    assert_eq!(c.signals_sent(), ["15"], "docker stop's SIGTERM only");
 }
 
 /// Scenario 2: a child that ignores SIGTERM under --grace=3s is killed by
@@ -250,6 +251,8 @@ fn docker_stop_child_ignoring_term_is_killed_by_rinit_at_its_grace() {
         child[0].contains("signal=SIGKILL") && child[0].contains("killed_by_rinit=true"),
         "{child:?}"
     );
+    // The engine's events: its SIGTERM, and no SIGKILL of its own.
+    assert_eq!(c.signals_sent(), ["15"], "Docker never had to SIGKILL");
     // rinit lived to log its own exit: Docker's SIGKILL would have cut it off.
     let exit = phase_lines(&logs, "exit");
     assert!(
@@ -337,6 +340,7 @@ fn shell_form_entrypoint_loses_the_job_rinit_finishes_it() {
         !logs.contains("job exited"),
         "sh itself was SIGKILLed too:\n{logs}"
     );
+    assert_eq!(c.signals_sent(), ["15", "9"], "Docker had to SIGKILL");
 
     // The same job under rinit.
     let data = TempDir::new("under-rinit-data");
@@ -362,6 +366,7 @@ fn shell_form_entrypoint_loses_the_job_rinit_finishes_it() {
     );
     assert_phases_in_order(&logs, &["start", "signal", "forward", "child_exit", "exit"]);
     assert!(phase_lines(&logs, "kill").is_empty(), "{logs}");
+    assert_eq!(c.signals_sent(), ["15"], "no SIGKILL from Docker");
 }
 
 /// Scenario 5a: `docker kill -s` reaches the child; rinit exits with the
@@ -416,6 +421,11 @@ fn docker_kill_signals_reach_the_child_with_128_plus_n_exit_codes() {
         .collect();
     assert_eq!(got, ["SIGUSR1", "SIGHUP", "SIGTERM"], "record:\n{record}");
     assert_eq!(code, 143, "died by TERM; logs:\n{}", c.logs());
+    assert_eq!(
+        c.signals_sent(),
+        ["10", "1", "15"],
+        "the engine's kill events"
+    );
 
     // One container per fatal signal, all at once.
     let cases = [

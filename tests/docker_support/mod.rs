@@ -478,6 +478,8 @@ static CONTAINERS: AtomicUsize = AtomicUsize::new(0);
 /// A running (or exited) container, removed with `docker rm -f` on drop.
 pub struct Container {
     pub name: String,
+    /// Unix seconds just before `docker run`, for `docker events --since`.
+    created: u64,
 }
 
 impl Container {
@@ -489,7 +491,10 @@ impl Container {
             std::process::id(),
             CONTAINERS.fetch_add(1, Ordering::Relaxed)
         );
-        let c = Container { name };
+        let created = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().saturating_sub(1));
+        let c = Container { name, created };
         let mut full: Vec<String> = [
             "run",
             "-d",
@@ -551,6 +556,29 @@ impl Container {
             started_at: f[3].to_string(),
             finished_at: f[4].to_string(),
         }
+    }
+
+    /// The signals the engine sent this container so far, in order, from
+    /// its `kill` events: `docker stop` shows "15", then "9" only if its
+    /// timeout ran out and it had to SIGKILL; `docker kill -s` shows its own.
+    pub fn signals_sent(&self) -> Vec<String> {
+        let until = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let out = docker_ok(&[
+            "events",
+            "--since",
+            &self.created.to_string(),
+            "--until",
+            &format!("{until:.3}"),
+            "--filter",
+            &format!("container={}", self.name),
+            "--filter",
+            "event=kill",
+            "--format",
+            "{{.Actor.Attributes.signal}}",
+        ]);
+        out.split_whitespace().map(str::to_string).collect()
     }
 
     /// Everything the container wrote, stdout then stderr.
