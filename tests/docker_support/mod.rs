@@ -464,15 +464,6 @@ pub struct State {
     pub finished_at: String,
 }
 
-impl State {
-    /// FinishedAt - StartedAt, if both parse.
-    pub fn ran_for(&self) -> Option<Duration> {
-        let s = humantime::parse_rfc3339(&self.started_at).ok()?;
-        let f = humantime::parse_rfc3339(&self.finished_at).ok()?;
-        f.duration_since(s).ok()
-    }
-}
-
 static CONTAINERS: AtomicUsize = AtomicUsize::new(0);
 
 /// A running (or exited) container, removed with `docker rm -f` on drop.
@@ -604,9 +595,19 @@ impl Drop for Container {
     }
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
 /// naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_every(what, timeout, Duration::from_millis(50), check)
+}
+
+/// As [`wait_for`], polling every `every` (for checks that cost something).
+pub fn wait_every<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let t0 = Instant::now();
     loop {
         if let Some(v) = check() {
@@ -616,7 +617,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
             t0.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 
