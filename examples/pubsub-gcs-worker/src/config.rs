@@ -75,7 +75,12 @@ pub struct Cli {
     lease_extension: String,
 
     /// Log format: text or json (Cloud Logging fields `severity`, `message`).
-    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
     log_format: String,
 }
 
@@ -213,7 +218,11 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         )));
     }
     let drain_timeout = duration("DRAIN_TIMEOUT (--drain-timeout)", &cli.drain_timeout)?;
-    let write_attempts = positive("WRITE_ATTEMPTS (--write-attempts)", &cli.write_attempts, 100)?;
+    let write_attempts = positive(
+        "WRITE_ATTEMPTS (--write-attempts)",
+        &cli.write_attempts,
+        100,
+    )?;
     let write_attempt_timeout = duration(
         "WRITE_ATTEMPT_TIMEOUT (--write-attempt-timeout)",
         &cli.write_attempt_timeout,
@@ -268,8 +277,7 @@ fn bad(what: &str, value: &str, why: &str) -> ConfigError {
 /// still catches a pasted project *number* with spaces or a full URL.
 fn check_project_id(p: &str) -> Result<(), ConfigError> {
     let ok = p.len() <= 100
-        && p
-            .chars()
+        && p.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     if ok {
         Ok(())
@@ -326,8 +334,7 @@ fn check_bucket(b: &str) -> Result<(), ConfigError> {
     let ok = (3..=max).contains(&b.len())
         && b.starts_with(edge)
         && b.ends_with(edge)
-        && b.chars()
-            .all(|c| edge(c) || matches!(c, '-' | '_' | '.'));
+        && b.chars().all(|c| edge(c) || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -342,8 +349,7 @@ fn check_bucket(b: &str) -> Result<(), ConfigError> {
 /// Object names may not contain CR/LF and are at most 1024 bytes; leave room
 /// for the message ID (up to ~20 digits).
 fn check_object_prefix(p: &str) -> Result<(), ConfigError> {
-    if p.len() > 900 || p.contains(['\r', '\n']) || p.starts_with(".well-known/acme-challenge/")
-    {
+    if p.len() > 900 || p.contains(['\r', '\n']) || p.starts_with(".well-known/acme-challenge/") {
         return Err(bad(
             "OBJECT_PREFIX (--object-prefix)",
             p,
@@ -409,7 +415,11 @@ fn emulator_endpoint(var: &str, v: Option<String>) -> Result<Endpoint, ConfigErr
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
     if !port_ok || rest.contains('/') {
-        return Err(bad(var, &raw, "must be host:port (optionally with http://)"));
+        return Err(bad(
+            var,
+            &raw,
+            "must be host:port (optionally with http://)",
+        ));
     }
     Ok(Endpoint::Emulator(format!("{scheme}://{rest}")))
 }
@@ -483,16 +493,33 @@ mod tests {
         a.extend(["--log-format", "xml"]);
         assert!(run(&a).unwrap_err().0.contains("LOG_FORMAT"));
         let mut a = BASE.to_vec();
-        a.extend(["--concurrency", "50"]);
+        a.extend(["--concurrency", "500"]);
         assert!(run(&a).unwrap_err().0.contains("MAX_OUTSTANDING_MESSAGES"));
-        let e = run(&["--project-id", "p", "--subscription-id", "s", "--bucket-name", "bkt"])
-            .unwrap_err();
+        let e = run(&[
+            "--project-id",
+            "p",
+            "--subscription-id",
+            "s",
+            "--bucket-name",
+            "bkt",
+        ])
+        .unwrap_err();
         assert!(e.0.contains("SUBSCRIPTION_ID"), "{e}");
-        let e = run(&["--project-id", "p", "--subscription-id", "sub", "--bucket-name", "B!"])
-            .unwrap_err();
+        let e = run(&[
+            "--project-id",
+            "p",
+            "--subscription-id",
+            "sub",
+            "--bucket-name",
+            "B!",
+        ])
+        .unwrap_err();
         assert!(e.0.contains("BUCKET_NAME"), "{e}");
         let e = run(&["--nope"]).unwrap_err();
-        assert!(e.0.starts_with("configuration error:") && !e.0.contains('\n'), "{e}");
+        assert!(
+            e.0.starts_with("configuration error:") && !e.0.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]
@@ -528,7 +555,10 @@ mod tests {
             emulator_endpoint("X", Some("http://localhost:9023/".into())),
             Ok(Endpoint::Emulator("http://localhost:9023".into()))
         );
-        assert_eq!(emulator_endpoint("X", Some("".into())), Ok(Endpoint::Google));
+        assert_eq!(
+            emulator_endpoint("X", Some("".into())),
+            Ok(Endpoint::Google)
+        );
         assert!(emulator_endpoint("X", Some("localhost".into())).is_err());
         assert!(emulator_endpoint("X", Some("localhost:http".into())).is_err());
     }

@@ -144,6 +144,11 @@ pub async fn write_message(
     draining: &mut watch::Receiver<bool>,
 ) -> WriteOutcome {
     let bucket = format!("projects/_/buckets/{bucket}");
+    // Sent up front in the object metadata: Cloud Storage then verifies the
+    // bytes before creating the object (a corrupted upload is rejected, not
+    // stored), and the library does not append the trailing checksum part
+    // to the multipart body that emulators misread as content.
+    let crc32c = crc32c::crc32c(&data);
     let mut last_error = String::new();
     for attempt in 1..=policy.attempts {
         if attempt > 1 {
@@ -165,6 +170,7 @@ pub async fn write_message(
         let write = storage
             .write_object(&bucket, &spec.name, data.clone())
             .set_if_generation_match(0)
+            .with_known_crc32c(crc32c)
             .set_content_type(spec.content_type)
             .set_metadata(spec.metadata.clone())
             .send_unbuffered();
@@ -213,8 +219,14 @@ mod tests {
         let s = object_spec("in/", &msg(b"hello"));
         assert_eq!(s.name, "in/42");
         assert_eq!(s.content_type, TEXT_CONTENT_TYPE);
-        assert_eq!(s.metadata.get("pubsub-attr-k").map(String::as_str), Some("v"));
-        assert_eq!(s.metadata.get(META_MESSAGE_ID).map(String::as_str), Some("42"));
+        assert_eq!(
+            s.metadata.get("pubsub-attr-k").map(String::as_str),
+            Some("v")
+        );
+        assert_eq!(
+            s.metadata.get(META_MESSAGE_ID).map(String::as_str),
+            Some("42")
+        );
         assert_eq!(object_spec("", &msg(b"")).content_type, TEXT_CONTENT_TYPE);
         assert_eq!(
             object_spec("", &msg(b"\xff\xfe")).content_type,
@@ -242,7 +254,10 @@ mod tests {
         };
         for n in 1..10 {
             let b = p.backoff(n, "x");
-            assert!(b >= Duration::from_millis(100) && b <= Duration::from_secs(2), "{b:?}");
+            assert!(
+                b >= Duration::from_millis(100) && b <= Duration::from_secs(2),
+                "{b:?}"
+            );
         }
     }
 }

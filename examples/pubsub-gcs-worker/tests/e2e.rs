@@ -1,0 +1,493 @@
+//! End-to-end tests of the worker against the real emulators.
+//!
+//! Each test starts its own emulators (fresh topic, subscription and bucket),
+//! so tests are independent and can run in parallel. Waits are bounded by
+//! generous timeouts; nothing asserts on speed except "within rinit's grace".
+
+mod common;
+
+use common::{eventually, pseudo_random_bytes, GcsKind, Running, TestEnv, TestMessage};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const BINARY: &str = "application/octet-stream";
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("summary has no {k}: {v}"))
+}
+
+/// The summary's own invariants: nothing acked that was not stored, and
+/// every received message either acked or nacked (nothing abandoned).
+fn assert_summary_consistent(s: &Value) {
+    assert_eq!(n(s, "stored"), n(s, "acked"), "{s}");
+    assert_eq!(
+        n(s, "stored"),
+        n(s, "created") + n(s, "already_present"),
+        "{s}"
+    );
+    assert_eq!(n(s, "received"), n(s, "acked") + n(s, "nacked"), "{s}");
+    assert_eq!(
+        n(s, "nacked"),
+        n(s, "nacked_write_failed") + n(s, "nacked_unstorable") + n(s, "nacked_unstarted"),
+        "{s}"
+    );
+    assert_eq!(n(s, "abandoned"), 0, "{s}");
+}
+
+/// Messages of every shape the worker must handle.
+fn mixed_messages(with_large: bool) -> Vec<TestMessage> {
+    let mut m = Vec::new();
+    for i in 0..30 {
+        m.push(TestMessage::new(format!("message {i}")).attr("index", &i.to_string()));
+    }
+    m.push(TestMessage::new("grüße, 世界 ✓").attr("kind", "unicode"));
+    for i in 0..8u64 {
+        let mut b = pseudo_random_bytes(i + 1, 1 + (i as usize * 997) % 4096);
+        b[0] = 0xff; // never valid UTF-8
+        m.push(TestMessage::new(b).attr("kind", "binary"));
+    }
+    // Pub/Sub rejects a message with neither data nor attributes.
+    for i in 0..3 {
+        m.push(
+            TestMessage::new(Vec::new())
+                .attr("kind", "empty")
+                .attr("n", &i.to_string()),
+        );
+    }
+    if with_large {
+        let mut big = pseudo_random_bytes(99, 5 * 1024 * 1024);
+        big[0] = 0xfe;
+        m.push(TestMessage::new(big).attr("kind", "large"));
+    }
+    m
+}
+
+/// Checks that the bucket holds exactly one object per message, named by
+/// message ID, with the payload bytes and the metadata.
+fn assert_objects_match(
+    env: &TestEnv,
+    bucket: &str,
+    ids: &[String],
+    msgs: &[TestMessage],
+    check_content_type: bool,
+) {
+    let objects = env.list_objects(bucket);
+    let names: BTreeSet<_> = objects.iter().map(|o| o.name.clone()).collect();
+    let want: BTreeSet<_> = ids.iter().cloned().collect();
+    assert_eq!(objects.len(), ids.len(), "exactly one object per message");
+    assert_eq!(names, want);
+    let by_name: HashMap<_, _> = objects.iter().map(|o| (o.name.clone(), o)).collect();
+    for (id, m) in ids.iter().zip(msgs) {
+        let o = by_name[id];
+        assert_eq!(o.size, m.data.len() as u64, "size of {id}");
+        let bytes = env.read_object(bucket, id);
+        assert!(
+            bytes == m.data,
+            "bytes of object {id} differ from the payload"
+        );
+        assert_eq!(o.metadata.get("pubsub-message-id"), Some(id), "{o:?}");
+        assert!(o.metadata.contains_key("pubsub-publish-time"), "{o:?}");
+        for (k, v) in &m.attributes {
+            assert_eq!(
+                o.metadata.get(&format!("pubsub-attr-{k}")),
+                Some(v),
+                "{o:?}"
+            );
+        }
+        if check_content_type {
+            let want = if std::str::from_utf8(&m.data).is_ok() {
+                TEXT
+            } else {
+                BINARY
+            };
+            assert_eq!(
+                o.content_type.as_deref(),
+                Some(want),
+                "content type of {id}"
+            );
+        }
+    }
+}
+
+fn wait_objects(env: &TestEnv, bucket: &str, count: usize, timeout: Duration) {
+    let ok = eventually(timeout, || env.list_objects(bucket).len() >= count);
+    let have = env.list_objects(bucket).len();
+    assert!(ok, "only {have} of {count} objects after {timeout:?}");
+}
+
+fn stop_and_summary(mut w: Running) -> Value {
+    w.signal(libc::SIGTERM);
+    let st = w.wait(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(0), "worker exit status");
+    w.summary()
+}
+
+fn store_scenario(kind: GcsKind, with_large: bool) {
+    let Some(mut env) = TestEnv::start(kind) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-a", "sub-a", 10);
+    env.create_bucket("bucket-a");
+    let msgs = mixed_messages(with_large);
+    let ids = env.publish("topic-a", &msgs);
+
+    let w = Running::spawn("worker", env.worker_command("sub-a", "bucket-a"));
+    wait_objects(&env, "bucket-a", ids.len(), Duration::from_secs(120));
+    // Let the acks reach the emulator before the stop (not required for
+    // correctness: the drain flushes them too).
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stop_and_summary(w);
+    assert_summary_consistent(&s);
+    assert_eq!(n(&s, "created"), ids.len() as u64, "{s}");
+    assert_objects_match(
+        &env,
+        "bucket-a",
+        &ids,
+        &msgs,
+        kind == GcsKind::GcpStorageEmulator,
+    );
+    assert_eq!(env.remaining_message_ids("sub-a"), Vec::<String>::new());
+}
+
+/// fake-gcs-server: bytes, names, metadata, a 5 MB payload; content type is
+/// not checked because fake-gcs ignores it on multipart uploads.
+#[test]
+fn stores_every_message_once_fake_gcs() {
+    store_scenario(GcsKind::FakeGcs, true);
+}
+
+/// gcp-storage-emulator keeps the content type, so it is checked there.
+#[test]
+fn stores_every_message_once_with_content_type() {
+    store_scenario(GcsKind::GcpStorageEmulator, false);
+}
+
+/// Messages delivered twice: some already have their object (a previous
+/// delivery stored it but the ack was lost). The worker must not overwrite
+/// them (the precondition fails with 412) and must ack them.
+#[test]
+fn redelivered_messages_do_not_duplicate_or_overwrite() {
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-r", "sub-r", 10);
+    env.create_bucket("bucket-r");
+    let msgs: Vec<_> = (0..12)
+        .map(|i| TestMessage::new(format!("payload {i}")))
+        .collect();
+    let ids = env.publish("topic-r", &msgs);
+
+    // First delivery, outside the worker: pull four, store two of them with a
+    // sentinel body, then nack all four so they are delivered again.
+    let mut pulled = Vec::new();
+    assert!(eventually(Duration::from_secs(20), || {
+        pulled.extend(env.pull("sub-r", 4 - pulled.len() as u32));
+        pulled.len() >= 4
+    }));
+    let sentinel = b"stored by an earlier delivery".to_vec();
+    for p in &pulled[..2] {
+        env.upload_object("bucket-r", &p.message_id, &sentinel);
+    }
+    env.nack(
+        "sub-r",
+        &pulled.iter().map(|p| p.ack_id.clone()).collect::<Vec<_>>(),
+    );
+
+    let w = Running::spawn("worker", env.worker_command("sub-r", "bucket-r"));
+    wait_objects(&env, "bucket-r", ids.len(), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stop_and_summary(w);
+    assert_summary_consistent(&s);
+    assert_eq!(n(&s, "already_present"), 2, "{s}");
+    assert_eq!(n(&s, "created"), 10, "{s}");
+
+    let objects = env.list_objects("bucket-r");
+    assert_eq!(objects.len(), ids.len(), "no duplicates");
+    for p in &pulled[..2] {
+        assert_eq!(
+            env.read_object("bucket-r", &p.message_id),
+            sentinel,
+            "object {} was overwritten by the redelivery",
+            p.message_id
+        );
+    }
+    for (id, m) in ids.iter().zip(&msgs) {
+        if pulled[..2].iter().any(|p| &p.message_id == id) {
+            continue;
+        }
+        assert_eq!(env.read_object("bucket-r", id), m.data);
+    }
+    assert_eq!(env.remaining_message_ids("sub-r"), Vec::<String>::new());
+}
+
+/// Storage goes away mid-run: writes fail, messages are nacked (never
+/// acked), and once storage is back every message is stored.
+#[test]
+fn storage_outage_nacks_then_recovers() {
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-o", "sub-o", 10);
+    env.create_bucket("bucket-o");
+    let mut cmd = env.worker_command("sub-o", "bucket-o");
+    cmd.env("CONCURRENCY", "4")
+        .env("WRITE_ATTEMPTS", "2")
+        .env("WRITE_ATTEMPT_TIMEOUT", "3s");
+    let w = Running::spawn("worker", cmd);
+
+    let before: Vec<_> = (0..10)
+        .map(|i| TestMessage::new(format!("before {i}")))
+        .collect();
+    let before_ids = env.publish("topic-o", &before);
+    wait_objects(&env, "bucket-o", 10, Duration::from_secs(60));
+
+    env.stop_gcs();
+    let during: Vec<_> = (0..20)
+        .map(|i| TestMessage::new(format!("during {i}")))
+        .collect();
+    let during_ids = env.publish("topic-o", &during);
+    let nack_lines = || {
+        w.lines()
+            .iter()
+            .filter(|l| l.contains("write failed; nacked for redelivery"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || nack_lines() >= 10),
+        "expected failed writes to be nacked during the outage"
+    );
+    // No message published during the outage was acked while storage was down.
+    let acked_during_outage: Vec<_> = w
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("stored and acked") || l.contains("already present"))
+        .filter(|l| {
+            during_ids
+                .iter()
+                .any(|id| l.contains(&format!("\"message_id\":\"{id}\"")))
+        })
+        .collect();
+    assert!(acked_during_outage.is_empty(), "{acked_during_outage:?}");
+
+    // Back on the same port. The in-memory backend lost the objects written
+    // before the outage; those messages were acked then and must not come
+    // back, so the bucket ends up holding exactly the outage messages.
+    env.restart_gcs();
+    wait_objects(&env, "bucket-o", during_ids.len(), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stop_and_summary(w);
+    assert_summary_consistent(&s);
+    assert!(n(&s, "nacked_write_failed") >= 10, "{s}");
+    assert_eq!(n(&s, "created"), 30, "{s}");
+    assert_objects_match(&env, "bucket-o", &during_ids, &during, false);
+    assert!(before_ids.iter().all(|id| !during_ids.contains(id)));
+    assert_eq!(env.remaining_message_ids("sub-o"), Vec::<String>::new());
+}
+
+/// A storage endpoint that accepts connections and never answers: writes
+/// hang, so the drain cannot finish.
+fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind black hole");
+    let port = l.local_addr().expect("addr").port();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        l.set_nonblocking(true).ok();
+        let end = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let mut buf = [0u8; 1024];
+                    s.set_nonblocking(true).ok();
+                    let _ = s.read(&mut buf);
+                    let _ = s.flush();
+                    let _ = s.write(&[]);
+                    held.push(s);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (port, h)
+}
+
+/// TSTP stops fetching and drains (exit 0, nothing lost); a stuck write
+/// makes the drain time out (exit 3) or a second TERM abort it (exit 4), in
+/// both cases leaving the messages unacked so they are redelivered.
+#[test]
+fn tstp_drains_and_stuck_writes_are_abandoned_unacked() {
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-d", "sub-d", 10);
+    env.create_bucket("bucket-d");
+
+    // 1. TSTP: stop fetching, finish, exit 0; every message is either stored
+    //    or still on the subscription.
+    let msgs: Vec<_> = (0..200)
+        .map(|i| TestMessage::new(pseudo_random_bytes(i, 20_000)))
+        .collect();
+    let ids = env.publish("topic-d", &msgs);
+    let mut cmd = env.worker_command("sub-d", "bucket-d");
+    cmd.env("CONCURRENCY", "2")
+        .env("MAX_OUTSTANDING_MESSAGES", "10");
+    let mut w = Running::spawn("worker-tstp", cmd);
+    wait_objects(&env, "bucket-d", 5, Duration::from_secs(60));
+    w.signal(libc::SIGTSTP);
+    let st = w.wait(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(0));
+    let s = w.summary();
+    assert_summary_consistent(&s);
+    assert_eq!(s["reason"], "SIGTSTP", "{s}");
+    let stored: BTreeSet<_> = env
+        .list_objects("bucket-d")
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    let remaining: BTreeSet<_> = env.remaining_message_ids("sub-d").into_iter().collect();
+    assert!(
+        stored.is_disjoint(&remaining),
+        "a stored message is still pending"
+    );
+    let all: BTreeSet<_> = stored.union(&remaining).cloned().collect();
+    assert_eq!(
+        all,
+        ids.iter().cloned().collect::<BTreeSet<_>>(),
+        "messages lost"
+    );
+    assert!(!remaining.is_empty(), "TSTP came too late to test anything");
+
+    // 2. Writes that never finish: drain timeout -> exit 3, nothing acked.
+    let (port, _hole) = black_hole();
+    let run_stuck = |second_term: bool| -> (Option<i32>, Value) {
+        let mut cmd = env.worker_command("sub-d", "bucket-d");
+        cmd.env("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{port}"))
+            .env("CONCURRENCY", "2")
+            .env("MAX_OUTSTANDING_MESSAGES", "4")
+            .env("DRAIN_TIMEOUT", if second_term { "30s" } else { "2s" })
+            .env("WRITE_ATTEMPT_TIMEOUT", "60s");
+        let mut w = Running::spawn("worker-stuck", cmd);
+        assert!(
+            w.wait_for_line(Duration::from_secs(30), |l| l.contains("worker started"))
+                .is_some(),
+            "worker did not start"
+        );
+        // Give it time to receive messages and start (stuck) writes.
+        std::thread::sleep(Duration::from_secs(2));
+        let t = Instant::now();
+        w.signal(libc::SIGTERM);
+        if second_term {
+            std::thread::sleep(Duration::from_millis(300));
+            w.signal(libc::SIGTERM);
+        }
+        let st = w.wait(Duration::from_secs(30));
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        (st.code(), w.summary())
+    };
+    let (code, s) = run_stuck(false);
+    assert_eq!(code, Some(3), "drain timeout exit status; summary {s}");
+    assert_eq!(n(&s, "acked"), 0, "{s}");
+    assert!(n(&s, "abandoned") >= 1, "{s}");
+    let (code, s) = run_stuck(true);
+    assert_eq!(code, Some(4), "second TERM exit status; summary {s}");
+    assert_eq!(n(&s, "acked"), 0, "{s}");
+
+    // The abandoned messages were not acked: they come back once their
+    // lease (10 s) runs out, and a healthy worker stores everything.
+    let w = Running::spawn("worker-final", env.worker_command("sub-d", "bucket-d"));
+    wait_objects(&env, "bucket-d", ids.len(), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stop_and_summary(w);
+    assert_summary_consistent(&s);
+    let names: BTreeSet<_> = env
+        .list_objects("bucket-d")
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ids.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(env.remaining_message_ids("sub-d"), Vec::<String>::new());
+}
+
+/// The child processes of `pid` (Linux /proc).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// SIGTERM under load with the worker under rinit as PID 1 of a new PID
+/// namespace: exit 0 within rinit's grace, consistent summary; after a
+/// restart drains the rest, every message is stored exactly once.
+#[test]
+fn sigterm_under_rinit_pid1_drains_then_restart_completes() {
+    let rinit = common::rinit_bin();
+    assert!(
+        rinit.is_file(),
+        "rinit is not built at {} (build the workspace: cargo build --workspace --profile <p>)",
+        rinit.display()
+    );
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-t", "sub-t", 10);
+    env.create_bucket("bucket-t");
+    let msgs: Vec<_> = (0..400u64)
+        .map(|i| TestMessage::new(pseudo_random_bytes(i, 64 * 1024)).attr("i", &i.to_string()))
+        .collect();
+    let ids = env.publish("topic-t", &msgs);
+
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(&rinit)
+        .args(["--grace=8s", "--platform=none", "--"])
+        .arg(common::worker_bin());
+    env.worker_env(&mut cmd, "sub-t", "bucket-t");
+    cmd.env("CONCURRENCY", "4")
+        .env("MAX_OUTSTANDING_MESSAGES", "40");
+    let mut w = Running::spawn("rinit+worker", cmd);
+    wait_objects(&env, "bucket-t", 20, Duration::from_secs(90));
+
+    // unshare --fork forks rinit: signal rinit (PID 1 inside), as a
+    // container runtime would.
+    let rinit_pid = children(w.pid()).first().copied().expect("rinit process");
+    let t = Instant::now();
+    // SAFETY: kill(2) on a live child of our child.
+    assert_eq!(unsafe { libc::kill(rinit_pid as i32, libc::SIGTERM) }, 0);
+    let st = w.wait(Duration::from_secs(30));
+    let took = t.elapsed();
+    assert_eq!(st.code(), Some(0), "rinit/worker exit status");
+    assert!(
+        took < Duration::from_secs(8),
+        "exit took {took:?}, past rinit's grace"
+    );
+    let s1 = w.summary();
+    assert_summary_consistent(&s1);
+    assert!(n(&s1, "in_flight_at_stop") <= 4, "{s1}");
+    assert!(n(&s1, "drain_ms") < 8000, "{s1}");
+    let after_first = env.list_objects("bucket-t").len() as u64;
+    assert!(
+        after_first < ids.len() as u64,
+        "SIGTERM came after everything was stored: the test did not test a drain"
+    );
+
+    // Restart: the rest is drained.
+    let w2 = Running::spawn("worker-restart", env.worker_command("sub-t", "bucket-t"));
+    wait_objects(&env, "bucket-t", ids.len(), Duration::from_secs(180));
+    std::thread::sleep(Duration::from_millis(500));
+    let s2 = stop_and_summary(w2);
+    assert_summary_consistent(&s2);
+    assert_eq!(
+        n(&s1, "created") + n(&s2, "created"),
+        ids.len() as u64,
+        "each object created exactly once: {s1} {s2}"
+    );
+    assert_objects_match(&env, "bucket-t", &ids, &msgs, false);
+    assert_eq!(env.remaining_message_ids("sub-t"), Vec::<String>::new());
+}
