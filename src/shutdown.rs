@@ -185,16 +185,12 @@ impl Drain {
         }
     }
 
-    /// Starts a drain because the main child exited and others remain: they
-    /// get SIGTERM now and SIGKILL at the grace.
+    /// Starts a drain because the main child exited and others remain: the
+    /// supervisor has already sent each of them SIGTERM, so only the SIGKILL
+    /// at the grace is left to schedule (a second SIGTERM would read as
+    /// "quit now" to workers that count their stop signals).
     pub fn on_child_exit(plan: &Plan, now: Instant) -> Drain {
-        let mut steps = vec![(
-            now,
-            Step::Send {
-                signo: libc::SIGTERM,
-                staged: false,
-            },
-        )];
+        let mut steps = Vec::new();
         if let Some(g) = plan.grace {
             steps.push((now + g, Step::Deadline));
         }

@@ -223,12 +223,20 @@ fn sweep_stragglers(cfg: &Config, target: Target, pid1: bool) -> Drain {
     let left = reap::survivors(pid1);
     info!(phase = "forward", signal = "SIGTERM", remaining = left.len() as u64,
           grace = %grace_text(cfg), "main child gone; terminating what is left");
+    let group = match target {
+        Target::Group(pgid) => Some(pgid),
+        Target::Child(_) => None,
+    };
     for p in &left {
         debug!(phase = "forward", signal = "SIGTERM", pid = p.pid, comm = %p.comm, "straggler");
-        // SAFETY: kill has no memory effects.
+        // The group's members get the group's SIGTERM below: one each, never two.
+        // SAFETY: getpgid and kill have no memory effects.
+        if group.is_some_and(|g| unsafe { libc::getpgid(p.pid) } == g) {
+            continue;
+        }
         unsafe { libc::kill(p.pid, libc::SIGTERM) };
     }
-    if let Target::Group(pgid) = target {
+    if let Some(pgid) = group {
         // SAFETY: as above.
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
     }
@@ -254,20 +262,16 @@ fn finish(cfg: &Config, exit: Exit, drain: Option<&Drain>) -> i32 {
     status
 }
 
+/// The time since the stop is not a field here: the logger stamps
+/// `since_stop_ms` on every line once a stop began (a second one made JSON
+/// lines carry the key twice).
 fn log_child_exit(pid: i32, exit: Exit, drain: Option<&Drain>) {
-    let since = drain.map_or(0, Drain::elapsed_ms);
     let killed = drain.is_some_and(|d| d.escalated);
     match exit {
-        Exit::Code(code) => info!(
-            phase = "child_exit",
-            pid,
-            code,
-            since_stop_ms = since,
-            "main child exited"
-        ),
+        Exit::Code(code) => info!(phase = "child_exit", pid, code, "main child exited"),
         Exit::Signal(s) => {
             info!(phase = "child_exit", pid, signal = %name(s), killed_by_rinit = killed,
-                                 since_stop_ms = since, "main child killed by signal")
+                  "main child killed by signal")
         }
     }
 }

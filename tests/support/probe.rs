@@ -9,10 +9,20 @@
 //! Usage: probe [--record FILE] [--ready FILE] [--mask FILE] [--exit-on SIG:MS:CODE]...
 //!              [--die-on SIG]... [--ignore SIG]... [--grandchild] [--daemon]
 //!              [--orphans N] [--zombie-report FILE] [--sleep MS] [--exit CODE]
-//!              [--stamp FILE] [--done FILE]
+//!              [--stamp FILE] [--done FILE] [--tty FILE]
 //!
 //! Record lines: `<pid> <SIGNAL> <monotonic-ns>`, plus `daemon <pid>` and
-//! `grandchild <pid>` lines for the processes it starts.
+//! `grandchild <pid>` lines for the processes it starts. Real-time signals
+//! are named by number (`SIG34`).
+//!
+//! `--mask FILE` writes the `SigBlk:`/`SigIgn:` masks (as in /proc/PID/status)
+//! the probe was exec'd with, captured before the Rust runtime starts.
+//! `--tty FILE` writes `pgrp=<its process group> tpgid=<stdin's foreground
+//! group>` at start-up, so a test can check the child owns the terminal.
+//! `--zombie-report FILE` counts zombies among the init's children (the
+//! probe's siblings): that is where `--orphans` are re-parented whether the
+//! init is PID 1 or a subreaper, and other processes' zombies on a shared
+//! host do not count.
 //!
 //! `--done FILE` models a job's "finished" marker: `done <pid> <monotonic-ns>`
 //! is appended when the probe ends cleanly (an `--exit-on` after its delay,
@@ -20,6 +30,7 @@
 //! is work that was cut off.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the probe was told to do.
@@ -30,6 +41,7 @@ struct Opts {
     mask: Option<String>,
     stamp: Option<String>,
     done: Option<String>,
+    tty: Option<String>,
     exit_on: Vec<(i32, u64, i32)>,
     die_on: Vec<i32>,
     ignore: Vec<i32>,
@@ -142,6 +154,7 @@ fn parse() -> Opts {
             "--ready" => o.ready = Some(val()),
             "--mask" => o.mask = Some(val()),
             "--stamp" => o.stamp = Some(val()),
+            "--tty" => o.tty = Some(val()),
             "--done" => o.done = Some(val()),
             "--exit-on" => {
                 let v = val();
@@ -239,32 +252,97 @@ fn orphans(n: usize) {
     }
 }
 
-/// Counts processes in state Z in this PID namespace's /proc.
+/// Counts processes in state Z whose parent is the probe's parent (the
+/// init, which the orphans were re-parented to).
 fn zombies() -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return usize::MAX;
     };
+    let init = unsafe { libc::getppid() }.to_string();
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+                .and_then(|s| {
+                    // After "comm)": state, then ppid.
+                    let mut rest = s[s.rfind(')')? + 1..].split_whitespace();
+                    Some(rest.next()? == "Z" && rest.next()? == init)
+                })
                 .unwrap_or(false)
         })
         .count()
 }
 
+/// The blocked mask and ignored dispositions the probe was exec'd with, in
+/// /proc/PID/status bit order (bit N-1 for signal N), read by
+/// `save_exec_signal_state` before `main`.
+static EXEC_BLOCKED: AtomicU64 = AtomicU64::new(0);
+static EXEC_IGNORED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs from `.init_array`, before the Rust runtime, which sets SIGPIPE to
+/// SIG_IGN itself: reading /proc/self/status in `main` would blame that on
+/// whoever exec'd the probe. Raw syscalls, so glibc's reserved signals (32,
+/// 33) are seen as the kernel has them.
+extern "C" fn save_exec_signal_state() {
+    // The kernel's `struct sigaction` on x86_64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let mut blocked = 0u64;
+    let mut ignored = 0u64;
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            std::ptr::null::<u64>(),
+            &mut blocked as *mut u64,
+            8usize,
+        );
+        for sig in 1..=64u64 {
+            let mut old = KernelSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            let r = libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                8usize,
+            );
+            if r == 0 && old.handler == libc::SIG_IGN {
+                ignored |= 1 << (sig - 1);
+            }
+        }
+    }
+    EXEC_BLOCKED.store(blocked, Ordering::Relaxed);
+    EXEC_IGNORED.store(ignored, Ordering::Relaxed);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static SAVE_EXEC_SIGNAL_STATE: extern "C" fn() = save_exec_signal_state;
+
 fn main() {
     let o = parse();
     if let Some(path) = &o.mask {
-        // Before the probe blocks anything: what the exec left it with.
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let lines: String = status
-            .lines()
-            .filter(|l| l.starts_with("SigBlk") || l.starts_with("SigIgn"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        append(&Some(path.clone()), &lines);
+        // What the exec left the probe with, saved before the Rust runtime ran.
+        let blk = EXEC_BLOCKED.load(Ordering::Relaxed);
+        let ign = EXEC_IGNORED.load(Ordering::Relaxed);
+        append(
+            &Some(path.clone()),
+            &format!("SigBlk:\t{blk:016x}\nSigIgn:\t{ign:016x}\n"),
+        );
+    }
+    if let Some(path) = &o.tty {
+        let (pgrp, tpgid) = unsafe { (libc::getpgrp(), libc::tcgetpgrp(0)) };
+        append(&Some(path.clone()), &format!("pgrp={pgrp} tpgid={tpgid}\n"));
     }
     let mut set = all_catchable();
     // Ignored signals must not stay blocked: a blocked signal is queued, never ignored.
@@ -289,6 +367,15 @@ fn main() {
                 libc::pause();
             }
         });
+        // Announce it (and so become ready) only once it has left the group:
+        // a signal sent to the group before its setsid would still reach it.
+        loop {
+            let pgid = unsafe { libc::getpgid(pid) };
+            if pgid == pid || pgid < 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         append(&o.record, &format!("daemon {pid}\n"));
     }
     if o.orphans > 0 {

@@ -1,0 +1,696 @@
+//! Shared harness of the integration tests: run rinit (as a real PID 1 under
+//! `unshare --pid`, or directly as a subreaper) around the `probe` example,
+//! signal it from outside, and read what the probe recorded and what rinit
+//! logged.
+//!
+//! Every wait polls with a deadline; a run that outlives its deadline is
+//! SIGKILLed with everything under it and the test fails with rinit's stderr.
+//! rinit always starts with a cleared environment (only `PATH`, plus what a
+//! test adds) so the machine's `KUBERNETES_SERVICE_HOST`, `RINIT_*` and the
+//! like cannot change results.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How rinit runs: the two code paths of the supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// PID 1 of a fresh PID namespace (`unshare --pid --fork --mount-proc`).
+    Pid1,
+    /// A plain process of the test's namespace: rinit registers as subreaper.
+    Subreaper,
+}
+
+/// Generates `mod NAME { fn pid1(); fn subreaper(); }` calling `NAME(Mode)`,
+/// so every scenario runs (and is reported) once per mode.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn pid1() {
+                super::$name($crate::common::Mode::Pid1)
+            }
+            #[test]
+            fn subreaper() {
+                super::$name($crate::common::Mode::Subreaper)
+            }
+        }
+    )*};
+}
+
+/// A generous bound for anything that should take well under a second.
+pub const SOON: Duration = Duration::from_secs(20);
+
+/// PATH for rinit and the shells the tests run.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn rinit_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rinit"))
+}
+
+/// The `probe` example, built next to the binary by `cargo test`/`nextest`.
+pub fn probe_bin() -> PathBuf {
+    let p = rinit_bin()
+        .parent()
+        .expect("rinit has a directory")
+        .join("examples/probe");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build --examples` (cargo test and nextest do)",
+        p.display()
+    );
+    p
+}
+
+/// `unshare`, found once on the usual paths.
+pub fn unshare_bin() -> PathBuf {
+    for d in PATH.split(':') {
+        let p = Path::new(d).join("unshare");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("unshare (util-linux) is required for the PID 1 tests");
+}
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("rinit-test-{}-{n}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside the directory, as a string for command lines.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock the probe stamps its records with.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes only `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Polls `f` every few ms until it returns `Some`, or panics after `timeout`
+/// with `what` and the output of `context`.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- /proc -----------------------------------------------------------------
+
+/// One line of /proc/PID/stat, the parts the tests need.
+#[derive(Clone, Debug)]
+pub struct Stat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    /// Start time in clock ticks since boot: tells a pid apart from a reused one.
+    pub starttime: u64,
+}
+
+pub fn stat(pid: i32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // rest[0] is field 3 (state); starttime is field 22.
+    Some(Stat {
+        pid,
+        comm,
+        state: rest.first()?.chars().next()?,
+        ppid: rest.get(1)?.parse().ok()?,
+        starttime: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Every process of this (the test's) PID namespace.
+pub fn all_processes() -> Vec<Stat> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(stat)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn children(pid: i32) -> Vec<Stat> {
+    all_processes()
+        .into_iter()
+        .filter(|s| s.ppid == pid)
+        .collect()
+}
+
+/// Every descendant of `pid`, by parent links, parents first.
+pub fn descendants(pid: i32) -> Vec<Stat> {
+    let table = all_processes();
+    let mut out: Vec<Stat> = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        for s in table.iter().filter(|s| s.ppid == p) {
+            queue.push(s.pid);
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+/// True while `pid` is the process that had `starttime` (and is not a zombie).
+pub fn alive(pid: i32, starttime: u64) -> bool {
+    stat(pid).is_some_and(|s| s.starttime == starttime && s.state != 'Z' && s.state != 'X')
+}
+
+pub fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory effects.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+// ---- running rinit ---------------------------------------------------------
+
+/// What to run: rinit's options, the command, extra environment.
+pub struct Rinit {
+    mode: Mode,
+    dir: PathBuf,
+    opts: Vec<OsString>,
+    command: Vec<OsString>,
+    env: Vec<(String, String)>,
+    dashes: bool,
+    pre_exec: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>>,
+}
+
+impl Rinit {
+    /// rinit in `mode`, with its stdout/stderr captured to files in `dir`.
+    pub fn new(mode: Mode, dir: &TempDir) -> Rinit {
+        Rinit {
+            mode,
+            dir: dir.path().to_path_buf(),
+            opts: Vec::new(),
+            command: Vec::new(),
+            env: Vec::new(),
+            dashes: true,
+            pre_exec: None,
+        }
+    }
+
+    /// rinit options (before `--`).
+    pub fn opts<S: Into<OsString>>(mut self, opts: impl IntoIterator<Item = S>) -> Rinit {
+        self.opts.extend(opts.into_iter().map(Into::into));
+        self
+    }
+
+    /// The command rinit runs.
+    pub fn cmd<S: Into<OsString>>(mut self, argv: impl IntoIterator<Item = S>) -> Rinit {
+        self.command.extend(argv.into_iter().map(Into::into));
+        self
+    }
+
+    /// The probe, with these arguments.
+    pub fn probe<S: Into<OsString>>(self, args: impl IntoIterator<Item = S>) -> Rinit {
+        let argv: Vec<OsString> = std::iter::once(probe_bin().into())
+            .chain(args.into_iter().map(Into::into))
+            .collect();
+        self.cmd(argv)
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Rinit {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Leave out the `--` between the options and the command.
+    pub fn no_dashes(mut self) -> Rinit {
+        self.dashes = false;
+        self
+    }
+
+    /// Runs `f` in the forked process before it execs (rinit, or unshare).
+    pub fn pre_exec(
+        mut self,
+        f: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Rinit {
+        self.pre_exec = Some(Box::new(f));
+        self
+    }
+
+    /// The full command line: `[unshare ...] rinit OPTS -- COMMAND`.
+    fn argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = Vec::new();
+        if self.mode == Mode::Pid1 {
+            argv.push(unshare_bin().into());
+            // --kill-child: if the test dies, the namespace dies with unshare.
+            for a in ["--pid", "--fork", "--mount-proc", "--kill-child"] {
+                argv.push(a.into());
+            }
+        }
+        argv.push(rinit_bin().into());
+        argv.extend(self.opts.iter().cloned());
+        if self.dashes {
+            argv.push("--".into());
+        }
+        argv.extend(self.command.iter().cloned());
+        argv
+    }
+
+    pub fn spawn(mut self) -> Run {
+        let argv = self.argv();
+        let stderr = self.dir.join("rinit.stderr");
+        let stdout = self.dir.join("rinit.stdout");
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PATH", PATH)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).expect("stdout file"))
+            .stderr(fs::File::create(&stderr).expect("stderr file"));
+        if let Some(f) = self.pre_exec.take() {
+            // SAFETY: the tests' closures only make async-signal-safe syscalls.
+            unsafe { cmd.pre_exec(f) };
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+        Run {
+            mode: self.mode,
+            child,
+            stderr,
+            stdout,
+            started: Instant::now(),
+            argv,
+            rinit_pid: std::cell::Cell::new(None),
+            done: false,
+        }
+    }
+
+    /// Runs to completion (the command is expected to end on its own).
+    pub fn run(self) -> Done {
+        self.spawn().finish(SOON)
+    }
+}
+
+/// A running rinit.
+pub struct Run {
+    pub mode: Mode,
+    child: Child,
+    stderr: PathBuf,
+    stdout: PathBuf,
+    started: Instant,
+    argv: Vec<OsString>,
+    rinit_pid: std::cell::Cell<Option<i32>>,
+    done: bool,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Done {
+    /// rinit's exit code (a death by signal fails the test instead).
+    pub status: i32,
+    pub stderr: String,
+    pub stdout: String,
+    /// When the exit was observed (polled every few ms).
+    pub ended: Instant,
+    /// From spawn to exit.
+    pub elapsed: Duration,
+}
+
+impl Done {
+    /// rinit's log lines as JSON objects (every line must parse).
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.stderr)
+    }
+}
+
+impl Run {
+    /// rinit's stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "mode: {:?}\ncommand: {:?}\nrinit stderr:\n{}",
+            self.mode,
+            self.argv,
+            self.stderr()
+        )
+    }
+
+    /// Exits early if rinit already ended, so waits fail fast and clearly.
+    fn check_running(&mut self, what: &str) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            self.done = true;
+            panic!(
+                "rinit exited ({st}) while waiting for {what}\n{}",
+                self.context()
+            );
+        }
+    }
+
+    /// The host pid of rinit itself (in PID 1 mode, unshare's child).
+    pub fn rinit_pid(&self) -> i32 {
+        if let Some(p) = self.rinit_pid.get() {
+            return p;
+        }
+        let pid = match self.mode {
+            Mode::Subreaper => self.child.id() as i32,
+            Mode::Pid1 => {
+                let unshare = self.child.id() as i32;
+                poll(
+                    "rinit to be exec'd by unshare",
+                    SOON,
+                    || self.context(),
+                    || {
+                        children(unshare)
+                            .into_iter()
+                            .find(|s| s.comm == "rinit")
+                            .map(|s| s.pid)
+                    },
+                )
+            }
+        };
+        self.rinit_pid.set(Some(pid));
+        pid
+    }
+
+    /// The host pid of rinit's main child (after it is ready).
+    pub fn child_pid(&self) -> i32 {
+        let r = self.rinit_pid();
+        poll(
+            "rinit's child",
+            SOON,
+            || self.context(),
+            || {
+                let c = children(r);
+                (c.len() == 1).then(|| c[0].pid)
+            },
+        )
+    }
+
+    /// Sends `sig` to rinit from outside.
+    pub fn signal(&self, sig: i32) {
+        kill(self.rinit_pid(), sig);
+    }
+
+    /// Waits until `path` holds a complete line (the probe's ready file) and
+    /// returns it, trimmed.
+    pub fn wait_file(&mut self, path: &str) -> String {
+        let end = Instant::now() + SOON;
+        loop {
+            if let Ok(t) = fs::read_to_string(path) {
+                if t.ends_with('\n') {
+                    return t.trim().to_string();
+                }
+            }
+            self.check_running(path);
+            if Instant::now() > end {
+                self.kill_all();
+                panic!("timed out waiting for {path}\n{}", self.context());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the probe's ready file; returns the pid it wrote (as the
+    /// probe sees it: a namespace pid in PID 1 mode). Also looks up rinit's
+    /// host pid now, so a later `signal` is one `kill` (timed tests start
+    /// their clock just before it).
+    pub fn ready(&mut self, path: &str) -> i32 {
+        let pid = self
+            .wait_file(path)
+            .parse()
+            .expect("ready file holds a pid");
+        self.rinit_pid();
+        pid
+    }
+
+    /// Polls until `f` holds, failing clearly if rinit exits first or time runs out.
+    pub fn wait_until(&mut self, what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + SOON;
+        while !f() {
+            self.check_running(what);
+            if Instant::now() > end {
+                self.kill_all();
+                panic!("timed out waiting for {what}\n{}", self.context());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` to appear `n` times.
+    pub fn wait_log(&mut self, needle: &str, n: usize) {
+        let path = self.stderr.clone();
+        self.wait_until(&format!("{n}x '{needle}' in rinit's log"), || {
+            fs::read_to_string(&path)
+                .unwrap_or_default()
+                .matches(needle)
+                .count()
+                >= n
+        });
+    }
+
+    /// Waits for rinit to exit, at most `timeout`; kills everything and fails otherwise.
+    pub fn finish(mut self, timeout: Duration) -> Done {
+        let end = self.started + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) => {}
+                Err(e) => panic!("wait: {e}"),
+            }
+            if Instant::now() > end {
+                self.kill_all();
+                panic!(
+                    "rinit did not exit within {timeout:?}; killed\n{}",
+                    self.context()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let ended = Instant::now();
+        self.done = true;
+        use std::os::unix::process::ExitStatusExt;
+        let code = status.code().unwrap_or_else(|| {
+            panic!(
+                "rinit was killed by signal {:?}\n{}",
+                status.signal(),
+                self.context()
+            )
+        });
+        Done {
+            status: code,
+            stderr: self.stderr(),
+            stdout: fs::read_to_string(&self.stdout).unwrap_or_default(),
+            ended,
+            elapsed: ended - self.started,
+        }
+    }
+
+    /// SIGKILLs rinit and everything under it, and reaps it.
+    fn kill_all(&mut self) {
+        if self.done {
+            return;
+        }
+        let top = self.child.id() as i32;
+        let below = descendants(top);
+        // Killing PID 1 of the namespace takes the namespace down with it.
+        for s in below.iter().rev() {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(s.pid, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.done = true;
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+// ---- what the probe recorded -------------------------------------------------
+
+/// One signal the probe (or its grandchild) got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Got {
+    pub pid: i32,
+    pub sig: String,
+    pub ns: u64,
+}
+
+/// A probe record file.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub signals: Vec<Got>,
+    pub daemon: Option<i32>,
+    pub grandchild: Option<i32>,
+}
+
+impl Record {
+    pub fn read(path: &str) -> Record {
+        let mut r = Record::default();
+        for line in fs::read_to_string(path).unwrap_or_default().lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["daemon", pid] => r.daemon = pid.parse().ok(),
+                ["grandchild", pid] => r.grandchild = pid.parse().ok(),
+                [pid, sig, ns] => r.signals.push(Got {
+                    pid: pid.parse().expect("record pid"),
+                    sig: sig.to_string(),
+                    ns: ns.parse().expect("record ns"),
+                }),
+                _ => panic!("bad record line {line:?} in {path}"),
+            }
+        }
+        r
+    }
+
+    /// Signal names `pid` got, in order.
+    pub fn of(&self, pid: i32) -> Vec<String> {
+        self.signals
+            .iter()
+            .filter(|g| g.pid == pid)
+            .map(|g| g.sig.clone())
+            .collect()
+    }
+}
+
+/// The probe's name for a signal: `SIGTERM`, or `SIG34` for real-time ones.
+pub fn sig_name(signo: i32) -> String {
+    const NAMES: [&str; 32] = [
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    NAMES
+        .get(signo as usize)
+        .map_or_else(|| format!("SIG{signo}"), |n| n.to_string())
+}
+
+// ---- rinit's log -------------------------------------------------------------
+
+/// Parses every stderr line as JSON; a line that does not parse fails the test.
+pub fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l:?}\n{stderr}"))
+        })
+        .collect()
+}
+
+/// The JSON log lines of one phase.
+pub fn phase<'a>(lines: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|l| l["phase"] == name).collect()
+}
+
+/// The value of `key=` in a text log line (`key="a b"` keeps its quotes off).
+pub fn text_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    if let Some(q) = rest.strip_prefix('"') {
+        Some(q[..q.find('"')?].to_string())
+    } else {
+        Some(rest.split_whitespace().next()?.to_string())
+    }
+}
+
+/// Text log lines of one phase (`... rinit SEVERITY phase: message ...`).
+pub fn text_phase<'a>(stderr: &'a str, name: &str) -> Vec<&'a str> {
+    let tag = format!(" {name}: ");
+    stderr
+        .lines()
+        .filter(|l| {
+            l.split_once(" rinit ")
+                .and_then(|(_, r)| r.split_once(' '))
+                .is_some_and(|(_, r)| r.starts_with(&tag[1..]))
+        })
+        .collect()
+}

@@ -1,0 +1,829 @@
+//! Issue 3, the bounded drain: exit as soon as the work is done, SIGKILL at
+//! the grace, staged stop sequences and presets, the pre-stop delay, Ctrl-C
+//! twice, refused configurations, JSON logs and platform detection.
+//!
+//! Every scenario runs twice: as a real PID 1 (`unshare --pid --fork
+//! --mount-proc`) and as a plain process that registers as subreaper.
+//! Timings are bounds with generous slack, never exact values: a lower bound
+//! is exact where causality gives it (nothing can happen before the signal
+//! that starts it), an upper bound leaves seconds for a loaded machine.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+both_modes!(
+    drain_ends_when_the_child_does,
+    ignored_term_is_killed_at_the_grace,
+    setsid_daemon_is_gone_before_rinit_exits,
+    preset_sidekiq,
+    preset_faktory,
+    preset_celery,
+    preset_resque,
+    explicit_stop_sequence,
+    pre_stop_delay_holds_back_forwarding,
+    second_sigint_kills_at_once,
+    repeated_term_is_logged_not_forwarded,
+    default_stop_signals_start_a_drain,
+    refused_configurations,
+    json_lines_carry_the_fields,
+    platform_detection_from_env,
+);
+
+/// Slack on top of any expected time: 2 loaded cores, debug binaries.
+const SLACK: Duration = Duration::from_millis(1500);
+
+fn ns(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+/// A child that takes 300 ms to drain under a 5 s grace: rinit exits right
+/// after it, with its code, far from the grace.
+fn drain_ends_when_the_child_does(mode: Mode) {
+    let dir = TempDir::new("drain");
+    let ready = dir.file("ready");
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "5s"])
+        .probe(["--ready", &ready, "--exit-on", "TERM:300:7"])
+        .spawn();
+    run.ready(&ready);
+    let t0 = Instant::now();
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    let took = done.ended - t0;
+    assert_eq!(done.status, 7, "{}", done.stderr);
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "drain of 300 ms took {took:?}\n{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("escalated=false"), "{}", done.stderr);
+}
+
+/// A child that ignores SIGTERM is SIGKILLed at the 1 s grace: exit 137,
+/// and the log's `deadline` and `kill` lines say so and name it.
+fn ignored_term_is_killed_at_the_grace(mode: Mode) {
+    let dir = TempDir::new("ignore");
+    let ready = dir.file("ready");
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "1s", "--log-format", "json"])
+        .probe(["--ready", &ready, "--ignore", "TERM"])
+        .spawn();
+    let pid = run.ready(&ready);
+    let t0 = Instant::now();
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    let took = done.ended - t0;
+    assert_eq!(done.status, 137, "{}", done.stderr);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(1) + SLACK * 2,
+        "killed at {took:?}, grace 1s\n{}",
+        done.stderr
+    );
+    let lines = done.json();
+    let deadline = phase(&lines, "deadline");
+    assert_eq!(deadline.len(), 1, "{}", done.stderr);
+    assert_eq!(deadline[0]["grace"], "1s");
+    let kills = phase(&lines, "kill");
+    assert!(
+        kills
+            .iter()
+            .any(|k| k["pid"] == pid && k["comm"] == "probe"),
+        "no kill line for pid {pid} (probe)\n{}",
+        done.stderr
+    );
+    let exit = &phase(&lines, "child_exit")[0];
+    assert_eq!(exit["signal"], "SIGKILL");
+    assert_eq!(exit["killed_by_rinit"], true);
+    assert_eq!(phase(&lines, "exit")[0]["escalated"], true);
+}
+
+/// A daemon that left the group with setsid (and ignores SIGTERM) is still
+/// SIGKILLed before rinit exits, after the main child drained and exited 0.
+/// The kill line names it; off PID 1 the test also checks from outside that
+/// the very process (pid and start time) is gone once rinit has exited.
+fn setsid_daemon_is_gone_before_rinit_exits(mode: Mode) {
+    let dir = TempDir::new("daemon");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "1s", "--log-format", "json"])
+        .probe([
+            "--daemon",
+            "--record",
+            &rec,
+            "--ready",
+            &ready,
+            "--exit-on",
+            "TERM:0:0",
+        ])
+        .spawn();
+    run.ready(&ready);
+    let daemon = Record::read(&rec).daemon.expect("daemon line");
+    let identity = match mode {
+        Mode::Subreaper => {
+            let s = stat(daemon).expect("daemon running");
+            assert_eq!(s.comm, "probe");
+            // Really escaped: a session (and group) of its own.
+            Some((daemon, s.starttime))
+        }
+        Mode::Pid1 => None,
+    };
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    if let Some((pid, start)) = identity {
+        assert!(!alive(pid, start), "daemon {pid} outlived rinit");
+    }
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    let lines = done.json();
+    assert!(
+        phase(&lines, "kill")
+            .iter()
+            .any(|k| k["pid"] == daemon && k["comm"] == "probe"),
+        "no kill line for daemon {daemon}\n{}",
+        done.stderr
+    );
+    assert_eq!(phase(&lines, "exit")[0]["escalated"], true);
+}
+
+/// Runs a stop sequence against a recording child and checks each signal's
+/// order and offset from the stop signal: never early (exact: rinit cannot
+/// act before it gets the stop), at most `SLACK` late.
+fn staged(mode: Mode, opts: &[&str], exit_on: &str, expect: &[(&str, u64)]) -> Done {
+    let dir = TempDir::new("stages");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts(opts.iter().copied())
+        .opts(["--log-format", "json"])
+        .probe(["--record", &rec, "--ready", &ready, "--exit-on", exit_on])
+        .spawn();
+    let pid = run.ready(&ready);
+    let t0 = mono_ns();
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    let got: Vec<Got> = Record::read(&rec)
+        .signals
+        .into_iter()
+        .filter(|g| g.pid == pid)
+        .collect();
+    let names: Vec<&str> = got.iter().map(|g| g.sig.as_str()).collect();
+    let want: Vec<&str> = expect.iter().map(|(s, _)| *s).collect();
+    assert_eq!(names, want, "{opts:?}\n{}", done.stderr);
+    for (g, (sig, ms)) in got.iter().zip(expect) {
+        let at = Duration::from_nanos(g.ns - t0);
+        let want = Duration::from_millis(*ms);
+        assert!(
+            g.ns >= t0 + ns(want) && at < want + SLACK,
+            "{sig} at {at:?}, expected {want:?} ({opts:?})\n{}",
+            done.stderr
+        );
+    }
+    let lines = done.json();
+    assert_eq!(
+        phase(&lines, "stage").len(),
+        expect.len(),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(phase(&lines, "exit")[0]["escalated"], false);
+    done
+}
+
+/// Sidekiq: TSTP (quiet) at once, TERM 2 s later.
+fn preset_sidekiq(mode: Mode) {
+    staged(
+        mode,
+        &["--preset", "sidekiq", "--grace", "4s"],
+        "TERM:0:0",
+        &[("SIGTSTP", 0), ("SIGTERM", 2000)],
+    );
+}
+
+/// Faktory: the same protocol as Sidekiq.
+fn preset_faktory(mode: Mode) {
+    staged(
+        mode,
+        &["--preset", "faktory", "--grace", "4s"],
+        "TERM:0:0",
+        &[("SIGTSTP", 0), ("SIGTERM", 2000)],
+    );
+}
+
+/// Celery: TERM (warm) at once, QUIT (cold) 3 s before the 4 s deadline:
+/// at 1 s, which the bound tells apart from a misread +3 s.
+fn preset_celery(mode: Mode) {
+    staged(
+        mode,
+        &["--preset", "celery", "--grace", "4s"],
+        "QUIT:0:0",
+        &[("SIGTERM", 0), ("SIGQUIT", 1000)],
+    );
+}
+
+/// Resque: QUIT (finish the job) at once, TERM 3 s before the 4 s deadline.
+fn preset_resque(mode: Mode) {
+    staged(
+        mode,
+        &["--preset", "resque", "--grace", "4s"],
+        "TERM:0:0",
+        &[("SIGQUIT", 0), ("SIGTERM", 1000)],
+    );
+}
+
+/// `--stop-sequence` in the order and at the offsets given (written out of
+/// order on purpose), instead of the stop signal itself.
+fn explicit_stop_sequence(mode: Mode) {
+    staged(
+        mode,
+        &[
+            "--stop-sequence",
+            "HUP@500ms,USR1@0s,TERM@1s",
+            "--grace",
+            "3s",
+        ],
+        "TERM:0:0",
+        &[("SIGUSR1", 0), ("SIGHUP", 500), ("SIGTERM", 1000)],
+    );
+}
+
+/// `--pre-stop-delay`: nothing reaches the child before the delay; then the
+/// stop signal (or a sequence, its offsets counted after the delay) does.
+fn pre_stop_delay_holds_back_forwarding(mode: Mode) {
+    let dir = TempDir::new("prestop");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--pre-stop-delay", "1s", "--grace", "4s"])
+        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "TERM:0:0"])
+        .spawn();
+    let pid = run.ready(&ready);
+    let t0 = mono_ns();
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    let got = Record::read(&rec).signals;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].pid, got[0].sig.as_str()), (pid, "SIGTERM"));
+    let at = Duration::from_nanos(got[0].ns - t0);
+    assert!(
+        at >= Duration::from_secs(1) && at < Duration::from_secs(1) + SLACK,
+        "TERM forwarded {at:?} after the stop, delay 1s\n{}",
+        done.stderr
+    );
+
+    staged(
+        mode,
+        &[
+            "--pre-stop-delay",
+            "1s",
+            "--stop-sequence",
+            "USR1@0s,TERM@500ms",
+            "--grace",
+            "4s",
+        ],
+        "TERM:0:0",
+        &[("SIGUSR1", 1000), ("SIGTERM", 1500)],
+    );
+}
+
+/// Ctrl-C twice: the first SIGINT starts the drain (and is forwarded), the
+/// second SIGKILLs at once, far before the 8 s grace: exit 137.
+fn second_sigint_kills_at_once(mode: Mode) {
+    let dir = TempDir::new("twice");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "8s", "--log-format", "json"])
+        .probe(["--record", &rec, "--ready", &ready])
+        .spawn();
+    let pid = run.ready(&ready);
+    run.signal(libc::SIGINT);
+    run.wait_until("the child to record SIGINT", || {
+        !Record::read(&rec).of(pid).is_empty()
+    });
+    let t1 = Instant::now();
+    run.signal(libc::SIGINT);
+    let done = run.finish(SOON);
+    let took = done.ended - t1;
+    assert_eq!(done.status, 137, "{}", done.stderr);
+    assert!(
+        took < Duration::from_secs(3),
+        "second SIGINT took {took:?} to kill\n{}",
+        done.stderr
+    );
+    assert_eq!(Record::read(&rec).of(pid), ["SIGINT"]);
+    let lines = done.json();
+    assert!(
+        phase(&lines, "signal")
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("second interrupt")),
+        "{}",
+        done.stderr
+    );
+    assert!(phase(&lines, "kill").iter().any(|k| k["pid"] == pid));
+    assert!(
+        phase(&lines, "deadline").is_empty(),
+        "not the deadline: {}",
+        done.stderr
+    );
+}
+
+/// More SIGTERMs during a drain are logged and not forwarded again. Each is
+/// sent once the log shows the previous one handled; the run then ends with
+/// SIGWINCH (28), which the child takes only after any pending SIGTERM (15).
+fn repeated_term_is_logged_not_forwarded(mode: Mode) {
+    let dir = TempDir::new("repeat");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "8s"])
+        .probe([
+            "--record",
+            &rec,
+            "--ready",
+            &ready,
+            "--exit-on",
+            "WINCH:0:0",
+        ])
+        .spawn();
+    let pid = run.ready(&ready);
+    run.signal(libc::SIGTERM);
+    run.wait_until("the child to record SIGTERM", || {
+        !Record::read(&rec).of(pid).is_empty()
+    });
+    for n in 1..=2 {
+        run.signal(libc::SIGTERM);
+        run.wait_log("already draining; not forwarded again", n);
+    }
+    run.signal(libc::SIGWINCH);
+    let done = run.finish(SOON);
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    assert_eq!(
+        Record::read(&rec).of(pid),
+        ["SIGTERM", "SIGWINCH"],
+        "{}",
+        done.stderr
+    );
+}
+
+/// TERM, INT and QUIT each start a drain by default (NOTICE line) and are
+/// forwarded to the child.
+fn default_stop_signals_start_a_drain(mode: Mode) {
+    for (sig, name) in [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGINT, "INT"),
+        (libc::SIGQUIT, "QUIT"),
+    ] {
+        let dir = TempDir::new("stop");
+        let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+        let mut run = Rinit::new(mode, &dir)
+            .opts(["--grace", "5s", "--log-format", "json"])
+            .probe([
+                "--record",
+                &rec,
+                "--ready",
+                &ready,
+                "--exit-on",
+                &format!("{name}:0:0"),
+            ])
+            .spawn();
+        let pid = run.ready(&ready);
+        run.signal(sig);
+        let done = run.finish(SOON);
+        assert_eq!(done.status, 0, "SIG{name}\n{}", done.stderr);
+        assert_eq!(Record::read(&rec).of(pid), [sig_name(sig)]);
+        let lines = done.json();
+        let stop = phase(&lines, "signal");
+        assert!(
+            stop.iter()
+                .any(|l| l["severity"] == "NOTICE" && l["signal"] == sig_name(sig)),
+            "SIG{name} did not start a drain\n{}",
+            done.stderr
+        );
+    }
+}
+
+/// Every configuration that cannot be honoured is refused before the
+/// command starts: exit 2, one line naming the values, and the command (which
+/// would create a file) never ran.
+fn refused_configurations(mode: Mode) {
+    let dir = TempDir::new("refused");
+    let marker = dir.file("started");
+    /// (rinit options, environment, what the error must name)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        // Grace against the platform window (docker: 10 s by default).
+        (
+            &["--grace=25s"],
+            &[],
+            &["--grace=25s", "10s", "--platform-kill-after"],
+        ),
+        (&["--grace", "10s"], &[], &["--grace=10s", "10s"]),
+        (
+            &["--platform=kubernetes", "--grace=30s"],
+            &[],
+            &["--grace=30s", "kubernetes", "30s"],
+        ),
+        (
+            &["--grace=12s"],
+            &[("K_SERVICE", "api")],
+            &["--grace=12s", "cloud-run", "10s"],
+        ),
+        (
+            &["--platform-kill-after=20s", "--grace=20s"],
+            &[],
+            &["--grace=20s", "20s"],
+        ),
+        (&[], &[("RINIT_GRACE", "15s")], &["--grace=15s", "10s"]),
+        // The pre-stop delay must fit in the grace.
+        (
+            &["--grace=5s", "--pre-stop-delay=5s"],
+            &[],
+            &["--pre-stop-delay=5s", "--grace=5s"],
+        ),
+        (
+            &["--grace=5s", "--pre-stop-delay=6s"],
+            &[],
+            &["--pre-stop-delay=6s", "--grace=5s"],
+        ),
+        // Stages past the deadline.
+        (
+            &["--grace=5s", "--stop-sequence=TSTP@0s,TERM@6s"],
+            &[],
+            &["TERM@6s", "5s"],
+        ),
+        (
+            &["--grace=5s", "--stop-sequence=QUIT@-6s"],
+            &[],
+            &["QUIT@-6s", "5s"],
+        ),
+        (
+            &[
+                "--grace=5s",
+                "--pre-stop-delay=2s",
+                "--stop-sequence=TERM@3s",
+            ],
+            &[],
+            &["TERM@3s", "5s"],
+        ),
+        (&["--grace=2s", "--preset=celery"], &[], &["celery", "2s"]),
+        // Bad durations.
+        (&["--grace=soon"], &[], &["--grace", "'soon'"]),
+        (&[], &[("RINIT_GRACE", "bogus")], &["'bogus'"]),
+        (
+            &["--pre-stop-delay=abc"],
+            &[],
+            &["--pre-stop-delay", "'abc'"],
+        ),
+        (
+            &["--platform-kill-after=xyz"],
+            &[],
+            &["--platform-kill-after", "'xyz'"],
+        ),
+        (
+            &["--stop-sequence=TERM@later"],
+            &[],
+            &["TERM@later", "later"],
+        ),
+        // Unknown names.
+        (&["--preset=nope"], &[], &["'nope'", "sidekiq"]),
+        (&["--platform=mars"], &[], &["'mars'"]),
+        (&["--stop-sequence=NOPE@1s"], &[], &["NOPE"]),
+        (&["--log-format=xml"], &[], &["'xml'"]),
+    ];
+    for (opts, env, needles) in cases {
+        let mut r = Rinit::new(mode, &dir)
+            .opts(opts.iter().copied())
+            .cmd(["touch", &marker]);
+        for (k, v) in env.iter() {
+            r = r.env(k, v);
+        }
+        let done = r.run();
+        let err = done.stderr.trim_end();
+        assert_eq!(done.status, 2, "{opts:?} {env:?}\n{err}");
+        assert_eq!(err.lines().count(), 1, "{opts:?}: one line\n{err}");
+        for n in needles.iter() {
+            assert!(err.contains(n), "{opts:?} {env:?}: {n:?} not in\n{err}");
+        }
+        assert!(
+            !std::path::Path::new(&marker).exists(),
+            "{opts:?}: the command ran"
+        );
+    }
+    // The control: the same command does run when the configuration is fine.
+    let done = Rinit::new(mode, &dir).cmd(["touch", &marker]).run();
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    assert!(std::path::Path::new(&marker).exists());
+}
+
+/// `--log-format json`: every line is one JSON object with `time` (RFC 3339,
+/// UTC), a Cloud Logging `severity`, `message`, `phase`, the phase's own
+/// fields and the component label. One run covers start, signal, forward
+/// (debug, with -v), stage, child_exit, deadline, kill, reaped and exit; a
+/// second one a start failure (ERROR).
+fn json_lines_carry_the_fields(mode: Mode) {
+    let dir = TempDir::new("json");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts([
+            "-v",
+            "--log-format",
+            "json",
+            "--grace",
+            "1s",
+            "--stop-sequence",
+            "USR1@0s",
+        ])
+        .probe([
+            "--daemon",
+            "--record",
+            &rec,
+            "--ready",
+            &ready,
+            "--exit-on",
+            "USR1:0:3",
+        ])
+        .spawn();
+    let pid = run.ready(&ready);
+    let daemon = Record::read(&rec).daemon.expect("daemon line");
+    run.signal(libc::SIGHUP);
+    run.wait_until("the child to record SIGHUP", || {
+        !Record::read(&rec).of(pid).is_empty()
+    });
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    assert_eq!(done.status, 3, "{}", done.stderr);
+    let lines = done.json();
+    let mut severities: Vec<String> = Vec::new();
+    for (raw, l) in done.stderr.lines().zip(&lines) {
+        check_unique_keys(raw, l);
+        check_common_fields(l);
+        severities.push(l["severity"].as_str().unwrap().to_string());
+    }
+    let one = |name: &str| -> &Value {
+        phase(&lines, name)
+            .into_iter()
+            .find(|l| l.as_object().unwrap().len() > 5)
+            .unwrap_or_else(|| panic!("no {name} line with fields\n{}", done.stderr))
+    };
+    let start = one("start");
+    for k in [
+        "version",
+        "child_pid",
+        "pgid",
+        "grace",
+        "platform",
+        "kill_after",
+        "mode",
+    ] {
+        assert!(start.get(k).is_some(), "start lacks {k}: {start}");
+    }
+    assert_eq!(start["child_pid"], pid);
+    assert_eq!(start["pgid"], pid);
+    assert_eq!(start["grace"], "1s");
+    let sigs = phase(&lines, "signal");
+    let hup = sigs.iter().find(|l| l["signal"] == "SIGHUP").expect("HUP");
+    assert_eq!(hup["severity"], "DEBUG");
+    let term = sigs
+        .iter()
+        .find(|l| l["signal"] == "SIGTERM")
+        .expect("TERM");
+    assert_eq!(term["severity"], "NOTICE");
+    // The sender is named when it is visible: off PID 1 it is this test.
+    let me = std::process::id();
+    match mode {
+        Mode::Subreaper => assert_eq!(term["sender_pid"], me, "{term}"),
+        Mode::Pid1 => assert!(term.get("sender_pid").is_some(), "{term}"),
+    }
+    let fwd = one("forward");
+    assert_eq!(fwd["signal"], "SIGHUP");
+    assert_eq!(fwd["target"], format!("group {pid}"));
+    let stage = one("stage");
+    assert_eq!(stage["signal"], "SIGUSR1");
+    assert_eq!(stage["target"], format!("group {pid}"));
+    let child = one("child_exit");
+    assert_eq!(child["pid"], pid);
+    assert_eq!(child["code"], 3);
+    assert!(child["since_stop_ms"].is_u64(), "{child}");
+    assert_eq!(one("deadline")["grace"], "1s");
+    let kill = one("kill");
+    assert_eq!(
+        (&kill["pid"], &kill["comm"]),
+        (&daemon.into(), &"probe".into())
+    );
+    assert!(
+        phase(&lines, "reaped")
+            .iter()
+            .any(|l| l["count"].as_u64() >= Some(1)),
+        "{}",
+        done.stderr
+    );
+    let exit = one("exit");
+    assert_eq!(exit["status"], 3);
+    assert!(
+        exit["drain_ms"].as_u64().is_some_and(|ms| ms >= 1000),
+        "{exit}"
+    );
+    assert_eq!(exit["escalated"], true);
+
+    let done = Rinit::new(mode, &dir)
+        .opts(["--log-format", "json"])
+        .cmd([dir.file("missing")])
+        .run();
+    assert_eq!(done.status, 127, "{}", done.stderr);
+    let lines = done.json();
+    assert_eq!(lines.len(), 1, "{}", done.stderr);
+    check_common_fields(&lines[0]);
+    assert_eq!(lines[0]["severity"], "ERROR");
+    severities.push("ERROR".into());
+    for s in ["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR"] {
+        assert!(severities.iter().any(|x| x == s), "no {s} line seen");
+    }
+}
+
+/// No key twice in one object (serde_json would keep the last silently).
+fn check_unique_keys(raw: &str, l: &Value) {
+    for k in l.as_object().unwrap().keys() {
+        let n = raw.matches(&format!("\"{k}\":")).count();
+        assert_eq!(n, 1, "key {k} appears {n} times: {raw}");
+    }
+}
+
+/// The fields every JSON line carries.
+fn check_common_fields(l: &Value) {
+    let time = l["time"].as_str().unwrap_or_else(|| panic!("time: {l}"));
+    assert!(time.ends_with('Z'), "time not UTC: {l}");
+    humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("time {time}: {e}"));
+    let sev = l["severity"].as_str().unwrap_or_default();
+    assert!(
+        ["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR"].contains(&sev),
+        "severity: {l}"
+    );
+    assert!(
+        l["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message: {l}"
+    );
+    assert!(
+        l["phase"].as_str().is_some_and(|m| !m.is_empty()),
+        "phase: {l}"
+    );
+    assert_eq!(
+        l["logging.googleapis.com/labels"],
+        serde_json::json!({"component": "rinit"}),
+        "labels: {l}"
+    );
+    // Flat otherwise, so CloudWatch Logs Insights discovers every field.
+    for (k, v) in l.as_object().unwrap() {
+        assert!(
+            k == "logging.googleapis.com/labels" || !v.is_object() && !v.is_array(),
+            "nested field {k}: {l}"
+        );
+    }
+}
+
+/// The platform, its kill window and the derived grace, read from the
+/// environment (nothing else set), and the log format auto picks: JSON on
+/// ECS, Kubernetes and Cloud Run, text otherwise.
+fn platform_detection_from_env(mode: Mode) {
+    type Case<'a> = (
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a str,
+        &'a str,
+        bool,
+    );
+    let cases: &[Case] = &[
+        (&[], &[], "docker", "10s", "8s", false),
+        (&[], &[("K_SERVICE", "api")], "cloud-run", "10s", "8s", true),
+        (
+            &[],
+            &[("CLOUD_RUN_JOB", "j")],
+            "cloud-run",
+            "10s",
+            "8s",
+            true,
+        ),
+        (
+            &[],
+            &[("CLOUD_RUN_WORKER_POOL", "w")],
+            "cloud-run",
+            "10s",
+            "8s",
+            true,
+        ),
+        (
+            &[],
+            &[(
+                "ECS_CONTAINER_METADATA_URI_V4",
+                "http://169.254.170.2/v4/abc",
+            )],
+            "ecs",
+            "30s",
+            "28s",
+            true,
+        ),
+        (
+            &[],
+            &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+            "kubernetes",
+            "30s",
+            "28s",
+            true,
+        ),
+        // Cloud Run also sets Kubernetes-looking variables: Cloud Run wins.
+        (
+            &[],
+            &[
+                ("K_SERVICE", "api"),
+                ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ],
+            "cloud-run",
+            "10s",
+            "8s",
+            true,
+        ),
+        // The real window, told by env or flag, moves the derived grace.
+        (
+            &[],
+            &[
+                ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+                ("RINIT_PLATFORM_KILL_AFTER", "60s"),
+            ],
+            "kubernetes",
+            "1m",
+            "58s",
+            true,
+        ),
+        (
+            &["--platform-kill-after=20s"],
+            &[("ECS_CONTAINER_METADATA_URI_V4", "http://x")],
+            "ecs",
+            "20s",
+            "18s",
+            true,
+        ),
+        // Explicit choices beat detection.
+        (
+            &["--log-format=text"],
+            &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+            "kubernetes",
+            "30s",
+            "28s",
+            false,
+        ),
+        (
+            &[],
+            &[("RINIT_LOG_FORMAT", "json")],
+            "docker",
+            "10s",
+            "8s",
+            true,
+        ),
+        (&["--platform=ecs"], &[], "ecs", "30s", "28s", true),
+        (&["--platform=none"], &[], "none", "none", "8s", false),
+        // An empty variable is not a platform.
+        (&[], &[("K_SERVICE", "")], "docker", "10s", "8s", false),
+    ];
+    let dir = TempDir::new("platform");
+    for (opts, env, platform, kill_after, grace, json) in cases {
+        let mut r = Rinit::new(mode, &dir)
+            .opts(opts.iter().copied())
+            .probe(["--exit", "0"]);
+        for (k, v) in env.iter() {
+            r = r.env(k, v);
+        }
+        let done = r.run();
+        let what = format!("{opts:?} {env:?}");
+        assert_eq!(done.status, 0, "{what}\n{}", done.stderr);
+        let fields: Vec<(&str, String)> = if *json {
+            let lines = done.json();
+            let s = phase(&lines, "start")[0];
+            ["platform", "kill_after", "grace"]
+                .into_iter()
+                .map(|k| (k, s[k].as_str().unwrap_or_default().to_string()))
+                .collect()
+        } else {
+            assert!(
+                !done.stderr.trim_start().starts_with('{'),
+                "{what}: expected text\n{}",
+                done.stderr
+            );
+            let s = text_phase(&done.stderr, "start")[0];
+            ["platform", "kill_after", "grace"]
+                .into_iter()
+                .map(|k| (k, text_field(s, k).unwrap_or_default()))
+                .collect()
+        };
+        assert_eq!(
+            fields,
+            [
+                ("platform", platform.to_string()),
+                ("kill_after", kill_after.to_string()),
+                ("grace", grace.to_string()),
+            ],
+            "{what}\n{}",
+            done.stderr
+        );
+    }
+}
