@@ -133,11 +133,25 @@ fn on_signal(
     }
     match drain {
         None => {
+            // The common case (no stop sequence, no pre-stop delay): signal the
+            // child before any bookkeeping or logging. Measured (bench/run,
+            // figure 3): the work below, done first on cold caches, added
+            // ~27 µs to the forwarding latency.
+            let at_once =
+                cfg.plan.sequence.is_none() && cfg.plan.pre_stop.is_zero() && forwarded != 0;
+            if at_once {
+                target.send(forwarded);
+            }
             let now = Instant::now();
             log::mark_stop(now);
             info!(phase = "signal", severity = "NOTICE", signal = %name(r.signo), sender_pid = sender,
                   grace = %grace_text(cfg), "stop signal received; draining");
-            *drain = Some(Drain::on_stop_signal(&cfg.plan, forwarded, now));
+            if at_once {
+                info!(phase = "forward", signal = %name(forwarded), target = %target.describe(), "forwarded");
+            }
+            // Already sent: the drain keeps only the deadline.
+            let pending = if at_once { 0 } else { forwarded };
+            *drain = Some(Drain::on_stop_signal(&cfg.plan, pending, now));
         }
         Some(d) if r.signo == libc::SIGINT && !d.escalated => {
             warn!(
