@@ -45,10 +45,14 @@ pub fn run(cfg: Config) -> i32 {
     loop {
         while let Some(step) = drain.as_mut().and_then(|d| d.due(Instant::now())) {
             match step {
-                Step::Send { signo, staged } => forward(target, signo, staged, drain.is_some()),
+                Step::Send { signo, staged } => {
+                    if let Some(t) = reachable(target, main.is_none()) {
+                        forward(t, signo, staged, true);
+                    }
+                }
                 Step::Deadline => {
                     warn!(phase = "deadline", grace = %grace_text(&cfg), "grace expired; killing what is left");
-                    escalate(target, pid1, drain.as_mut());
+                    escalate(target, pid1, main.is_none(), drain.as_mut());
                 }
             }
         }
@@ -73,19 +77,20 @@ pub fn run(cfg: Config) -> i32 {
                 }
                 match (main, reaped.none_left) {
                     (Some(exit), true) => return finish(&cfg, exit, drain.as_ref()),
-                    (Some(exit), false) => {
-                        if drain.is_none() {
-                            drain = Some(sweep_stragglers(&cfg, target, pid1));
-                        }
+                    (Some(exit), false) if reaped.main.is_some() => {
+                        // A stop drain already signalled the group; what escaped it has not been.
+                        sweep_stragglers(&cfg, target, pid1, drain.is_some());
+                        let d = drain
+                            .get_or_insert_with(|| Drain::on_child_exit(&cfg.plan, Instant::now()));
                         // Without a grace nothing would ever end the wait (tini's behaviour).
                         if cfg.plan.grace.is_none() {
-                            return finish(&cfg, exit, drain.as_ref());
+                            return finish(&cfg, exit, Some(d));
                         }
                     }
-                    (None, _) => {}
+                    _ => {}
                 }
             }
-            Some(r) => on_signal(&cfg, r, target, pid1, isolation, &mut drain),
+            Some(r) => on_signal(&cfg, r, target, pid1, isolation, main.is_none(), &mut drain),
         }
     }
 }
@@ -111,6 +116,7 @@ fn on_signal(
     target: Target,
     pid1: bool,
     isolation: Isolation,
+    main_alive: bool,
     drain: &mut Option<Drain>,
 ) {
     // A signal rinit raised against itself (SIGPIPE on a closed stderr) is not the child's business.
@@ -125,8 +131,8 @@ fn on_signal(
         } else {
             debug!(phase = "signal", signal = %name(r.signo), sender_pid = sender, "received");
         }
-        if forwarded != 0 {
-            forward(target, forwarded, false, drain.is_some());
+        if let Some(t) = reachable(target, main_alive).filter(|_| forwarded != 0) {
+            forward(t, forwarded, false, drain.is_some());
         }
         job_control(r.signo, target, pid1, isolation);
         return;
@@ -160,12 +166,22 @@ fn on_signal(
                 sender_pid = sender,
                 "second interrupt during the drain: killing now"
             );
-            escalate(target, pid1, Some(d));
+            escalate(target, pid1, main_alive, Some(d));
         }
         Some(_) => {
             info!(phase = "signal", signal = %name(r.signo), sender_pid = sender,
                   "already draining; not forwarded again");
         }
+    }
+}
+
+/// The target, unless it is a lone child that has been reaped: its pid may
+/// already belong to another process. (A group's id stays pinned while any
+/// member lives, and a group with none left gets nothing.)
+fn reachable(target: Target, main_alive: bool) -> Option<Target> {
+    match target {
+        Target::Child(_) if !main_alive => None,
+        t => Some(t),
     }
 }
 
@@ -208,7 +224,7 @@ fn forward(target: Target, signo: i32, staged: bool, draining: bool) {
 /// SIGKILLs everything rinit is responsible for: each survivor by pid (so
 /// the log names them), the child's group, and as PID 1 the whole namespace
 /// (daemons that escaped the group with setsid included).
-fn escalate(target: Target, pid1: bool, drain: Option<&mut Drain>) {
+fn escalate(target: Target, pid1: bool, main_alive: bool, drain: Option<&mut Drain>) {
     for p in reap::survivors(pid1) {
         warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL");
         // SAFETY: kill has no memory effects.
@@ -219,7 +235,11 @@ fn escalate(target: Target, pid1: bool, drain: Option<&mut Drain>) {
     };
     // SAFETY: as above; kill(-1) from PID 1 spares PID 1 itself.
     unsafe {
-        libc::kill(-group, libc::SIGKILL);
+        // Only while the unreaped leader pins the group's id: once reaped, the
+        // number could name someone else's group.
+        if main_alive {
+            libc::kill(-group, libc::SIGKILL);
+        }
         if pid1 {
             libc::kill(-1, libc::SIGKILL);
         }
@@ -229,11 +249,12 @@ fn escalate(target: Target, pid1: bool, drain: Option<&mut Drain>) {
     }
 }
 
-/// The main child exited on its own but others remain: SIGTERM them now,
-/// SIGKILL at the grace.
-fn sweep_stragglers(cfg: &Config, target: Target, pid1: bool) -> Drain {
-    let now = Instant::now();
-    log::mark_stop(now);
+/// The main child is gone but others remain: SIGTERM them now (SIGKILL
+/// follows at the grace). Each gets one TERM: the group's members through
+/// the group unless a stop drain already signalled it, the rest (daemons that
+/// left the group) one by one.
+fn sweep_stragglers(cfg: &Config, target: Target, pid1: bool, group_signalled: bool) {
+    log::mark_stop(Instant::now());
     let left = reap::survivors(pid1);
     info!(phase = "forward", signal = "SIGTERM", remaining = left.len() as u64,
           grace = %grace_text(cfg), "main child gone; terminating what is left");
@@ -242,19 +263,17 @@ fn sweep_stragglers(cfg: &Config, target: Target, pid1: bool) -> Drain {
         Target::Child(_) => None,
     };
     for p in &left {
-        debug!(phase = "forward", signal = "SIGTERM", pid = p.pid, comm = %p.comm, "straggler");
-        // The group's members get the group's SIGTERM below: one each, never two.
         // SAFETY: getpgid and kill have no memory effects.
         if group.is_some_and(|g| unsafe { libc::getpgid(p.pid) } == g) {
             continue;
         }
+        debug!(phase = "forward", signal = "SIGTERM", pid = p.pid, comm = %p.comm, "straggler");
         unsafe { libc::kill(p.pid, libc::SIGTERM) };
     }
-    if let Some(pgid) = group {
+    if let Some(pgid) = group.filter(|_| !group_signalled) {
         // SAFETY: as above.
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
     }
-    Drain::on_child_exit(&cfg.plan, now)
 }
 
 /// Logs the exit line and maps the child's exit to rinit's status.
