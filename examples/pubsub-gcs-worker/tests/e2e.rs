@@ -344,21 +344,40 @@ fn tstp_drains_and_stuck_writes_are_abandoned_unacked() {
     let s = w.summary();
     assert_summary_consistent(&s);
     assert_eq!(s["reason"], "SIGTSTP", "{s}");
-    let stored: BTreeSet<_> = env
-        .list_objects("bucket-d")
-        .into_iter()
-        .map(|o| o.name)
+    // Every message is either stored or deliverable again. Messages the
+    // emulator had already put on the stream but the client had not read
+    // when it was cancelled are outstanding on the server until their
+    // 10 s ack deadline: allow for that, nothing more.
+    let all_ids: BTreeSet<_> = ids.iter().cloned().collect();
+    let t = Instant::now();
+    let mut stored = BTreeSet::new();
+    let mut remaining = BTreeSet::new();
+    let complete = eventually(Duration::from_secs(40), || {
+        stored = env
+            .list_objects("bucket-d")
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        remaining = env.remaining_message_ids("sub-d").into_iter().collect();
+        assert!(
+            stored.is_disjoint(&remaining),
+            "a stored message is still pending"
+        );
+        stored.union(&remaining).cloned().collect::<BTreeSet<_>>() == all_ids
+    });
+    let missing: Vec<_> = all_ids
+        .difference(&stored)
+        .filter(|i| !remaining.contains(*i))
         .collect();
-    let remaining: BTreeSet<_> = env.remaining_message_ids("sub-d").into_iter().collect();
     assert!(
-        stored.is_disjoint(&remaining),
-        "a stored message is still pending"
+        complete,
+        "messages neither stored nor redeliverable: {missing:?}"
     );
-    let all: BTreeSet<_> = stored.union(&remaining).cloned().collect();
-    assert_eq!(
-        all,
-        ids.iter().cloned().collect::<BTreeSet<_>>(),
-        "messages lost"
+    eprintln!(
+        "after TSTP: {} stored, {} redeliverable after {:?}",
+        stored.len(),
+        remaining.len(),
+        t.elapsed()
     );
     assert!(!remaining.is_empty(), "TSTP came too late to test anything");
 
