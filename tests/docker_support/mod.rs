@@ -186,9 +186,7 @@ pub fn sibling_binary(beside: &Path, rel: &str, target: [&str; 2], sources: &[Pa
     let profile_dir = beside.parent().expect("binary's directory");
     let path = profile_dir.join(rel);
     let fresh = || match newest(&path) {
-        Some(built) => sources
-            .iter()
-            .all(|s| newest(s).map_or(true, |t| t <= built)),
+        Some(built) => !sources.iter().any(|s| newest(s).is_some_and(|t| t > built)),
         None => false,
     };
     if fresh() {
