@@ -148,15 +148,29 @@ pub fn configure_signals() -> libc::sigset_t {
     set
 }
 
-/// Sets every catchable signal's disposition back to SIG_DFL. The child
-/// inherits the result: an ignored disposition survives exec, a default one
-/// is what any program expects to start with.
+/// Sets every ignored signal's disposition back to SIG_DFL. The child
+/// inherits the result: an ignored disposition survives exec (an ignored
+/// SIGCHLD would even make the kernel auto-reap and hide exit codes), a
+/// default one is what any program expects to start with. Handlers cannot
+/// be inherited across exec, so ignored signals are all there is to undo.
+///
+/// The kernel's `SigIgn` mask says which they are in one read; resetting
+/// all 62 blindly cost ~40 µs of every start (bench/run, figure 2).
 ///
 /// # Safety
 /// Must not race a handler installation; rinit installs none.
 unsafe fn reset_dispositions() {
+    let ignored = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        });
     for s in (1..=31).chain(rtmin()..=rtmax()).filter(|&s| catchable(s)) {
-        libc::signal(s, libc::SIG_DFL);
+        // Without /proc, reset them all.
+        if ignored.is_none_or(|mask| mask & (1 << (s - 1)) != 0) {
+            libc::signal(s, libc::SIG_DFL);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Starting the command: its own process group, a clean signal state.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
 /// How the child is isolated from rinit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,9 +47,9 @@ pub struct SpawnError {
 /// Command's generality, and leaving it out keeps ~20 KiB out of the binary.
 /// An exec failure comes back over a close-on-exec pipe as the child's errno,
 /// so rinit can exit 126/127 with the message instead of supervising a corpse.
-pub fn spawn(argv: &[String], isolation: Isolation) -> Result<i32, SpawnError> {
-    let program = &argv[0];
-    let fail = |e: io::Error| classify(program, &e);
+pub fn spawn(argv: &[OsString], isolation: Isolation) -> Result<i32, SpawnError> {
+    let program = argv[0].to_string_lossy();
+    let fail = |e: io::Error| classify(&program, &e);
     let cargs: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()))

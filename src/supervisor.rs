@@ -333,6 +333,6 @@ fn log_start(cfg: &Config, child: i32, isolation: Isolation, pid1: bool, subreap
         kill_after = %cfg.kill_after.map_or_else(|| "none".into(), crate::platform::fmt),
         mode,
         tty = isolation == Isolation::Foreground,
-        "started {}", cfg.command[0]
+        "started {}", cfg.command[0].to_string_lossy()
     );
 }
