@@ -32,8 +32,9 @@ fi
 
 if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
     echo "setup-docker: Docker engine $(docker version --format '{{.Server.Version}}'), static busybox ok"
-    # Containers a killed test run could not remove (each test removes its own).
-    stale=$(docker ps -aq --filter label=rinit-test=1)
+    # Stopped containers a killed test run could not remove (each test removes
+    # its own); running ones may belong to a test run going on right now.
+    stale=$(docker ps -aq --filter label=rinit-test=1 --filter status=exited --filter status=created)
     [ -z "$stale" ] || docker rm -f $stale >/dev/null
     # Test images are tagged by the hash of their inputs, so every new build
     # of the binaries adds some; drop those not used for a day.
