@@ -1,10 +1,10 @@
 //! The pull loop and the drain.
 //!
-//! Messages come from one StreamingPull `MessageStream` (the library extends
-//! their leases while we hold their handlers). Each message goes through
-//! three places: `pending` (received, not started), a task in `tasks` that
-//! holds one of `concurrency` permits while it writes, and finally an ack or
-//! a nack. A stop request (TERM, INT, TSTP) drops the stream at once, nacks
+//! Messages come from one StreamingPull `MessageStream`, read by its own
+//! task (the library extends their leases while we hold their handlers).
+//! Each message goes through three places: a bounded channel (received, not
+//! started), a task in `tasks` that holds one of `concurrency` permits while
+//! it writes, and finally an ack or a nack. A stop request (TERM, INT, TSTP) drops the stream at once, nacks
 //! everything still pending so Pub/Sub redelivers it immediately, lets the
 //! writes in progress finish and ack, then waits for the library to flush
 //! the acks and nacks — all inside the drain timeout.
@@ -16,7 +16,6 @@ use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use google_cloud_pubsub::subscriber::ShutdownBehavior;
 use google_cloud_storage::client::Storage;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -242,10 +241,35 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
     });
     let (drain_tx, drain_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
-    let mut pending: VecDeque<(Message, Handler)> = VecDeque::new();
     let mut tasks: JoinSet<TaskOutcome> = JoinSet::new();
     let mut counts = Counts::default();
     let mut exit = EXIT_OK;
+
+    // The stream is read by its own task. `MessageStream::next()` is not
+    // cancel-safe while it (re)opens the gRPC stream, and a select loop
+    // would cancel it at every task completion: each cancelled open leaves
+    // a server-side stream that may be dealt messages nobody reads. The
+    // bounded channel is the "received, not started" queue.
+    let shutdown = stream.shutdown_token();
+    let (msg_tx, mut msg_rx) = mpsc::channel::<(Message, Handler)>(cfg.max_outstanding_messages);
+    let mut reader = tokio::spawn(async move {
+        loop {
+            match stream.next().await {
+                Some(Ok(item)) => {
+                    if msg_tx.send(item).await.is_err() {
+                        return None;
+                    }
+                }
+                Some(Err(e)) => {
+                    return Some(format!("subscription stream failed permanently: {e}"))
+                }
+                // Either our shutdown (expected) or the end of the stream.
+                None => return Some("subscription stream ended".to_string()),
+            }
+        }
+    });
+    // One message waiting for a write permit.
+    let mut next: Option<(Message, Handler)> = None;
 
     // ---- Pull loop -------------------------------------------------------
     let first_signal: Option<StopSignal> = loop {
@@ -253,25 +277,25 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
             biased;
             Some(sig) = signals.recv() => break Some(sig),
             Some(done) = tasks.join_next(), if !tasks.is_empty() => counts.record(done),
-            permit = permits.clone().acquire_owned(), if !pending.is_empty() => {
-                let (Ok(permit), Some((message, handler))) = (permit, pending.pop_front()) else {
+            permit = permits.clone().acquire_owned(), if next.is_some() => {
+                let (Ok(permit), Some((message, handler))) = (permit, next.take()) else {
                     continue;
                 };
                 tasks.spawn(process(ctx.clone(), message, handler, permit, drain_rx.clone()));
             }
-            next = stream.next(), if pending.len() < cfg.max_outstanding_messages => match next {
-                Some(Ok((message, handler))) => {
+            item = msg_rx.recv(), if next.is_none() => match item {
+                Some(item) => {
                     counts.received += 1;
-                    pending.push_back((message, handler));
-                }
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, subscription = %cfg.subscription,
-                        "subscription stream failed permanently");
-                    exit = EXIT_FAILURE;
-                    break None;
+                    next = Some(item);
                 }
                 None => {
-                    tracing::error!(subscription = %cfg.subscription, "subscription stream ended");
+                    let why = (&mut reader)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "subscription reader stopped".to_string());
+                    tracing::error!(subscription = %cfg.subscription, error = %why,
+                        "cannot receive messages");
                     exit = EXIT_FAILURE;
                     break None;
                 }
@@ -283,21 +307,20 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
     let stop_at = Instant::now();
     let deadline = tokio::time::Instant::from_std(stop_at + cfg.drain_timeout);
     let in_flight_at_stop = cfg.concurrency - permits.available_permits();
-    // Dropping the stream cancels it: no message is pulled from now on.
-    let shutdown = stream.shutdown_token();
-    drop(stream);
+    // Cancels the stream at once (the reader then ends), and completes when
+    // the library has sent every ack and nack, which it does once every
+    // handler has been consumed.
+    let mut flush = tokio::spawn(async move { shutdown.shutdown().await });
     let _ = drain_tx.send(true);
-    let unstarted = pending.len() as u64;
-    for (_, handler) in pending.drain(..) {
+    let mut unstarted = 0u64;
+    if let Some((_, handler)) = next.take() {
         handler.nack();
+        unstarted += 1;
     }
-    counts.nacked += unstarted;
-    counts.nacked_unstarted += unstarted;
     let reason = first_signal.map_or("stream failure", StopSignal::name);
     tracing::info!(
         reason,
         in_flight = in_flight_at_stop,
-        nacked_unstarted = unstarted,
         drain_timeout_ms = cfg.drain_timeout.as_millis() as u64,
         "stopped pulling; draining"
     );
@@ -322,45 +345,43 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
         code
     };
 
-    loop {
+    let mut queue_closed = false;
+    let mut flushed = false;
+    while !(queue_closed && tasks.is_empty() && flushed) {
         tokio::select! {
             biased;
             Some(sig) = signals.recv() => {
                 if matches!(sig, StopSignal::Terminate(_)) && terminate_seen {
+                    counts.nacked += unstarted;
+                    counts.nacked_unstarted += unstarted;
                     return abandon(&counts, &tasks, "second termination signal", EXIT_ABORTED);
                 }
                 terminate_seen |= matches!(sig, StopSignal::Terminate(_));
                 tracing::info!(signal = sig.name(), "already draining");
             }
             _ = tokio::time::sleep_until(deadline) => {
+                counts.nacked += unstarted;
+                counts.nacked_unstarted += unstarted;
                 return abandon(&counts, &tasks, "drain timeout", EXIT_DRAIN_TIMEOUT);
             }
-            done = tasks.join_next() => match done {
-                Some(done) => counts.record(done),
-                None => break,
-            },
-        }
-    }
-
-    // Every handler is consumed: the library now sends the queued acks and
-    // nacks (and nacks what it had buffered but never handed to us).
-    let flush = shutdown.shutdown();
-    tokio::pin!(flush);
-    loop {
-        tokio::select! {
-            biased;
-            Some(sig) = signals.recv() => {
-                if matches!(sig, StopSignal::Terminate(_)) && terminate_seen {
-                    return abandon(&counts, &tasks, "second termination signal", EXIT_ABORTED);
+            // Received but never started: nack now so Pub/Sub redelivers it
+            // at once instead of after the ack deadline.
+            item = msg_rx.recv(), if !queue_closed => match item {
+                Some((_, handler)) => {
+                    counts.received += 1;
+                    handler.nack();
+                    unstarted += 1;
                 }
-                terminate_seen |= matches!(sig, StopSignal::Terminate(_));
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                return abandon(&counts, &tasks, "drain timeout while flushing acks", EXIT_DRAIN_TIMEOUT);
-            }
-            () = &mut flush => break,
+                None => queue_closed = true,
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => counts.record(done),
+            // Completes only after every handler was consumed.
+            _ = &mut flush, if !flushed => flushed = true,
         }
     }
+    counts.nacked += unstarted;
+    counts.nacked_unstarted += unstarted;
+    tracing::debug!(nacked_unstarted = unstarted, "acks and nacks flushed");
     log_summary(
         &counts,
         reason,

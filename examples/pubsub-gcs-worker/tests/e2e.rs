@@ -25,6 +25,9 @@ fn n(v: &Value, k: &str) -> u64 {
 /// The summary's own invariants: nothing acked that was not stored, and
 /// every received message either acked or nacked (nothing abandoned).
 fn assert_summary_consistent(s: &Value) {
+    // Cloud Logging's structured-log fields.
+    assert_eq!(s["severity"], "INFO", "{s}");
+    assert_eq!(s["message"], "summary", "{s}");
     assert_eq!(n(s, "stored"), n(s, "acked"), "{s}");
     assert_eq!(
         n(s, "stored"),
