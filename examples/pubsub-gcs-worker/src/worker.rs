@@ -16,7 +16,9 @@ use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use google_cloud_pubsub::subscriber::ShutdownBehavior;
 use google_cloud_storage::client::Storage;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -307,9 +309,16 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
     let stop_at = Instant::now();
     let deadline = tokio::time::Instant::from_std(stop_at + cfg.drain_timeout);
     let in_flight_at_stop = cfg.concurrency - permits.available_permits();
-    // Cancels the stream at once (the reader then ends), and completes when
-    // the library has sent every ack and nack, which it does once every
-    // handler has been consumed.
+    // `ShutdownToken::shutdown()` cancels the stream on its first poll and
+    // then waits for the library's lease loop. Poll it once right here so
+    // pulling stops now, not whenever a spawned task first runs (meanwhile
+    // the reader would keep moving buffered messages into the queue).
+    {
+        let first_poll = std::pin::pin!(shutdown.shutdown());
+        let _ = first_poll.poll(&mut Context::from_waker(Waker::noop()));
+    }
+    // Completes when the library has sent every ack and nack, which it does
+    // once every handler has been consumed.
     let mut flush = tokio::spawn(async move { shutdown.shutdown().await });
     let _ = drain_tx.send(true);
     let mut unstarted = 0u64;
