@@ -513,3 +513,50 @@ fn sigterm_under_rinit_pid1_drains_then_restart_completes() {
     assert_objects_match(&env, "bucket-t", &ids, &msgs, false);
     assert_eq!(env.remaining_message_ids("sub-t"), Vec::<String>::new());
 }
+
+/// A message that can never be stored (here: the bucket does not exist, a
+/// 404) is logged with its ID and held for the lease extension, then
+/// nacked: one attempt per delivery, no hot loop, nothing acked.
+#[test]
+fn unstorable_messages_are_held_not_spun() {
+    let Some(env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-u", "sub-u", 10);
+    let msgs: Vec<_> = (0..3)
+        .map(|i| TestMessage::new(format!("nowhere {i}")))
+        .collect();
+    let ids = env.publish("topic-u", &msgs);
+    let mut w = Running::spawn("worker", env.worker_command("sub-u", "no-such-bucket"));
+    let unstorable = |w: &Running| {
+        w.lines()
+            .into_iter()
+            .filter(|l| l.contains("message cannot be stored"))
+            .collect::<Vec<_>>()
+    };
+    assert!(eventually(Duration::from_secs(30), || unstorable(&w).len() >= 3));
+    // Held for LEASE_EXTENSION (10 s): no further attempt in the meantime.
+    std::thread::sleep(Duration::from_secs(4));
+    let lines = unstorable(&w);
+    assert_eq!(lines.len(), 3, "retried while held: {lines:?}");
+    for id in &ids {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("\"message_id\":\"{id}\""))),
+            "{id} not logged: {lines:?}"
+        );
+    }
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    let s = w.summary();
+    assert_summary_consistent(&s);
+    assert_eq!(n(&s, "acked"), 0, "{s}");
+    assert_eq!(n(&s, "nacked_unstorable"), 3, "{s}");
+    // Nacked at the drain, so they are deliverable again at once.
+    let mut remaining = env.remaining_message_ids("sub-u");
+    remaining.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(remaining, want);
+}
