@@ -489,6 +489,13 @@ fn sigterm_under_rinit_pid1_drains_then_restart_completes() {
         took < Duration::from_secs(8),
         "exit took {took:?}, past rinit's grace"
     );
+    // rinit itself never had to escalate (TERM was enough).
+    assert!(
+        w.lines()
+            .iter()
+            .any(|l| l.contains("rinit") && l.contains("escalated=false")),
+        "no rinit exit line without escalation"
+    );
     let s1 = w.summary();
     assert_summary_consistent(&s1);
     assert!(n(&s1, "in_flight_at_stop") <= 4, "{s1}");
