@@ -560,6 +560,20 @@ fn unstorable_messages_are_held_not_spun() {
     assert_summary_consistent(&s);
     assert_eq!(n(&s, "acked"), 0, "{s}");
     assert_eq!(n(&s, "nacked_unstorable"), 3, "{s}");
+    // A subscription that does not exist is a runtime failure: exit 1 with
+    // the reason, not a retry loop.
+    let mut w = Running::spawn(
+        "worker-nosub",
+        env.worker_command("no-such-sub", "bucket-u"),
+    );
+    assert_eq!(w.wait(Duration::from_secs(60)).code(), Some(1));
+    assert!(
+        w.lines()
+            .iter()
+            .any(|l| l.contains("cannot receive messages") && l.contains("NOT_FOUND")),
+        "no clear error line"
+    );
+
     // Nacked at the drain, so they are deliverable again at once.
     let mut remaining = env.remaining_message_ids("sub-u");
     remaining.sort();
