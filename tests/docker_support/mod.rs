@@ -185,9 +185,9 @@ fn newest(path: &Path) -> Option<SystemTime> {
 pub fn sibling_binary(beside: &Path, rel: &str, target: [&str; 2], sources: &[PathBuf]) -> PathBuf {
     let profile_dir = beside.parent().expect("binary's directory");
     let path = profile_dir.join(rel);
-    let fresh = || match newest(&path) {
-        Some(built) => !sources.iter().any(|s| newest(s).is_some_and(|t| t > built)),
-        None => false,
+    let fresh = || {
+        newest(&path)
+            .is_some_and(|built| !sources.iter().any(|s| newest(s).is_some_and(|t| t > built)))
     };
     if fresh() {
         return path;
