@@ -145,10 +145,14 @@ impl Args {
         let mut out = Args::default();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let Some(text) = arg.to_str().filter(|t| t.starts_with('-') && t.len() > 1) else {
+            let bytes = arg.as_encoded_bytes();
+            if bytes.len() < 2 || bytes[0] != b'-' {
                 out.command.push(arg);
                 break;
-            };
+            }
+            let text = arg
+                .to_str()
+                .ok_or_else(|| format!("option '{}' is not valid UTF-8", arg.to_string_lossy()))?;
             if text == "--" {
                 break;
             }
@@ -252,8 +256,7 @@ pub fn parse(
 }
 
 fn duration(flag: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{flag}='{text}' is not a duration such as 25s, 1m30s or 500ms: {e}"))
+    platform::parse_duration(flag, text)
 }
 
 /// A flag's value, or the environment variable standing in for it.
@@ -393,14 +396,15 @@ fn level(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<LevelFilter, 
         }
     };
     let pos = LADDER.iter().position(|&l| l == base).unwrap_or(3) as i64;
-    let v = i64::from(m.count("verbose") as u8);
-    let q = i64::from(m.count("quiet") as u8);
+    let v = m.count("verbose") as i64;
+    let q = m.count("quiet") as i64;
     Ok(LADDER[(pos + v - q).clamp(0, 5) as usize])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     fn run(args: &[&str]) -> Result<Config, Stop> {
         parse(args.iter().map(Into::into), &|_| None)
@@ -427,6 +431,11 @@ mod tests {
         assert_eq!(c.expect_exit, [3]);
         assert_eq!(c.command, ["sh", "-c", "x"]);
         assert_eq!(run(&["-", "x"]).unwrap().command, ["-", "x"]);
+        let odd = std::ffi::OsString::from_vec(vec![b'-', 0xff]);
+        let e = parse([odd, "true".into()], &|_| None).unwrap_err();
+        assert!(e.status == 2 && e.text.contains("UTF-8"), "{}", e.text);
+        let e = run(&["--grace=500000000000y", "x"]).unwrap_err();
+        assert!(e.text.contains("longer than"), "{}", e.text);
         assert!(run(&["--grace"])
             .unwrap_err()
             .text

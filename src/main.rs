@@ -35,11 +35,14 @@ fn run() -> ! {
     let cfg = match cli::parse(std::env::args_os().skip(1), &env) {
         Ok(cfg) => cfg,
         Err(stop) => {
-            if stop.status == 0 {
-                print!("{}", stop.text);
+            // Help and version to stdout, errors to stderr; a closed or full
+            // stream must not turn a usage error into a panic.
+            use std::io::Write;
+            let _ = if stop.status == 0 {
+                std::io::stdout().write_all(stop.text.as_bytes())
             } else {
-                eprintln!("{}", stop.text);
-            }
+                writeln!(std::io::stderr(), "{}", stop.text)
+            };
             std::process::exit(stop.status);
         }
     };

@@ -120,6 +120,25 @@ pub fn resolve_grace(
     }
 }
 
+/// The longest duration rinit accepts anywhere: far beyond any platform's
+/// window, and small enough that no deadline arithmetic can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a humantime duration (`25s`, `1m30s`, `500ms`) for `what`
+/// (`--grace`, ...), refusing anything over `MAX_DURATION`.
+pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{what}='{text}' is not a duration such as 25s, 1m30s or 500ms: {e}")
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{what}='{text}' is longer than the {} rinit accepts",
+            fmt(MAX_DURATION)
+        ));
+    }
+    Ok(d)
+}
+
 /// Formats a duration the way it is written on the command line (`25s`, `1m 30s`).
 pub fn fmt(d: Duration) -> String {
     humantime::format_duration(d).to_string().replace(' ', "")

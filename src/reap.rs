@@ -28,17 +28,26 @@ pub struct Reaped {
     pub orphans: usize,
     /// No children left at all: every descendant is gone.
     pub none_left: bool,
+    /// The main child was stopped (only looked for with `untraced`).
+    pub main_stopped: bool,
 }
 
 /// Reaps every exited child without blocking. SIGCHLD coalesces (one
 /// wake-up may stand for thousands of exits), so this loops until the
 /// kernel says nothing more has exited.
-pub fn reap_zombies(main_pid: i32) -> Reaped {
+/// With `untraced` (terminal job control) a stop of the main child is
+/// reported too.
+pub fn reap_zombies(main_pid: i32, untraced: bool) -> Reaped {
     let mut out = Reaped::default();
+    let flags = libc::WNOHANG | if untraced { libc::WUNTRACED } else { 0 };
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes only `status`.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if pid > 0 && libc::WIFSTOPPED(status) {
+            out.main_stopped |= pid == main_pid;
+            continue;
+        }
         if pid > 0 {
             if pid == main_pid {
                 out.main = Some(if libc::WIFSIGNALED(status) {
@@ -73,6 +82,16 @@ pub struct Process {
 /// rinit. Empty when /proc is missing or belongs to another PID namespace,
 /// so a pid read there is never signalled here.
 pub fn survivors(whole_namespace: bool) -> Vec<Process> {
+    scan(whole_namespace, false)
+}
+
+/// `survivors`, plus those already dead but not yet reaped: right after a
+/// SIGKILL, the ones it just killed.
+pub fn survivors_and_dying(whole_namespace: bool) -> Vec<Process> {
+    scan(whole_namespace, true)
+}
+
+fn scan(whole_namespace: bool, with_zombies: bool) -> Vec<Process> {
     let me = std::process::id() as i32;
     let proc_self = std::fs::read_link("/proc/self")
         .ok()
@@ -86,7 +105,7 @@ pub fn survivors(whole_namespace: bool) -> Vec<Process> {
     // (pid, ppid, comm) of every live, non-zombie process.
     let table: Vec<(i32, i32, String)> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(stat)
+        .filter_map(|pid| stat(pid, with_zombies))
         .collect();
     if whole_namespace {
         return table
@@ -112,9 +131,9 @@ pub fn survivors(whole_namespace: bool) -> Vec<Process> {
     found
 }
 
-/// Parses `/proc/PID/stat` into (pid, ppid, comm), skipping zombies: they are
-/// already dead and only wait to be reaped.
-fn stat(pid: i32) -> Option<(i32, i32, String)> {
+/// Parses `/proc/PID/stat` into (pid, ppid, comm), skipping zombies unless
+/// asked: they are already dead and only wait to be reaped.
+fn stat(pid: i32, with_zombies: bool) -> Option<(i32, i32, String)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm may hold spaces and parentheses: it ends at the last ')'.
     let open = text.find('(')?;
@@ -123,5 +142,5 @@ fn stat(pid: i32) -> Option<(i32, i32, String)> {
     let mut rest = text.get(close + 1..)?.split_whitespace();
     let state = rest.next()?;
     let ppid = rest.next()?.parse().ok()?;
-    (state != "Z" && state != "X").then_some((pid, ppid, comm))
+    (with_zombies || (state != "Z" && state != "X")).then_some((pid, ppid, comm))
 }

@@ -88,8 +88,10 @@ pub fn parse_sequence(
             Some(rest) => (true, rest),
             None => (false, offset.trim()),
         };
-        let dur = humantime::parse_duration(dur)
-            .map_err(|e| format!("--stop-sequence step '{part}': bad offset '{offset}': {e}"))?;
+        let dur = crate::platform::parse_duration(
+            &format!("--stop-sequence step '{part}': offset"),
+            dur,
+        )?;
         let at = if from_deadline {
             let g = grace.ok_or_else(|| {
                 format!("--stop-sequence step '{part}' counts from the deadline, but --grace=none has none")
@@ -136,7 +138,15 @@ pub enum Step {
     Send { signo: i32, staged: bool },
     /// The grace is over: SIGKILL everything that is left.
     Deadline,
+    /// Look again for what is left: after a SIGKILL (a process forked or
+    /// left the group while rinit was killing), and as PID 1 for processes
+    /// that are not rinit's children (`docker exec`), whose end no SIGCHLD
+    /// announces.
+    Recheck,
 }
+
+/// How often a `Recheck` comes while something is left.
+pub const RECHECK: Duration = Duration::from_millis(100);
 
 /// A drain in progress.
 #[derive(Debug)]
@@ -145,8 +155,11 @@ pub struct Drain {
     pub since: Instant,
     /// Timed steps not yet taken, earliest first.
     steps: Vec<(Instant, Step)>,
-    /// SIGKILL has been sent; nothing is left to schedule.
+    /// SIGKILL has been sent; only rechecks are left to schedule.
     pub escalated: bool,
+    /// Stop signals already received, as a bit mask: a repeat is not
+    /// forwarded again (workers read a second TERM as "quit now").
+    seen: u64,
 }
 
 impl Drain {
@@ -181,6 +194,7 @@ impl Drain {
         Drain {
             since: now,
             steps,
+            seen: 0,
             escalated: false,
         }
     }
@@ -198,6 +212,7 @@ impl Drain {
             since: now,
             steps,
             escalated: false,
+            seen: 0,
         }
     }
 
@@ -217,9 +232,27 @@ impl Drain {
 
     /// Escalation happened (deadline or a second SIGINT): drop every
     /// remaining step, including pending signals the dead cannot receive.
-    pub fn escalate(&mut self) {
+    pub fn escalate(&mut self, now: Instant) {
         self.escalated = true;
         self.steps.clear();
+        self.recheck(now);
+    }
+
+    /// Schedules one `Recheck` (if none is pending) a moment from `now`.
+    pub fn recheck(&mut self, now: Instant) {
+        if self.steps.iter().all(|&(_, s)| s != Step::Recheck) {
+            let at = now + RECHECK;
+            let pos = self.steps.partition_point(|&(t, _)| t <= at);
+            self.steps.insert(pos, (at, Step::Recheck));
+        }
+    }
+
+    /// Records stop signal `signo`; true if it had been received before.
+    pub fn repeated(&mut self, signo: i32) -> bool {
+        let bit = 1u64 << (signo as u64 % 64);
+        let seen = self.seen & bit != 0;
+        self.seen |= bit;
+        seen
     }
 
     /// Milliseconds since the drain started.

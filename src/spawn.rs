@@ -13,20 +13,29 @@ pub enum Isolation {
     /// New group made the TTY's foreground group, so the terminal's job
     /// control (Ctrl-C, Ctrl-Z) reaches the child as it would from a shell.
     Foreground,
+    /// New group on a TTY rinit does not own (`rinit ... &`): the terminal
+    /// stays with the shell, which would exit if rinit took it.
+    Background,
     /// Stay in rinit's group (`DUMB_INIT_SETSID=0`): only the child itself
     /// can be signalled.
     None,
 }
 
 impl Isolation {
-    /// Session when stdin is not a terminal, the TTY's foreground group when it is.
+    /// Session when stdin is not a terminal; on a terminal, its foreground
+    /// group if rinit has it, else a background group.
     pub fn detect(setsid: bool) -> Isolation {
-        if !setsid {
-            Isolation::None
-        } else if unsafe { libc::isatty(0) } == 1 {
-            Isolation::Foreground
-        } else {
-            Isolation::Session
+        // SAFETY: plain syscalls with no memory effects.
+        unsafe {
+            if !setsid {
+                Isolation::None
+            } else if libc::isatty(0) != 1 {
+                Isolation::Session
+            } else if libc::tcgetpgrp(0) == libc::getpgrp() {
+                Isolation::Foreground
+            } else {
+                Isolation::Background
+            }
         }
     }
 }
@@ -116,13 +125,15 @@ unsafe fn isolate(isolation: Isolation) -> Result<(), i32> {
                 return Err(*libc::__errno_location());
             }
         }
-        Isolation::Foreground => {
+        Isolation::Foreground | Isolation::Background => {
             if libc::setpgid(0, 0) < 0 {
                 return Err(*libc::__errno_location());
             }
-            // SIGTTOU is still blocked here, so a background group may take the
-            // terminal. A failure (stdin not our controlling TTY) is harmless.
-            libc::tcsetpgrp(0, libc::getpid());
+            // SIGTTOU is still blocked here, so the new group may take the
+            // terminal rinit had. A failure (stdin not our controlling TTY) is harmless.
+            if isolation == Isolation::Foreground {
+                libc::tcsetpgrp(0, libc::getpid());
+            }
         }
         Isolation::None => {}
     }

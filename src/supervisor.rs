@@ -3,7 +3,9 @@
 //!
 //! State is three values: the main child's exit (once reaped), the drain
 //! (once a stop began), and whether anything is still alive. rinit exits when
-//! the main child has been reaped and no other child remains.
+//! the main child has been reaped and nothing else is left: no child, and as
+//! PID 1 no other process in the namespace (`docker exec`'s, which only
+//! /proc shows, are checked every `RECHECK`).
 
 use std::time::Instant;
 
@@ -54,6 +56,19 @@ pub fn run(cfg: Config) -> i32 {
                     warn!(phase = "deadline", grace = %grace_text(&cfg), "grace expired; killing what is left");
                     escalate(target, pid1, main.is_none(), drain.as_mut());
                 }
+                Step::Recheck => {
+                    if drain.as_ref().is_some_and(|d| d.escalated) {
+                        kill_rest(target, pid1, main.is_none(), false);
+                    }
+                    if let Some(status) =
+                        on_reap(&cfg, child, target, pid1, isolation, &mut main, &mut drain)
+                    {
+                        return status;
+                    }
+                    if let Some(d) = drain.as_mut().filter(|d| d.escalated) {
+                        d.recheck(Instant::now());
+                    }
+                }
             }
         }
         let timeout = drain
@@ -63,36 +78,63 @@ pub fn run(cfg: Config) -> i32 {
         match signals::wait(&wait_set, timeout) {
             None => continue,
             Some(r) if r.signo == libc::SIGCHLD => {
-                let reaped = reap::reap_zombies(child);
-                if let Some(exit) = reaped.main {
-                    log_child_exit(child, exit, drain.as_ref());
-                    main = Some(exit);
-                }
-                if reaped.orphans > 0 {
-                    if drain.is_some() {
-                        info!(phase = "reaped", count = reaped.orphans, "reaped orphans");
-                    } else {
-                        debug!(phase = "reaped", count = reaped.orphans, "reaped orphans");
-                    }
-                }
-                match (main, reaped.none_left) {
-                    (Some(exit), true) => return finish(&cfg, exit, drain.as_ref()),
-                    (Some(exit), false) if reaped.main.is_some() => {
-                        // A stop drain already signalled the group; what escaped it has not been.
-                        sweep_stragglers(&cfg, target, pid1, drain.is_some());
-                        let d = drain
-                            .get_or_insert_with(|| Drain::on_child_exit(&cfg.plan, Instant::now()));
-                        // Without a grace nothing would ever end the wait (tini's behaviour).
-                        if cfg.plan.grace.is_none() {
-                            return finish(&cfg, exit, Some(d));
-                        }
-                    }
-                    _ => {}
+                if let Some(status) =
+                    on_reap(&cfg, child, target, pid1, isolation, &mut main, &mut drain)
+                {
+                    return status;
                 }
             }
             Some(r) => on_signal(&cfg, r, target, pid1, isolation, main.is_none(), &mut drain),
         }
     }
+}
+
+/// Reaps what has exited and decides what follows: rinit's exit status once
+/// the main child and everything else are gone; the straggler sweep when the
+/// main child has just gone and others remain.
+fn on_reap(
+    cfg: &Config,
+    child: i32,
+    target: Target,
+    pid1: bool,
+    isolation: Isolation,
+    main: &mut Option<Exit>,
+    drain: &mut Option<Drain>,
+) -> Option<i32> {
+    let job_control = isolation == Isolation::Foreground && !pid1;
+    let reaped = reap::reap_zombies(child, job_control);
+    if let Some(exit) = reaped.main {
+        log_child_exit(child, exit, drain.as_ref());
+        *main = Some(exit);
+    }
+    if reaped.orphans > 0 {
+        if drain.is_some() {
+            info!(phase = "reaped", count = reaped.orphans, "reaped orphans");
+        } else {
+            debug!(phase = "reaped", count = reaped.orphans, "reaped orphans");
+        }
+    }
+    if reaped.main_stopped && job_control {
+        stop_with_child();
+    }
+    let exit = (*main)?;
+    // As PID 1, processes that are not rinit's children (`docker exec`) are
+    // rinit's to end too, but only /proc shows they are still there.
+    let others = !reaped.none_left || (pid1 && !reap::survivors(true).is_empty());
+    if !others {
+        return Some(finish(cfg, exit, drain.as_ref()));
+    }
+    if reaped.main.is_some() {
+        // A stop drain already signalled the group; what escaped it has not been.
+        sweep_stragglers(cfg, target, pid1, drain.is_some());
+    }
+    let now = Instant::now();
+    let d = drain.get_or_insert_with(|| Drain::on_child_exit(&cfg.plan, now));
+    if reaped.none_left {
+        // No SIGCHLD will say when the non-children are gone: look again soon.
+        d.recheck(now);
+    }
+    None
 }
 
 /// Registers as child subreaper so orphans of the command are re-parented
@@ -131,10 +173,21 @@ fn on_signal(
         } else {
             debug!(phase = "signal", signal = %name(r.signo), sender_pid = sender, "received");
         }
+        // The terminal goes back to the command before its SIGCONT, after its SIGTSTP.
+        if r.signo == libc::SIGCONT {
+            job_control(r.signo, target, pid1, isolation);
+        }
         if let Some(t) = reachable(target, main_alive).filter(|_| forwarded != 0) {
             forward(t, forwarded, false, drain.is_some());
         }
-        job_control(r.signo, target, pid1, isolation);
+        if r.signo != libc::SIGCONT {
+            job_control(r.signo, target, pid1, isolation);
+        }
+        return;
+    }
+    if forwarded == 0 {
+        info!(phase = "signal", signal = %name(r.signo), sender_pid = sender,
+              "stop signal dropped by --rewrite");
         return;
     }
     match drain {
@@ -143,8 +196,7 @@ fn on_signal(
             // child before any bookkeeping or logging. Measured (bench/run,
             // figure 3): the work below, done first on cold caches, added
             // ~27 µs to the forwarding latency.
-            let at_once =
-                cfg.plan.sequence.is_none() && cfg.plan.pre_stop.is_zero() && forwarded != 0;
+            let at_once = cfg.plan.sequence.is_none() && cfg.plan.pre_stop.is_zero();
             if at_once {
                 target.send(forwarded);
             }
@@ -157,20 +209,39 @@ fn on_signal(
             }
             // Already sent: the drain keeps only the deadline.
             let pending = if at_once { 0 } else { forwarded };
-            *drain = Some(Drain::on_stop_signal(&cfg.plan, pending, now));
+            let d = drain.insert(Drain::on_stop_signal(&cfg.plan, pending, now));
+            d.repeated(r.signo);
         }
         Some(d) if r.signo == libc::SIGINT && !d.escalated => {
-            warn!(
-                phase = "signal",
-                signal = "SIGINT",
-                sender_pid = sender,
-                "second interrupt during the drain: killing now"
-            );
+            if d.repeated(libc::SIGINT) {
+                warn!(
+                    phase = "signal",
+                    signal = "SIGINT",
+                    sender_pid = sender,
+                    "second interrupt during the drain: killing now"
+                );
+            } else {
+                warn!(
+                    phase = "signal",
+                    signal = "SIGINT",
+                    sender_pid = sender,
+                    "interrupt during the drain: killing now"
+                );
+            }
             escalate(target, pid1, main_alive, Some(d));
         }
-        Some(_) => {
-            info!(phase = "signal", signal = %name(r.signo), sender_pid = sender,
-                  "already draining; not forwarded again");
+        Some(d) => {
+            if d.repeated(r.signo) {
+                info!(phase = "signal", signal = %name(r.signo), sender_pid = sender,
+                      "already draining; not forwarded again");
+                return;
+            }
+            // A different stop signal mid-drain is a new instruction (QUIT after
+            // TERM is Celery's cold shutdown): pass it on.
+            info!(phase = "signal", signal = %name(r.signo), sender_pid = sender, "stop signal during the drain");
+            if let Some(t) = reachable(target, main_alive) {
+                forward(t, forwarded, false, true);
+            }
         }
     }
 }
@@ -198,9 +269,15 @@ fn job_control(signo: i32, target: Target, pid1: bool, isolation: Isolation) {
             unsafe { libc::raise(libc::SIGSTOP) };
         }
         libc::SIGCONT => {
-            if let Target::Group(pgid) = target {
-                // SAFETY: plain syscall; SIGTTOU is blocked, so a background rinit may do it.
-                unsafe { libc::tcsetpgrp(0, pgid) };
+            // Only when the shell resumed the job in the foreground (`fg`, not
+            // `bg`): taking the terminal from the shell would make it exit.
+            // SAFETY: plain syscalls; SIGTTOU is blocked, so rinit may do it.
+            unsafe {
+                if let Target::Group(pgid) = target {
+                    if libc::tcgetpgrp(0) == libc::getpgrp() {
+                        libc::tcsetpgrp(0, pgid);
+                    }
+                }
             }
         }
         _ => {}
@@ -221,31 +298,48 @@ fn forward(target: Target, signo: i32, staged: bool, draining: bool) {
     }
 }
 
-/// SIGKILLs everything rinit is responsible for: each survivor by pid (so
-/// the log names them), the child's group, and as PID 1 the whole namespace
-/// (daemons that escaped the group with setsid included).
+/// SIGKILLs everything rinit is responsible for, then schedules a recheck
+/// for anything that slipped through (forked or left the group meanwhile).
 fn escalate(target: Target, pid1: bool, main_alive: bool, drain: Option<&mut Drain>) {
-    for p in reap::survivors(pid1) {
-        warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL");
-        // SAFETY: kill has no memory effects.
-        unsafe { libc::kill(p.pid, libc::SIGKILL) };
+    kill_rest(target, pid1, main_alive, true);
+    if let Some(d) = drain {
+        d.escalate(Instant::now());
     }
+}
+
+/// SIGKILL, widest first so the deadline holds however many processes there
+/// are: as PID 1 the whole namespace (daemons that escaped the group with
+/// setsid included), the child's group, then each survivor by pid, which
+/// also names them in the log (`logged`; rechecks log at debug).
+fn kill_rest(target: Target, pid1: bool, main_alive: bool, logged: bool) {
     let group = match target {
         Target::Group(pgid) | Target::Child(pgid) => pgid,
     };
-    // SAFETY: as above; kill(-1) from PID 1 spares PID 1 itself.
+    // SAFETY: kill has no memory effects; kill(-1) from PID 1 spares PID 1.
     unsafe {
+        if pid1 {
+            libc::kill(-1, libc::SIGKILL);
+        }
         // Only while the unreaped leader pins the group's id: once reaped, the
         // number could name someone else's group.
         if main_alive {
             libc::kill(-group, libc::SIGKILL);
         }
-        if pid1 {
-            libc::kill(-1, libc::SIGKILL);
-        }
     }
-    if let Some(d) = drain {
-        d.escalate();
+    // Listed after the wide kills, so the dying count: they were running at the deadline.
+    let left = if logged {
+        reap::survivors_and_dying(pid1)
+    } else {
+        reap::survivors(pid1)
+    };
+    for p in left {
+        if logged {
+            warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL");
+        } else {
+            debug!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL (recheck)");
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(p.pid, libc::SIGKILL) };
     }
 }
 
@@ -255,24 +349,40 @@ fn escalate(target: Target, pid1: bool, main_alive: bool, drain: Option<&mut Dra
 /// left the group) one by one.
 fn sweep_stragglers(cfg: &Config, target: Target, pid1: bool, group_signalled: bool) {
     log::mark_stop(Instant::now());
-    let left = reap::survivors(pid1);
-    info!(phase = "forward", signal = "SIGTERM", remaining = left.len() as u64,
-          grace = %grace_text(cfg), "main child gone; terminating what is left");
     let group = match target {
         Target::Group(pgid) => Some(pgid),
         Target::Child(_) => None,
     };
-    for p in &left {
+    let mut sent = 0u64;
+    for p in reap::survivors(pid1) {
         // SAFETY: getpgid and kill have no memory effects.
         if group.is_some_and(|g| unsafe { libc::getpgid(p.pid) } == g) {
             continue;
         }
         debug!(phase = "forward", signal = "SIGTERM", pid = p.pid, comm = %p.comm, "straggler");
         unsafe { libc::kill(p.pid, libc::SIGTERM) };
+        sent += 1;
     }
     if let Some(pgid) = group.filter(|_| !group_signalled) {
         // SAFETY: as above.
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        info!(phase = "forward", signal = "SIGTERM", target = %target.describe(), grace = %grace_text(cfg),
+              "main child gone; terminating what is left (its group)");
+    }
+    if sent > 0 {
+        info!(phase = "forward", signal = "SIGTERM", count = sent, grace = %grace_text(cfg),
+              "main child gone; terminating what is left (outside its group)");
+    }
+}
+
+/// The main child stopped (Ctrl-Z on the terminal): take the terminal back
+/// and stop rinit too, so the shell sees the job stopped. SIGCONT (`fg`)
+/// resumes rinit and `job_control` hands the terminal back.
+fn stop_with_child() {
+    // SAFETY: plain syscalls; SIGTTOU is blocked, so the background may take the terminal.
+    unsafe {
+        libc::tcsetpgrp(0, libc::getpgrp());
+        libc::raise(libc::SIGSTOP);
     }
 }
 

@@ -31,6 +31,10 @@ both_modes!(
     refused_configurations,
     json_lines_carry_the_fields,
     platform_detection_from_env,
+    stop_signal_dropped_by_rewrite_starts_no_drain,
+    a_new_stop_signal_mid_drain_is_forwarded,
+    grace_none_waits_for_stragglers,
+    escalation_catches_processes_forked_during_the_kill,
 );
 
 /// Slack on top of any expected time: 2 loaded cores, debug binaries.
@@ -826,4 +830,100 @@ fn platform_detection_from_env(mode: Mode) {
             done.stderr
         );
     }
+}
+
+/// `-r TERM:0` drops TERM: no drain starts, so nothing is killed at the
+/// grace; the child still runs after it and stops on another stop signal.
+fn stop_signal_dropped_by_rewrite_starts_no_drain(mode: Mode) {
+    let dir = TempDir::new("dropstop");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "1s", "-r", "TERM:0"])
+        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "QUIT:0:4"])
+        .spawn();
+    let pid = run.ready(&ready);
+    run.signal(libc::SIGTERM);
+    run.wait_log("stop signal dropped by --rewrite", 1);
+    // Past the would-be deadline the child is alive and reachable.
+    std::thread::sleep(Duration::from_millis(1500));
+    run.signal(libc::SIGUSR1);
+    run.wait_until("the child to record SIGUSR1", || {
+        Record::read(&rec).of(pid).contains(&"SIGUSR1".into())
+    });
+    run.signal(libc::SIGQUIT);
+    let done = run.finish(SOON);
+    assert_eq!(done.status, 4, "{}", done.stderr);
+    assert_eq!(Record::read(&rec).of(pid), ["SIGUSR1", "SIGQUIT"]);
+    assert!(!done.stderr.contains("deadline"), "{}", done.stderr);
+}
+
+/// During a drain a repeated stop signal is not forwarded again, but a
+/// different one is (QUIT after TERM is Celery's cold shutdown).
+fn a_new_stop_signal_mid_drain_is_forwarded(mode: Mode) {
+    let dir = TempDir::new("newstop");
+    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "8s"])
+        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "QUIT:0:0"])
+        .spawn();
+    let pid = run.ready(&ready);
+    run.signal(libc::SIGTERM);
+    run.wait_until("the child to record SIGTERM", || {
+        !Record::read(&rec).of(pid).is_empty()
+    });
+    run.signal(libc::SIGTERM);
+    run.wait_log("already draining; not forwarded again", 1);
+    run.signal(libc::SIGQUIT);
+    let done = run.finish(SOON);
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    assert_eq!(Record::read(&rec).of(pid), ["SIGTERM", "SIGQUIT"]);
+}
+
+/// `--grace=none` never escalates: when the main child exits, the rest get
+/// SIGTERM and rinit waits for them, however long they take (here a
+/// grandchild that needs 0.5 s to finish its job after TERM).
+fn grace_none_waits_for_stragglers(mode: Mode) {
+    let dir = TempDir::new("gracenone");
+    let marker = dir.file("finished");
+    let script = format!(
+        "(trap 'sleep 0.5; echo done > {marker}; exit 0' TERM; while :; do sleep 0.05; done) & sleep 0.2; exit 3"
+    );
+    let done = Rinit::new(mode, &dir)
+        .opts(["--grace", "none"])
+        .cmd(["sh", "-c", &script])
+        .run();
+    assert_eq!(done.status, 3, "{}", done.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default().trim(),
+        "done",
+        "the straggler was cut off\n{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("escalated=false"), "{}", done.stderr);
+}
+
+/// Processes that a loop keeps forking into new sessions while rinit kills
+/// cannot outlive the deadline by much: rinit looks again until nothing is
+/// left, instead of waiting for them to exit on their own.
+fn escalation_catches_processes_forked_during_the_kill(mode: Mode) {
+    let dir = TempDir::new("forkloop");
+    let ready = dir.file("ready");
+    let script =
+        format!("trap '' TERM; echo $$ > {ready}; while :; do setsid sleep 30 & sleep 0.01; done");
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace", "1s"])
+        .cmd(["sh", "-c", &script])
+        .spawn();
+    run.ready(&ready);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    let took = done.ended - t0;
+    assert_eq!(done.status, 137, "{}", done.stderr);
+    assert!(
+        took < Duration::from_secs(1) + SLACK * 2,
+        "the fork loop outlived the deadline: {took:?}\n{}",
+        done.stderr
+    );
 }
