@@ -115,7 +115,7 @@ fn on_reap(
         }
     }
     if reaped.main_stopped && job_control {
-        stop_with_child();
+        stop_with_child(child);
     }
     let exit = (*main)?;
     // As PID 1, processes that are not rinit's children (`docker exec`) are
@@ -375,14 +375,18 @@ fn sweep_stragglers(cfg: &Config, target: Target, pid1: bool, group_signalled: b
     }
 }
 
-/// The main child stopped (Ctrl-Z on the terminal): take the terminal back
-/// and stop rinit too, so the shell sees the job stopped. SIGCONT (`fg`)
-/// resumes rinit and `job_control` hands the terminal back.
-fn stop_with_child() {
+/// The main child stopped while it owned the terminal (Ctrl-Z): take the
+/// terminal back and stop rinit too, so the shell sees the job stopped.
+/// SIGCONT (`fg`) resumes rinit and `job_control` hands the terminal back.
+/// A stop while the shell owns the terminal (`kill -TSTP`, `bg`) leaves it
+/// alone: taking it would make the shell exit.
+fn stop_with_child(child: i32) {
     // SAFETY: plain syscalls; SIGTTOU is blocked, so the background may take the terminal.
     unsafe {
-        libc::tcsetpgrp(0, libc::getpgrp());
-        libc::raise(libc::SIGSTOP);
+        if libc::tcgetpgrp(0) == child {
+            libc::tcsetpgrp(0, libc::getpgrp());
+            libc::raise(libc::SIGSTOP);
+        }
     }
 }
 

@@ -662,3 +662,95 @@ fn tty_ctrl_c_reaches_the_foreground_child(mode: Mode) {
         "the child is the terminal's foreground group: {t}"
     );
 }
+
+/// Terminal job control when rinit runs from an interactive shell (not PID
+/// 1, so subreaper mode only): Ctrl-Z stops the command and rinit with it,
+/// so the shell gets its prompt back and lists the job as stopped; `fg`
+/// resumes both and hands the terminal back, so Ctrl-C then reaches the
+/// command (exit 130). And `rinit ... &` must leave the terminal to the
+/// shell: the shell is still there to answer afterwards.
+#[test]
+fn tty_ctrl_z_and_fg_give_ordinary_job_control() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    let (master, slave_path) = open_pty();
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)
+        .unwrap();
+    let mut shell = Command::new("bash");
+    shell
+        .args(["--norc", "--noprofile", "-i"])
+        .env_clear()
+        .env("PATH", PATH)
+        .env("TERM", "dumb")
+        .env("PS1", "$ ")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        shell.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut bash = shell.spawn().expect("bash");
+    let out = Arc::new(Mutex::new(String::new()));
+    let mut reader = master.try_clone().unwrap();
+    let sink = Arc::clone(&out);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut writer = master;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let wait_for = |what: &str, needle: &str, count: usize| {
+            poll(
+                what,
+                SOON,
+                || format!("pty output:\n{}", out.lock().unwrap()),
+                || (out.lock().unwrap().matches(needle).count() >= count).then_some(()),
+            )
+        };
+        let rinit = rinit_bin().display().to_string();
+        writer
+            .write_all(format!("{rinit} -- sleep 100\n").as_bytes())
+            .unwrap();
+        wait_for("the start line", "tty=true", 1);
+        writer.write_all(b"\x1a").unwrap();
+        wait_for("the shell to see the job stopped", "Stopped", 1);
+        writer.write_all(b"fg\n").unwrap();
+        // bash echoes the resumed job's command line.
+        wait_for("the job to resume", "sleep 100\r\n", 3);
+        std::thread::sleep(Duration::from_millis(300));
+        writer.write_all(b"\x03").unwrap();
+        wait_for("rinit's exit line", "status=130", 1);
+        writer.write_all(b"echo RC=$?.\n").unwrap();
+        wait_for("rinit's exit status", "RC=130.", 1);
+        writer
+            .write_all(format!("{rinit} -q -- sleep 1 &\n").as_bytes())
+            .unwrap();
+        // The shell is back at its prompt, reading the terminal, when rinit starts.
+        std::thread::sleep(Duration::from_millis(500));
+        writer.write_all(b"echo ALIVE$((40+2)).\n").unwrap();
+        wait_for("the shell to keep its terminal", "ALIVE42.", 1);
+    }));
+    let _ = writer.write_all(b"exit\n");
+    let _ = bash.kill();
+    let _ = bash.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
