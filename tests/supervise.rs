@@ -528,15 +528,18 @@ fn open_pty() -> (fs::File, String) {
     }
 }
 
-/// Under a job-control shell (`bash -i` on a pty), the child is the
-/// terminal's foreground group, Ctrl-C (typed as \x03) reaches it as SIGINT
-/// from the terminal itself, and rinit exits 130.
-fn tty_ctrl_c_reaches_the_foreground_child(mode: Mode) {
-    use std::io::{Read, Write};
+/// An interactive `bash` on a new pty, as a user's terminal session: the
+/// shell, the pty master to type into, and everything the pty printed so far
+/// (collected by a thread until the shell is gone).
+fn interactive_bash() -> (
+    std::process::Child,
+    fs::File,
+    std::sync::Arc<std::sync::Mutex<String>>,
+    String,
+) {
+    use std::io::Read;
     use std::sync::{Arc, Mutex};
 
-    let dir = TempDir::new("tty");
-    let (rec, ready, tty) = (dir.file("rec"), dir.file("ready"), dir.file("tty"));
     let (master, slave_path) = open_pty();
     let slave = fs::OpenOptions::new()
         .read(true)
@@ -562,7 +565,7 @@ fn tty_ctrl_c_reaches_the_foreground_child(mode: Mode) {
             Ok(())
         });
     }
-    let mut bash = shell.spawn().expect("bash");
+    let bash = shell.spawn().expect("bash");
     let out = Arc::new(Mutex::new(String::new()));
     let mut reader = master.try_clone().unwrap();
     let sink = Arc::clone(&out);
@@ -578,7 +581,18 @@ fn tty_ctrl_c_reaches_the_foreground_child(mode: Mode) {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let mut writer = master;
+    (bash, master, out, slave_path)
+}
+
+/// Under a job-control shell (`bash -i` on a pty), the child is the
+/// terminal's foreground group, Ctrl-C (typed as \x03) reaches it as SIGINT
+/// from the terminal itself, and rinit exits 130.
+fn tty_ctrl_c_reaches_the_foreground_child(mode: Mode) {
+    use std::io::Write;
+
+    let dir = TempDir::new("tty");
+    let (rec, ready, tty) = (dir.file("rec"), dir.file("ready"), dir.file("tty"));
+    let (mut bash, mut writer, out, slave_path) = interactive_bash();
     let launcher = match mode {
         Mode::Pid1 => format!(
             "{} --pid --fork --mount-proc --kill-child ",
@@ -671,50 +685,9 @@ fn tty_ctrl_c_reaches_the_foreground_child(mode: Mode) {
 /// shell: the shell is still there to answer afterwards.
 #[test]
 fn tty_ctrl_z_and_fg_give_ordinary_job_control() {
-    use std::io::{Read, Write};
-    use std::sync::{Arc, Mutex};
+    use std::io::Write;
 
-    let (master, slave_path) = open_pty();
-    let slave = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&slave_path)
-        .unwrap();
-    let mut shell = Command::new("bash");
-    shell
-        .args(["--norc", "--noprofile", "-i"])
-        .env_clear()
-        .env("PATH", PATH)
-        .env("TERM", "dumb")
-        .env("PS1", "$ ")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    // SAFETY: setsid and ioctl are async-signal-safe.
-    unsafe {
-        shell.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut bash = shell.spawn().expect("bash");
-    let out = Arc::new(Mutex::new(String::new()));
-    let mut reader = master.try_clone().unwrap();
-    let sink = Arc::clone(&out);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let mut writer = master;
+    let (mut bash, mut writer, out, _) = interactive_bash();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let wait_for = |what: &str, needle: &str, count: usize| {
             poll(
