@@ -727,3 +727,47 @@ fn tty_ctrl_z_and_fg_give_ordinary_job_control() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// As PID 1, rinit answers for every process in the namespace, also those it
+/// did not start (`docker exec`, here `nsenter`), whose end no SIGCHLD
+/// announces: when the command exits they get SIGTERM, and rinit waits for
+/// them (polling /proc) instead of exiting and leaving the kernel to
+/// SIGKILL them mid-job.
+#[test]
+fn pid1_terms_and_waits_for_processes_it_did_not_start() {
+    let dir = TempDir::new("outsider");
+    let (ready, up, got) = (dir.file("ready"), dir.file("up"), dir.file("got"));
+    let mut run = Rinit::new(Mode::Pid1, &dir)
+        .opts(["--grace", "5s"])
+        .probe(["--ready", &ready, "--exit-on", "USR1:0:7"])
+        .spawn();
+    run.ready(&ready);
+    let script = format!(
+        "trap 'sleep 0.3; echo got > {got}; exit 0' TERM; echo up > {up}; while :; do sleep 0.05; done"
+    );
+    let mut outsider = Command::new("nsenter")
+        .args([
+            "-t",
+            &run.rinit_pid().to_string(),
+            "-p",
+            "-m",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nsenter");
+    run.wait_file(&up);
+    run.signal(libc::SIGUSR1);
+    let done = run.finish(SOON);
+    let _ = outsider.kill();
+    let _ = outsider.wait();
+    assert_eq!(done.status, 7, "{}", done.stderr);
+    assert_eq!(
+        fs::read_to_string(&got).unwrap_or_default().trim(),
+        "got",
+        "the outsider was not given its TERM and its time\n{}",
+        done.stderr
+    );
+}
