@@ -163,8 +163,10 @@ unsafe fn reset_dispositions() {
     let ignored = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
+            // One substring search, not a walk over every line: this is start-up.
+            let at = status.find("\nSigIgn:")? + "\nSigIgn:".len();
+            let hex = status.get(at..)?.trim_start().get(..16)?;
+            u64::from_str_radix(hex, 16).ok()
         });
     for s in (1..=31).chain(rtmin()..=rtmax()).filter(|&s| catchable(s)) {
         // Without /proc, reset them all.
