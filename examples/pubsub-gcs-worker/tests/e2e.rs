@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{eventually, pseudo_random_bytes, GcsKind, Running, TestEnv, TestMessage};
+use common::{
+    assert_summary_consistent, eventually, n, pseudo_random_bytes, GcsKind, Running, TestEnv,
+    TestMessage,
+};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -16,32 +19,6 @@ use std::time::{Duration, Instant};
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const BINARY: &str = "application/octet-stream";
-
-fn n(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("summary has no {k}: {v}"))
-}
-
-/// The summary's own invariants: nothing acked that was not stored, and
-/// every received message either acked or nacked (nothing abandoned).
-fn assert_summary_consistent(s: &Value) {
-    // Cloud Logging's structured-log fields.
-    assert_eq!(s["severity"], "INFO", "{s}");
-    assert_eq!(s["message"], "summary", "{s}");
-    assert_eq!(n(s, "stored"), n(s, "acked"), "{s}");
-    assert_eq!(
-        n(s, "stored"),
-        n(s, "created") + n(s, "already_present"),
-        "{s}"
-    );
-    assert_eq!(n(s, "received"), n(s, "acked") + n(s, "nacked"), "{s}");
-    assert_eq!(
-        n(s, "nacked"),
-        n(s, "nacked_write_failed") + n(s, "nacked_unstorable") + n(s, "nacked_unstarted"),
-        "{s}"
-    );
-    assert_eq!(n(s, "abandoned"), 0, "{s}");
-}
 
 /// Messages of every shape the worker must handle.
 fn mixed_messages(with_large: bool) -> Vec<TestMessage> {

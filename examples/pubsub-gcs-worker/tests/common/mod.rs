@@ -836,3 +836,30 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A count field of the worker's JSON summary line.
+pub fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("summary has no {k}: {v}"))
+}
+
+/// The summary's own invariants: nothing acked that was not stored, and
+/// every received message either acked or nacked (nothing abandoned).
+pub fn assert_summary_consistent(s: &Value) {
+    // Cloud Logging's structured-log fields.
+    assert_eq!(s["severity"], "INFO", "{s}");
+    assert_eq!(s["message"], "summary", "{s}");
+    assert_eq!(n(s, "stored"), n(s, "acked"), "{s}");
+    assert_eq!(
+        n(s, "stored"),
+        n(s, "created") + n(s, "already_present"),
+        "{s}"
+    );
+    assert_eq!(n(s, "received"), n(s, "acked") + n(s, "nacked"), "{s}");
+    assert_eq!(
+        n(s, "nacked"),
+        n(s, "nacked_write_failed") + n(s, "nacked_unstorable") + n(s, "nacked_unstarted"),
+        "{s}"
+    );
+    assert_eq!(n(s, "abandoned"), 0, "{s}");
+}
