@@ -213,21 +213,17 @@ fn on_signal(
             d.repeated(r.signo);
         }
         Some(d) if r.signo == libc::SIGINT && !d.escalated => {
-            if d.repeated(libc::SIGINT) {
-                warn!(
-                    phase = "signal",
-                    signal = "SIGINT",
-                    sender_pid = sender,
-                    "second interrupt during the drain: killing now"
-                );
+            let second = if d.repeated(libc::SIGINT) {
+                "second "
             } else {
-                warn!(
-                    phase = "signal",
-                    signal = "SIGINT",
-                    sender_pid = sender,
-                    "interrupt during the drain: killing now"
-                );
-            }
+                ""
+            };
+            warn!(
+                phase = "signal",
+                signal = "SIGINT",
+                sender_pid = sender,
+                "{second}interrupt during the drain: killing now"
+            );
             escalate(target, pid1, main_alive, Some(d));
         }
         Some(d) => {
