@@ -255,10 +255,6 @@ pub fn parse(
     config(&m, env).map_err(usage)
 }
 
-fn duration(flag: &str, text: &str) -> Result<Duration, String> {
-    platform::parse_duration(flag, text)
-}
-
 /// A flag's value, or the environment variable standing in for it.
 fn value(m: &Args, id: &str, env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
     m.one(id)
@@ -269,12 +265,12 @@ fn value(m: &Args, id: &str, env: &dyn Fn(&str) -> Option<String>, var: &str) ->
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
     let platform = Platform::parse(m.one("platform").map_or("auto", |s| s), env)?;
     let kill_after = match value(m, "platform-kill-after", env, "RINIT_PLATFORM_KILL_AFTER") {
-        Some(t) => Some(duration("--platform-kill-after", &t)?),
+        Some(t) => Some(platform::parse_duration("--platform-kill-after", &t)?),
         None => platform.kill_after(),
     };
     let grace = match value(m, "grace", env, "RINIT_GRACE") {
         Some(t) if t.trim() == "none" => Some(None),
-        Some(t) => match duration("--grace", &t)? {
+        Some(t) => match platform::parse_duration("--grace", &t)? {
             d if d.is_zero() => {
                 return Err("--grace=0 would kill at once; use 'none' to never escalate".into())
             }
@@ -284,7 +280,7 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     };
     let grace = platform::resolve_grace(grace, platform, kill_after)?;
     let pre_stop = match m.one("pre-stop-delay") {
-        Some(t) => duration("--pre-stop-delay", t)?,
+        Some(t) => platform::parse_duration("--pre-stop-delay", t)?,
         None => Duration::ZERO,
     };
     if let Some(g) = grace.filter(|&g| pre_stop >= g) {

@@ -164,9 +164,10 @@ pub struct Drain {
 
 impl Drain {
     /// Starts a drain for stop signal `signo` (already rewritten; 0 when the
-    /// rewrite drops it): the plan's sequence, or `signo` after the pre-stop delay.
+    /// supervisor has already sent it): the plan's sequence, or `signo`
+    /// after the pre-stop delay.
     pub fn on_stop_signal(plan: &Plan, signo: i32, now: Instant) -> Drain {
-        let mut steps: Vec<(Instant, Step)> = match &plan.sequence {
+        let steps: Vec<(Instant, Step)> = match &plan.sequence {
             Some(seq) => seq
                 .iter()
                 .map(|s| {
@@ -188,15 +189,7 @@ impl Drain {
             )],
             None => Vec::new(),
         };
-        if let Some(g) = plan.grace {
-            steps.push((now + g, Step::Deadline));
-        }
-        Drain {
-            since: now,
-            steps,
-            seen: 0,
-            escalated: false,
-        }
+        Drain::with_deadline(plan, steps, now)
     }
 
     /// Starts a drain because the main child exited and others remain: the
@@ -204,7 +197,11 @@ impl Drain {
     /// at the grace is left to schedule (a second SIGTERM would read as
     /// "quit now" to workers that count their stop signals).
     pub fn on_child_exit(plan: &Plan, now: Instant) -> Drain {
-        let mut steps = Vec::new();
+        Drain::with_deadline(plan, Vec::new(), now)
+    }
+
+    /// A drain started at `now` with these `steps`, then the deadline.
+    fn with_deadline(plan: &Plan, mut steps: Vec<(Instant, Step)>, now: Instant) -> Drain {
         if let Some(g) = plan.grace {
             steps.push((now + g, Step::Deadline));
         }
