@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 use crate::log::{self, Format};
-use crate::platform::{self, Platform};
+use crate::platform::{self, Platform, Window};
 use crate::shutdown::{self, Plan};
 use crate::signals::{self, Rewrites};
 
@@ -24,9 +24,11 @@ pub struct Config {
     pub command: Vec<OsString>,
     /// What a stop does, and the grace.
     pub plan: Plan,
-    /// The platform and its kill window (`None`: no window).
+    /// The platform and what rinit knows of its kill window.
     pub platform: Platform,
-    pub kill_after: Option<Duration>,
+    pub window: Window,
+    /// Logged at start: the grace does not fit a window rinit only assumes.
+    pub grace_warning: Option<String>,
     /// `--rewrite` table.
     pub rewrites: Rewrites,
     /// Exit codes reported as 0 (`-e`).
@@ -68,9 +70,12 @@ Drain:
                                 500ms; 'none' never escalates). Default: platform window minus 2s
                                 (env RINIT_GRACE)
       --platform NAME           auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s), none
-                                [default: auto]
+                                [default: auto: from the platform's variables; else docker inside a
+                                container, none outside]
       --platform-kill-after DUR The platform's real stop-to-SIGKILL window: docker stop -t, ECS
-                                stopTimeout, terminationGracePeriodSeconds (env RINIT_PLATFORM_KILL_AFTER)
+                                stopTimeout, terminationGracePeriodSeconds (env RINIT_PLATFORM_KILL_AFTER).
+                                A stated (or Cloud Run's fixed) window is enforced: a grace that does
+                                not fit is refused. A default one is assumed: a grace past it gets a warning
       --stop-signals LIST       Signals that start the drain [default: TERM,INT,QUIT]
       --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s'; a negative
                                 offset counts back from the deadline ('QUIT@-3s')
@@ -82,7 +87,8 @@ Signals:
   -r, --rewrite FROM:TO         Forward FROM as TO; TO 0 drops it (repeatable)
   -p SIG                        Signal rinit gets when its parent dies
 Exit:
-  -e, --expect-exit CODE        Report this exit code of the command as 0 (repeatable)
+  -e, --expect-exit CODE        Report this exit status as 0, 128+N for death by signal N included
+                                (repeatable)
 Logs:
       --log-format FORMAT       text, json or auto (json on ECS, Kubernetes, Cloud Run)
                                 (env RINIT_LOG_FORMAT) [default: auto]
@@ -264,10 +270,10 @@ fn value(m: &Args, id: &str, env: &dyn Fn(&str) -> Option<String>, var: &str) ->
 
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
     let platform = Platform::parse(m.one("platform").map_or("auto", |s| s), env)?;
-    let kill_after = match value(m, "platform-kill-after", env, "RINIT_PLATFORM_KILL_AFTER") {
-        Some(t) => Some(platform::parse_duration("--platform-kill-after", &t)?),
-        None => platform.kill_after(),
-    };
+    let stated = value(m, "platform-kill-after", env, "RINIT_PLATFORM_KILL_AFTER")
+        .map(|t| platform::parse_duration("--platform-kill-after", &t))
+        .transpose()?;
+    let window = platform.window(stated);
     let grace = match value(m, "grace", env, "RINIT_GRACE") {
         Some(t) if t.trim() == "none" => Some(None),
         Some(t) => match platform::parse_duration("--grace", &t)? {
@@ -278,7 +284,10 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         },
         None => None,
     };
-    let grace = platform::resolve_grace(grace, platform, kill_after)?;
+    let platform::Grace {
+        grace,
+        warning: grace_warning,
+    } = platform::resolve_grace(grace, platform, window)?;
     let pre_stop = match m.one("pre-stop-delay") {
         Some(t) => platform::parse_duration("--pre-stop-delay", t)?,
         None => Duration::ZERO,
@@ -359,7 +368,8 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
             pre_stop,
         },
         platform,
-        kill_after,
+        window,
+        grace_warning,
         rewrites,
         expect_exit,
         // Without its own group the child can only be signalled alone.
@@ -479,7 +489,7 @@ mod tests {
 
     #[test]
     fn refused_configurations_name_their_values() {
-        let e = run(&["--grace=25s", "x"]).unwrap_err();
+        let e = run(&["--platform=cloud-run", "--grace=25s", "x"]).unwrap_err();
         assert!(
             e.text.contains("--grace=25s") && e.text.contains("10s"),
             "{}",
@@ -498,6 +508,61 @@ mod tests {
             .unwrap_err()
             .text
             .contains("nope"));
+    }
+
+    /// The window and the grace, each given as a flag or as its variable.
+    #[test]
+    fn window_from_flag_or_env() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let parse_with = |args: &[&str], pairs: &'static [(&'static str, &'static str)]| {
+            parse(args.iter().map(Into::into), &env(pairs))
+        };
+        // Stated by variable: known, so a grace that does not fit is refused.
+        let e = parse_with(
+            &["--grace=25s", "x"],
+            &[("RINIT_PLATFORM_KILL_AFTER", "20s")],
+        )
+        .unwrap_err();
+        assert!(
+            e.text.contains("--grace=25s") && e.text.contains("20s"),
+            "{}",
+            e.text
+        );
+        // Assumed (Kubernetes' default), with the grace by variable: warned.
+        let c = parse_with(
+            &["x"],
+            &[
+                ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+                ("RINIT_GRACE", "45s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.window, Window::Assumed(Duration::from_secs(30)));
+        assert!(c
+            .grace_warning
+            .unwrap()
+            .contains("terminationGracePeriodSeconds"));
+        // The same, stated: no warning.
+        let c = parse_with(
+            &["--platform-kill-after=60s", "x"],
+            &[
+                ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+                ("RINIT_GRACE", "45s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.window, Window::Known(Duration::from_secs(60)));
+        assert!(c.grace_warning.is_none());
+        // A flag beats its variable.
+        let c = parse_with(&["--grace=5s", "x"], &[("RINIT_GRACE", "45s")]).unwrap();
+        assert_eq!(c.plan.grace, Some(Duration::from_secs(5)));
     }
 
     #[test]

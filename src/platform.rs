@@ -1,12 +1,18 @@
-//! Which platform runs the container, and how long it waits before SIGKILL.
+//! Which platform runs the container, and what rinit knows of its kill window.
 //!
 //! The platform's kill window is the hard ceiling on any drain: if the
 //! platform's SIGKILL lands first, rinit never gets to log, escalate, or exit
-//! with the child's status. So the grace is checked against it at start-up.
+//! with the child's status. But only some windows can be known from inside:
+//! one the operator states (`--platform-kill-after`), and Cloud Run's, which
+//! is fixed. Docker's, ECS's and Kubernetes' are defaults that deployments
+//! raise where no container can see it. So rinit enforces a known window
+//! (refusing a grace that does not fit) and only warns about an assumed one:
+//! refusing on a guess would block correct deployments.
 
+use std::path::Path;
 use std::time::Duration;
 
-/// A container platform with a known stop-to-kill window.
+/// A container platform with a stop-to-kill window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Platform {
     /// `docker stop`: SIGKILL 10 s after SIGTERM unless `-t` says otherwise.
@@ -17,15 +23,47 @@ pub enum Platform {
     Kubernetes,
     /// Cloud Run services, jobs and worker pools: 10 s, not configurable.
     CloudRun,
-    /// No platform: no window to respect.
+    /// No platform (a terminal, a plain host): no window to respect.
     None,
+}
+
+/// What rinit knows of the window between the platform's SIGTERM and its SIGKILL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// No platform: nothing to check the grace against.
+    None,
+    /// Stated by the operator, or fixed by the platform: a grace that does
+    /// not fit is refused.
+    Known(Duration),
+    /// The platform's default, which the deployment may have raised where
+    /// rinit cannot see: a grace that does not fit is only warned about.
+    Assumed(Duration),
+}
+
+impl Window {
+    /// The window's length, known or assumed.
+    pub fn length(self) -> Option<Duration> {
+        match self {
+            Window::None => None,
+            Window::Known(d) | Window::Assumed(d) => Some(d),
+        }
+    }
+
+    /// `known`, `assumed` or `none`, as the start line says it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Window::None => "none",
+            Window::Known(_) => "known",
+            Window::Assumed(_) => "assumed",
+        }
+    }
 }
 
 impl Platform {
     /// Parses the `--platform` value; `auto` detects from the environment.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Platform, String> {
         Ok(match text {
-            "auto" => Platform::detect(env),
+            "auto" => Platform::detect(env, in_container),
             "docker" => Platform::Docker,
             "ecs" => Platform::Ecs,
             "kubernetes" | "k8s" => Platform::Kubernetes,
@@ -40,7 +78,10 @@ impl Platform {
     }
 
     /// Reads the variables each platform sets in every container it runs.
-    pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> Platform {
+    /// Without one, Docker's default applies only inside a container
+    /// (`in_container` is asked last, as it costs a syscall or two); a
+    /// terminal or a plain host has no kill window at all.
+    pub fn detect(env: &dyn Fn(&str) -> Option<String>, in_container: fn() -> bool) -> Platform {
         let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
         if set("K_SERVICE") || set("CLOUD_RUN_JOB") || set("CLOUD_RUN_WORKER_POOL") {
             Platform::CloudRun
@@ -48,8 +89,10 @@ impl Platform {
             Platform::Ecs
         } else if set("KUBERNETES_SERVICE_HOST") {
             Platform::Kubernetes
-        } else {
+        } else if in_container() {
             Platform::Docker
+        } else {
+            Platform::None
         }
     }
 
@@ -64,12 +107,31 @@ impl Platform {
         }
     }
 
-    /// The platform's default time from SIGTERM to SIGKILL.
-    pub fn kill_after(self) -> Option<Duration> {
+    /// The window rinit works with: the operator's word (`stated`) first,
+    /// then Cloud Run's fixed 10 s, then the platform's default.
+    pub fn window(self, stated: Option<Duration>) -> Window {
+        match (stated, self) {
+            (Some(d), _) => Window::Known(d),
+            (None, Platform::CloudRun) => Window::Known(Duration::from_secs(10)),
+            (None, Platform::Docker) => Window::Assumed(Duration::from_secs(10)),
+            (None, Platform::Ecs | Platform::Kubernetes) => {
+                Window::Assumed(Duration::from_secs(30))
+            }
+            (None, Platform::None) => Window::None,
+        }
+    }
+
+    /// Where a deployment on this platform raises its window.
+    fn raised_by(self) -> &'static str {
         match self {
-            Platform::Docker | Platform::CloudRun => Some(Duration::from_secs(10)),
-            Platform::Ecs | Platform::Kubernetes => Some(Duration::from_secs(30)),
-            Platform::None => None,
+            Platform::Docker => {
+                "docker stop -t, docker run --stop-timeout or Compose stop_grace_period"
+            }
+            Platform::Ecs => {
+                "the task definition's stopTimeout, or ECS_CONTAINER_STOP_TIMEOUT on EC2"
+            }
+            Platform::Kubernetes => "the pod's terminationGracePeriodSeconds",
+            Platform::CloudRun | Platform::None => "nothing",
         }
     }
 
@@ -82,6 +144,14 @@ impl Platform {
     }
 }
 
+/// Docker's `/.dockerenv` and Podman's `/run/.containerenv`: the markers
+/// their engines put in every container's root. Both are what other tools
+/// (systemd-detect-virt among them) rely on; a cgroup path is not, since
+/// cgroup namespaces hide it.
+fn in_container() -> bool {
+    Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists()
+}
+
 /// Margin kept between rinit's deadline and the platform's SIGKILL when the
 /// grace is derived: enough to kill, reap, log and exit.
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(2);
@@ -92,31 +162,69 @@ pub const MIN_MARGIN: Duration = Duration::from_secs(1);
 /// Grace used when neither `--grace` nor a platform window says otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(8);
 
-/// Decides the grace: the explicit one if it fits the window, otherwise the
-/// window minus the safety margin. `Ok(None)` means no escalation.
+/// The grace decided at start-up, and the warning to log when it is longer
+/// than a window rinit only assumes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grace {
+    /// `None`: never escalate.
+    pub grace: Option<Duration>,
+    /// One line for the start-up log, or `None` when all is well.
+    pub warning: Option<String>,
+}
+
+/// Decides the grace: the explicit one if it fits a known window (refused
+/// otherwise) or an assumed one (warned otherwise), or else the window minus
+/// the safety margin. `Some(None)` in `explicit` is `--grace=none`.
 pub fn resolve_grace(
     explicit: Option<Option<Duration>>,
     platform: Platform,
-    window: Option<Duration>,
-) -> Result<Option<Duration>, String> {
+    window: Window,
+) -> Result<Grace, String> {
+    let ok = |grace| Grace {
+        grace,
+        warning: None,
+    };
     match (explicit, window) {
-        (Some(None), _) => Ok(None),
-        (Some(Some(g)), Some(w)) if g + MIN_MARGIN > w => Err(format!(
-            "--grace={} cannot be honoured: the {} platform kills PID 1 {} after SIGTERM; \
-             use a grace of at most {}, or tell rinit the real window with --platform-kill-after",
+        (Some(None), _) => Ok(ok(None)),
+        (Some(Some(g)), Window::Known(w)) if g + MIN_MARGIN > w => Err(format!(
+            "--grace={} cannot be honoured: {} kills PID 1 {} after SIGTERM ({}); \
+             use a grace of at most {}",
             fmt(g),
-            platform.name(),
+            match platform {
+                Platform::CloudRun => "Cloud Run".to_string(),
+                Platform::None => "the platform".to_string(),
+                p => format!("the {} platform", p.name()),
+            },
             fmt(w),
-            fmt(w.saturating_sub(MIN_MARGIN))
+            match platform {
+                Platform::CloudRun => "a fixed window",
+                _ => "as --platform-kill-after states",
+            },
+            fmt(w.saturating_sub(MIN_MARGIN)),
         )),
-        (Some(Some(g)), _) => Ok(Some(g)),
-        (None, Some(w)) if w > SAFETY_MARGIN => Ok(Some(w - SAFETY_MARGIN)),
-        (None, Some(w)) => Err(format!(
+        (Some(Some(g)), Window::Assumed(w)) if g + MIN_MARGIN > w => Ok(Grace {
+            grace: Some(g),
+            warning: Some(format!(
+                "--grace={} does not fit the {} platform's default kill window of {}, \
+                 which rinit assumes but cannot see: if it was raised ({}), state it with --platform-kill-after (env \
+                 RINIT_PLATFORM_KILL_AFTER) to silence this warning; if not, the platform \
+                 will SIGKILL mid-drain",
+                fmt(g),
+                platform.name(),
+                fmt(w),
+                platform.raised_by()
+            )),
+        }),
+        (Some(Some(g)), _) => Ok(ok(Some(g))),
+        (None, Window::Known(w) | Window::Assumed(w)) if w > SAFETY_MARGIN => {
+            Ok(ok(Some(w - SAFETY_MARGIN)))
+        }
+        (None, Window::Known(w) | Window::Assumed(w)) => Err(format!(
             "--platform-kill-after={} leaves no room for a drain: it must exceed {}",
             fmt(w),
             fmt(SAFETY_MARGIN)
         )),
-        (None, None) => Ok(Some(DEFAULT_GRACE)),
+        (None, Window::None) => Ok(ok(Some(DEFAULT_GRACE))),
     }
 }
 
@@ -157,63 +265,150 @@ mod tests {
         }
     }
 
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
     #[test]
     fn detects_each_platform() {
-        assert_eq!(Platform::detect(&env_of(&[])), Platform::Docker);
+        let inside: fn() -> bool = || true;
+        let outside: fn() -> bool = || false;
+        assert_eq!(Platform::detect(&env_of(&[]), inside), Platform::Docker);
+        assert_eq!(Platform::detect(&env_of(&[]), outside), Platform::None);
+        let cases: [(&'static [(&str, &str)], Platform); 6] = [
+            (&[("K_SERVICE", "api")], Platform::CloudRun),
+            (&[("CLOUD_RUN_JOB", "j")], Platform::CloudRun),
+            (&[("CLOUD_RUN_WORKER_POOL", "w")], Platform::CloudRun),
+            (
+                &[("ECS_CONTAINER_METADATA_URI_V4", "http://x")],
+                Platform::Ecs,
+            ),
+            (
+                &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+                Platform::Kubernetes,
+            ),
+            // Cloud Run wins over the Kubernetes variables it also sets.
+            (
+                &[("K_SERVICE", "a"), ("KUBERNETES_SERVICE_HOST", "x")],
+                Platform::CloudRun,
+            ),
+        ];
+        for (env, want) in cases {
+            // A platform variable decides, inside a container or not.
+            assert_eq!(Platform::detect(&env_of(env), inside), want, "{env:?}");
+            assert_eq!(Platform::detect(&env_of(env), outside), want, "{env:?}");
+        }
+        // An empty variable is no platform.
         assert_eq!(
-            Platform::detect(&env_of(&[("K_SERVICE", "api")])),
-            Platform::CloudRun
-        );
-        assert_eq!(
-            Platform::detect(&env_of(&[("CLOUD_RUN_JOB", "j")])),
-            Platform::CloudRun
-        );
-        assert_eq!(
-            Platform::detect(&env_of(&[("CLOUD_RUN_WORKER_POOL", "w")])),
-            Platform::CloudRun
-        );
-        assert_eq!(
-            Platform::detect(&env_of(&[("ECS_CONTAINER_METADATA_URI_V4", "http://x")])),
-            Platform::Ecs
-        );
-        assert_eq!(
-            Platform::detect(&env_of(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")])),
-            Platform::Kubernetes
-        );
-        // Cloud Run wins over the Kubernetes variables it also sets.
-        assert_eq!(
-            Platform::detect(&env_of(&[
-                ("K_SERVICE", "a"),
-                ("KUBERNETES_SERVICE_HOST", "x")
-            ])),
-            Platform::CloudRun
+            Platform::detect(&env_of(&[("K_SERVICE", "")]), outside),
+            Platform::None
         );
     }
 
     #[test]
-    fn grace_against_window() {
-        let s = Duration::from_secs;
+    fn known_and_assumed_windows() {
+        assert_eq!(Platform::CloudRun.window(None), Window::Known(S(10)));
+        assert_eq!(Platform::Docker.window(None), Window::Assumed(S(10)));
+        assert_eq!(Platform::Ecs.window(None), Window::Assumed(S(30)));
+        assert_eq!(Platform::Kubernetes.window(None), Window::Assumed(S(30)));
+        assert_eq!(Platform::None.window(None), Window::None);
+        // Stated, the window is known whatever the platform.
+        for p in [
+            Platform::Docker,
+            Platform::Ecs,
+            Platform::Kubernetes,
+            Platform::CloudRun,
+            Platform::None,
+        ] {
+            assert_eq!(p.window(Some(S(60))), Window::Known(S(60)), "{p:?}");
+        }
+    }
+
+    /// Every platform, its window known or assumed, a grace over or under it.
+    #[test]
+    fn grace_against_each_window() {
+        use Platform as P;
+        // (platform, stated window, grace, refused?, warned?)
+        let cases = [
+            (P::Docker, None, 9, false, false),
+            (P::Docker, None, 25, false, true),
+            (P::Docker, Some(30), 25, false, false),
+            (P::Docker, Some(20), 25, true, false),
+            (P::Ecs, None, 29, false, false),
+            (P::Ecs, None, 40, false, true),
+            (P::Ecs, Some(60), 40, false, false),
+            (P::Ecs, Some(30), 40, true, false),
+            (P::Kubernetes, None, 29, false, false),
+            (P::Kubernetes, None, 30, false, true),
+            (P::Kubernetes, Some(60), 55, false, false),
+            (P::Kubernetes, Some(30), 30, true, false),
+            (P::CloudRun, None, 9, false, false),
+            (P::CloudRun, None, 10, true, false),
+            (P::CloudRun, Some(30), 25, false, false),
+            (P::None, None, 3600, false, false),
+            (P::None, Some(10), 25, true, false),
+        ];
+        for (platform, stated, g, refused, warned) in cases {
+            let r = resolve_grace(Some(Some(S(g))), platform, platform.window(stated.map(S)));
+            let what = format!("{platform:?} window {stated:?} grace {g}s: {r:?}");
+            match r {
+                Err(e) => {
+                    assert!(refused, "{what}");
+                    let w = fmt(platform.window(stated.map(S)).length().unwrap());
+                    assert!(
+                        e.contains(&format!("--grace={g}s")) && e.contains(&w),
+                        "names both numbers: {e}"
+                    );
+                }
+                Ok(got) => {
+                    assert!(!refused, "{what}");
+                    assert_eq!(got.grace, Some(S(g)), "{what}");
+                    assert_eq!(got.warning.is_some(), warned, "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_warning_names_platform_window_setting_and_flag() {
+        let words = [
+            (Platform::Docker, "10s", "docker stop -t"),
+            (Platform::Docker, "10s", "stop_grace_period"),
+            (Platform::Ecs, "30s", "stopTimeout"),
+            (Platform::Kubernetes, "30s", "terminationGracePeriodSeconds"),
+        ];
+        for (p, window, setting) in words {
+            let w = resolve_grace(Some(Some(S(45))), p, p.window(None))
+                .unwrap()
+                .warning
+                .unwrap();
+            for needle in [
+                p.name(),
+                window,
+                setting,
+                "--platform-kill-after",
+                "--grace=45s",
+            ] {
+                assert!(w.contains(needle), "{needle:?} not in {w}");
+            }
+            assert!(!w.contains('\n'), "one line: {w}");
+        }
+    }
+
+    #[test]
+    fn default_grace() {
+        let d = |p: Platform, stated| resolve_grace(None, p, p.window(stated)).unwrap();
+        assert_eq!(d(Platform::Docker, None).grace, Some(S(8)));
+        assert_eq!(d(Platform::Kubernetes, None).grace, Some(S(28)));
+        assert_eq!(d(Platform::CloudRun, None).grace, Some(S(8)));
+        assert_eq!(d(Platform::Ecs, Some(S(60))).grace, Some(S(58)));
+        assert_eq!(d(Platform::None, None).grace, Some(DEFAULT_GRACE));
+        assert!(d(Platform::Docker, None).warning.is_none());
+        assert!(resolve_grace(None, Platform::Docker, Window::Known(S(2))).is_err());
+        // `--grace=none` escalates never, whatever the window.
         assert_eq!(
-            resolve_grace(None, Platform::Docker, Some(s(10))),
-            Ok(Some(s(8)))
-        );
-        assert_eq!(
-            resolve_grace(Some(Some(s(9))), Platform::Docker, Some(s(10))),
-            Ok(Some(s(9)))
-        );
-        let err = resolve_grace(Some(Some(s(25))), Platform::Docker, Some(s(10))).unwrap_err();
-        assert!(
-            err.contains("--grace=25s")
-                && err.contains("10s")
-                && err.contains("--platform-kill-after")
-        );
-        assert_eq!(
-            resolve_grace(Some(None), Platform::Docker, Some(s(10))),
-            Ok(None)
-        );
-        assert_eq!(
-            resolve_grace(None, Platform::None, None),
-            Ok(Some(DEFAULT_GRACE))
+            resolve_grace(Some(None), Platform::CloudRun, Window::Known(S(10)))
+                .unwrap()
+                .grace,
+            Option::None
         );
     }
 }

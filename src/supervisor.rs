@@ -41,6 +41,9 @@ pub fn run(cfg: Config) -> i32 {
         Target::Group(child)
     };
     log_start(&cfg, child, isolation, pid1, subreaper);
+    if let Some(w) = &cfg.grace_warning {
+        warn!(phase = "start", platform = cfg.platform.name(), "{w}");
+    }
 
     let mut main: Option<Exit> = None;
     let mut drain: Option<Drain> = None;
@@ -168,7 +171,17 @@ fn on_signal(
     let forwarded = cfg.rewrites.apply(r.signo);
     let sender = r.sender.unwrap_or(0);
     if !cfg.plan.stop_signals.contains(&r.signo) {
-        if drain.is_some() {
+        if maintenance(cfg, r.signo) {
+            // Cloud Run's notice of a live migration (TSTP) and its end
+            // (CONT): transparent to the job, so no drain, but an operator
+            // reading the log must see why the worker paused.
+            info!(phase = "maintenance", severity = "NOTICE", signal = %name(r.signo), sender_pid = sender,
+            "{}", if r.signo == libc::SIGTSTP {
+                "Cloud Run maintenance event: migration ahead; forwarding, not draining"
+            } else {
+                "Cloud Run maintenance event over; forwarding"
+            });
+        } else if drain.is_some() {
             info!(phase = "signal", signal = %name(r.signo), sender_pid = sender, "received");
         } else {
             debug!(phase = "signal", signal = %name(r.signo), sender_pid = sender, "received");
@@ -240,6 +253,13 @@ fn on_signal(
             }
         }
     }
+}
+
+/// Cloud Run jobs get SIGTSTP 10 s before a live migration and SIGCONT
+/// right after it.
+fn maintenance(cfg: &Config, signo: i32) -> bool {
+    cfg.platform == crate::platform::Platform::CloudRun
+        && (signo == libc::SIGTSTP || signo == libc::SIGCONT)
 }
 
 /// The target, unless it is a lone child that has been reaped: its pid may
@@ -388,9 +408,11 @@ fn stop_with_child(child: i32) {
 
 /// Logs the exit line and maps the child's exit to rinit's status.
 fn finish(cfg: &Config, exit: Exit, drain: Option<&Drain>) -> i32 {
-    let status = match exit {
-        Exit::Code(c) if cfg.expect_exit.contains(&c) => 0,
-        e => e.status(),
+    // As tini's -e: the final status, whether the child exited with it or
+    // died by a signal (`-e 143` covers a JVM that dies by its SIGTERM).
+    let status = match exit.status() {
+        s if cfg.expect_exit.contains(&s) => 0,
+        s => s,
     };
     let escalated = drain.is_some_and(|d| d.escalated);
     let drain_ms = drain.map_or(0, Drain::elapsed_ms);
@@ -440,7 +462,8 @@ fn log_start(cfg: &Config, child: i32, isolation: Isolation, pid1: bool, subreap
         pgid,
         grace = %grace_text(cfg),
         platform = cfg.platform.name(),
-        kill_after = %cfg.kill_after.map_or_else(|| "none".into(), crate::platform::fmt),
+        kill_after = %cfg.window.length().map_or_else(|| "none".into(), crate::platform::fmt),
+        window = cfg.window.kind(),
         mode,
         tty = isolation == Isolation::Foreground,
         "started {}", cfg.command[0].to_string_lossy()

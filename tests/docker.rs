@@ -618,3 +618,240 @@ fn dockerfile_example_builds_and_drains_under_docker_stop() {
         r#"["/rinit","--grace=8s","--"] 65532:65532 SIGTERM"#
     );
 }
+
+/// A child that needs 12 s to drain after SIGTERM: longer than Docker's
+/// default 10 s, well inside the design line's 25 s grace.
+const SLOW_WORKER: [&str; 7] = [
+    "/worker",
+    "--ready",
+    "/data/ready",
+    "--done",
+    "/data/done",
+    "--exit-on",
+    "TERM:12000:0",
+];
+
+/// tests/images/design-line.Dockerfile (the README's design line, verbatim)
+/// with the probe as /worker.
+fn design_line_image() -> String {
+    let ctx = TempDir::new("design-line");
+    ctx.copy_in(&probe(), "worker");
+    let image = build(
+        "rinit-test/design-line",
+        &root_dir().join("tests/images/design-line.Dockerfile"),
+        ctx.path(),
+        &[("BASE", probe_image())],
+    );
+    let entrypoint = docker_support::docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Entrypoint}}",
+        &image,
+    ]);
+    assert_eq!(entrypoint.trim(), r#"["/rinit","--grace=25s","--"]"#);
+    image
+}
+
+/// The design line inside Docker: the window is assumed, so rinit starts and
+/// says so in one WARNING line that names how to raise and state it.
+fn assert_design_line_start(logs: &str) {
+    let start = phase_lines(logs, "start");
+    assert!(
+        start.len() == 2
+            && start[0].contains(" INFO start: ")
+            && start[0].contains("grace=25s platform=docker kill_after=10s window=assumed"),
+        "{start:?}"
+    );
+    for needle in [
+        " WARNING start: --grace=25s",
+        "10s",
+        "docker stop -t",
+        "stop_grace_period",
+        "--platform-kill-after",
+    ] {
+        assert!(start[1].contains(needle), "{needle:?} not in {}", start[1]);
+    }
+}
+
+/// The design line under `docker stop -t 30`: the 12 s drain completes, exit
+/// 0 the moment it does, and Docker never sends its SIGKILL.
+#[test]
+fn design_line_drains_under_docker_stop_t_30() {
+    if !engine("design_line_drains_under_docker_stop_t_30") {
+        return;
+    }
+    let image = design_line_image();
+    let data = TempDir::new("design-line-data");
+    let mut args = vec!["-v".to_string(), mount(&data), image];
+    args.extend(SLOW_WORKER.iter().map(|s| s.to_string()));
+    let c = Container::run("design-t30", &args);
+    wait_ready(&data, "ready");
+    let took = c.stop(30);
+    let state = c.state();
+    let logs = c.logs();
+    eprintln!(
+        "docker stop -t 30 took {:.3} s; docker logs:\n{logs}",
+        secs(took)
+    );
+    assert_eq!(state.exit_code, 0, "logs:\n{logs}");
+    assert!(
+        took >= Duration::from_secs(12) && took < Duration::from_secs(20),
+        "a 12 s drain took {:.3} s",
+        secs(took)
+    );
+    assert!(data.read("done").starts_with("done "), "the job finished");
+    assert_eq!(c.signals_sent(), ["15"], "Docker never had to SIGKILL");
+    assert_design_line_start(&logs);
+    assert_phases_in_order(&logs, &["start", "signal", "forward", "child_exit", "exit"]);
+    let exit = phase_lines(&logs, "exit");
+    assert!(
+        exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
+        "{exit:?}"
+    );
+}
+
+/// `docker-compose` in the foreground of a test: removes its project on drop.
+struct Compose {
+    project: String,
+    file: PathBuf,
+}
+
+impl Compose {
+    fn run(&self, args: &[&str], timeout: Duration) -> docker_support::Out {
+        let mut cmd = std::process::Command::new("docker-compose");
+        cmd.arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(&self.file)
+            .args(args);
+        docker_support::run(&mut cmd, timeout)
+    }
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        let _ = self.run(&["down", "-v", "-t", "1"], Duration::from_secs(60));
+    }
+}
+
+/// The design line under Compose with `stop_grace_period: 30s`: `docker-compose
+/// stop` waits out the 12 s drain, exit 0, no SIGKILL in Docker's events.
+#[test]
+fn design_line_drains_under_compose_stop_grace_period() {
+    if !engine("design_line_drains_under_compose_stop_grace_period") {
+        return;
+    }
+    let image = design_line_image();
+    let data = TempDir::new("design-line-compose");
+    let command = SLOW_WORKER
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    data.write(
+        "compose.yaml",
+        &format!(
+            "version: \"2.4\"\n\
+             services:\n  \
+               worker:\n    \
+                 image: {image}\n    \
+                 command: [{command}]\n    \
+                 stop_grace_period: 30s\n    \
+                 network_mode: host\n    \
+                 labels:\n      rinit-test: \"1\"\n    \
+                 volumes:\n      - {}:/data\n",
+            data.path().display()
+        ),
+    );
+    let compose = Compose {
+        project: format!("rinit-test-compose-{}", std::process::id()),
+        file: data.join("compose.yaml"),
+    };
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().saturating_sub(1));
+    let up = compose.run(&["up", "-d"], Duration::from_secs(120));
+    assert!(up.ok(), "docker-compose up: {}{}", up.stdout, up.stderr);
+    wait_ready(&data, "ready");
+    let id = compose.run(&["ps", "-q", "worker"], Duration::from_secs(60));
+    let id = id.stdout.trim().to_string();
+    assert!(!id.is_empty(), "docker-compose ps found no container");
+    let t0 = std::time::Instant::now();
+    let stop = compose.run(&["stop"], Duration::from_secs(90));
+    let took = t0.elapsed();
+    assert!(stop.ok(), "docker-compose stop: {}", stop.stderr);
+    let exit_code = docker_support::docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", &id]);
+    let logs = {
+        let out = docker_support::docker(&["logs", &id]);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    eprintln!(
+        "docker-compose stop took {:.3} s; logs:\n{logs}",
+        secs(took)
+    );
+    assert_eq!(exit_code.trim(), "0", "logs:\n{logs}");
+    assert!(
+        took >= Duration::from_secs(12) && took < Duration::from_secs(20),
+        "a 12 s drain took {:.3} s under stop_grace_period: 30s",
+        secs(took)
+    );
+    assert!(data.read("done").starts_with("done "), "the job finished");
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let signals = docker_support::docker_ok(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &format!("{until:.3}"),
+        "--filter",
+        &format!("container={id}"),
+        "--filter",
+        "event=kill",
+        "--format",
+        "{{.Actor.Attributes.signal}}",
+    ]);
+    assert_eq!(
+        signals.split_whitespace().collect::<Vec<_>>(),
+        ["15"],
+        "Compose's SIGTERM only, never its SIGKILL"
+    );
+    assert_design_line_start(&logs);
+    assert_phases_in_order(&logs, &["start", "signal", "forward", "child_exit", "exit"]);
+}
+
+/// Plain `docker stop` (10 s) of the design line: Docker's SIGKILL lands at
+/// 10 s as it always would, mid-drain; the warning was in the log from the
+/// start, before anything was lost.
+#[test]
+fn design_line_under_plain_docker_stop_was_warned_about() {
+    if !engine("design_line_under_plain_docker_stop_was_warned_about") {
+        return;
+    }
+    let image = design_line_image();
+    let data = TempDir::new("design-line-plain");
+    let mut args = vec!["-v".to_string(), mount(&data), image];
+    args.extend(SLOW_WORKER.iter().map(|s| s.to_string()));
+    let c = Container::run("design-t10", &args);
+    wait_ready(&data, "ready");
+    let before_stop = c.logs();
+    let took = c.stop(10);
+    let state = c.state();
+    let logs = c.logs();
+    eprintln!("docker stop took {:.3} s; docker logs:\n{logs}", secs(took));
+    assert_design_line_start(&before_stop);
+    assert_eq!(state.exit_code, 137, "Docker's SIGKILL; logs:\n{logs}");
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(14),
+        "docker stop took {:.3} s",
+        secs(took)
+    );
+    assert_eq!(c.signals_sent(), ["15", "9"], "Docker had to SIGKILL");
+    assert!(data.read("done").is_empty(), "the job was cut off");
+    assert!(
+        phase_lines(&logs, "exit").is_empty(),
+        "rinit never got to exit by itself:\n{logs}"
+    );
+}
