@@ -366,25 +366,17 @@ fn positive(what: &str, v: &str, max: usize) -> Result<usize, ConfigError> {
     }
 }
 
-/// Parses `500ms`, `8s`, `2m`, `1h`, or a bare number of seconds.
+/// Parses a duration in humantime's format, the one rinit uses (`500ms`,
+/// `8s`, `1m30s`, `2h`), or a bare number of seconds, which the worker has
+/// always accepted. Zero and anything over 24 h are refused: every duration
+/// here is a timeout or a hold.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
+    let d = match humantime::parse_duration(v) {
+        Ok(d) => d,
+        Err(_) => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
     };
-    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return None;
-    }
-    Some(Duration::from_secs_f64(secs))
+    (!d.is_zero() && d <= Duration::from_secs(86_400)).then_some(d)
 }
 
 fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
@@ -392,7 +384,7 @@ fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
         bad(
             what,
             v,
-            "must be a positive duration such as 500ms, 8s, 2m (at most 24h)",
+            "must be a positive duration such as 500ms, 8s, 1m30s (at most 24h)",
         )
     })
 }
@@ -459,6 +451,12 @@ mod tests {
         assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("abc"), None);
         assert_eq!(parse_duration("5 parsecs"), None);
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("25h"), None);
+        assert_eq!(parse_duration("-3"), None);
+        assert_eq!(parse_duration("NaN"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod config;
 mod logging;
+mod shutdown;
 mod store;
 mod worker;
 

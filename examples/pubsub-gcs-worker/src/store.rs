@@ -6,11 +6,11 @@
 //! second object: the second write fails with 412, which means "already
 //! stored", and the message is acked.
 
+use crate::shutdown::Shutdown;
 use google_cloud_pubsub::model::Message;
 use google_cloud_storage::client::Storage;
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Metadata key holding the message ID (also the object name's suffix).
 pub const META_MESSAGE_ID: &str = "pubsub-message-id";
@@ -131,17 +131,17 @@ impl RetryPolicy {
 
 /// Writes the message's object, retrying transient errors with backoff.
 ///
-/// `draining` turns true when the worker stops: the attempt in progress is
-/// allowed to finish (that is "finishing in-flight work"), but no new
-/// attempt starts, so a drain during a storage outage ends quickly with a
-/// nack instead of sitting out the backoff schedule.
+/// Once `shutdown` reports the drain, the attempt in progress is allowed to
+/// finish (that is "finishing in-flight work"), but no new attempt starts,
+/// so a drain during a storage outage ends quickly with a nack instead of
+/// sitting out the backoff schedule.
 pub async fn write_message(
     storage: &Storage,
     bucket: &str,
     spec: ObjectSpec,
     data: bytes::Bytes,
     policy: &RetryPolicy,
-    draining: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
 ) -> WriteOutcome {
     let bucket = format!("projects/_/buckets/{bucket}");
     // Sent up front in the object metadata: Cloud Storage then verifies the
@@ -152,7 +152,7 @@ pub async fn write_message(
     let mut last_error = String::new();
     for attempt in 1..=policy.attempts {
         if attempt > 1 {
-            if *draining.borrow() {
+            if shutdown.is_draining() {
                 return WriteOutcome::Transient(format!(
                     "not retried during drain after: {last_error}"
                 ));
@@ -160,7 +160,7 @@ pub async fn write_message(
             let wait = policy.backoff(attempt - 1, &spec.name);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = draining.wait_for(|d| *d) => {
+                _ = shutdown.recv() => {
                     return WriteOutcome::Transient(format!(
                         "not retried during drain after: {last_error}"
                     ));

@@ -10,19 +10,20 @@
 //! the acks and nacks — all inside the drain timeout.
 
 use crate::config::{Config, Endpoint};
+use crate::shutdown::{Drain, Shutdown};
 use crate::store::{self, RetryPolicy, WriteOutcome};
 use google_cloud_pubsub::client::Subscriber;
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler;
-use google_cloud_pubsub::subscriber::ShutdownBehavior;
+use google_cloud_pubsub::subscriber::{ShutdownBehavior, ShutdownToken};
 use google_cloud_storage::client::Storage;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Exit status after a clean stop.
 pub const EXIT_OK: i32 = 0;
@@ -190,7 +191,9 @@ fn endpoint_label(e: &Endpoint) -> &str {
 }
 
 /// Runs the worker until a stop signal or a fatal error; returns the exit
-/// status.
+/// status. Three steps, as the README describes them: pull until told to
+/// stop, drain (nack what was not started, finish what was), flush (wait
+/// until the library has sent every ack and nack).
 pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) -> i32 {
     let started = Instant::now();
     let clients = tokio::select! {
@@ -209,12 +212,7 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
             return EXIT_FAILURE;
         }
     };
-    let mut stream = subscriber
-        .subscribe(cfg.subscription.clone())
-        .set_max_outstanding_messages(cfg.max_outstanding_messages as i64)
-        .set_max_lease_extension(cfg.lease_extension)
-        .set_shutdown_behavior(ShutdownBehavior::WaitForProcessing)
-        .build();
+    let mut worker = Worker::start(&cfg, &subscriber, storage);
     tracing::info!(
         project = %cfg.project_id,
         subscription = %cfg.subscription,
@@ -228,178 +226,308 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
         startup_ms = started.elapsed().as_millis() as u64,
         "worker started"
     );
-
-    let ctx = Arc::new(Ctx {
-        storage,
-        bucket: cfg.bucket.clone(),
-        prefix: cfg.object_prefix.clone(),
-        retry: RetryPolicy {
-            attempts: cfg.write_attempts,
-            attempt_timeout: cfg.write_attempt_timeout,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(4),
-        },
-        unstorable_hold: cfg.lease_extension,
-    });
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(cfg.concurrency));
-    let mut tasks: JoinSet<TaskOutcome> = JoinSet::new();
-    let mut counts = Counts::default();
-    let mut exit = EXIT_OK;
-
-    // The stream is read by its own task. `MessageStream::next()` is not
-    // cancel-safe while it (re)opens the gRPC stream, and a select loop
-    // would cancel it at every task completion: each cancelled open leaves
-    // a server-side stream that may be dealt messages nobody reads. The
-    // bounded channel is the "received, not started" queue.
-    let shutdown = stream.shutdown_token();
-    let (msg_tx, mut msg_rx) = mpsc::channel::<(Message, Handler)>(cfg.max_outstanding_messages);
-    let mut reader = tokio::spawn(async move {
-        loop {
-            match stream.next().await {
-                Some(Ok(item)) => {
-                    if msg_tx.send(item).await.is_err() {
-                        return None;
-                    }
-                }
-                Some(Err(e)) => {
-                    return Some(format!("subscription stream failed permanently: {e}"))
-                }
-                // Either our shutdown (expected) or the end of the stream.
-                None => return Some("subscription stream ended".to_string()),
-            }
-        }
-    });
-    // One message waiting for a write permit.
-    let mut next: Option<(Message, Handler)> = None;
-
-    // ---- Pull loop -------------------------------------------------------
-    let first_signal: Option<StopSignal> = loop {
-        tokio::select! {
-            biased;
-            Some(sig) = signals.recv() => break Some(sig),
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => counts.record(done),
-            permit = permits.clone().acquire_owned(), if next.is_some() => {
-                let (Ok(permit), Some((message, handler))) = (permit, next.take()) else {
-                    continue;
-                };
-                tasks.spawn(process(ctx.clone(), message, handler, permit, drain_rx.clone()));
-            }
-            item = msg_rx.recv(), if next.is_none() => match item {
-                Some(item) => {
-                    counts.received += 1;
-                    next = Some(item);
-                }
-                None => {
-                    let why = (&mut reader)
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| "subscription reader stopped".to_string());
-                    tracing::error!(subscription = %cfg.subscription, error = %why,
-                        "cannot receive messages");
-                    exit = EXIT_FAILURE;
-                    break None;
-                }
-            },
-        }
+    let stop = worker.pull(&mut signals).await;
+    let mut drain = worker.stop_pulling(stop, cfg.drain_timeout);
+    let ended = match worker.drain(&mut drain, &mut signals).await {
+        Ok(()) => worker.flush(&mut drain, &mut signals).await,
+        Err(abandoned) => Err(abandoned),
     };
+    worker.finish(&drain, ended)
+}
 
-    // ---- Drain -----------------------------------------------------------
-    let stop_at = Instant::now();
-    let deadline = tokio::time::Instant::from_std(stop_at + cfg.drain_timeout);
-    let in_flight_at_stop = cfg.concurrency - permits.available_permits();
-    // `ShutdownToken::shutdown()` cancels the stream on its first poll and
-    // then waits for the library's lease loop. Poll it once right here so
-    // pulling stops now, not whenever a spawned task first runs (meanwhile
-    // the reader would keep moving buffered messages into the queue).
-    {
-        let first_poll = std::pin::pin!(shutdown.shutdown());
-        let _ = first_poll.poll(&mut Context::from_waker(Waker::noop()));
-    }
-    // Completes when the library has sent every ack and nack, which it does
-    // once every handler has been consumed.
-    let mut flush = tokio::spawn(async move { shutdown.shutdown().await });
-    let _ = drain_tx.send(true);
-    let mut unstarted = 0u64;
-    if let Some((_, handler)) = next.take() {
-        handler.nack();
-        unstarted += 1;
-    }
-    let reason = first_signal.map_or("stream failure", StopSignal::name);
-    tracing::info!(
-        reason,
-        in_flight = in_flight_at_stop,
-        drain_timeout_ms = cfg.drain_timeout.as_millis() as u64,
-        "stopped pulling; draining"
-    );
-    // A TERM/INT after a TERM/INT aborts; after a TSTP it is the first one.
-    let mut terminate_seen = matches!(first_signal, Some(StopSignal::Terminate(_)));
+/// Why pulling ended.
+#[derive(Clone, Copy)]
+enum Stop {
+    Signal(StopSignal),
+    /// The subscription stream failed or ended: drain, then exit 1.
+    StreamFailed,
+}
 
-    let abandon = |counts: &Counts, tasks: &JoinSet<TaskOutcome>, why: &'static str, code: i32| {
-        let abandoned = tasks.len() as u64;
-        tracing::error!(
-            why,
-            abandoned,
-            "drain abandoned: in-flight messages left unacked for redelivery"
-        );
-        log_summary(
-            counts,
+/// The bookkeeping of one drain: when it started, its deadline, and the
+/// rule for repeated signals.
+struct DrainRun {
+    reason: &'static str,
+    stop_at: Instant,
+    deadline: tokio::time::Instant,
+    in_flight_at_stop: u64,
+    /// A TERM/INT after a TERM/INT aborts; after a TSTP it is the first one.
+    terminate_seen: bool,
+    /// Exit status of a drain that completes.
+    exit: i32,
+    /// Completes when the library has sent every ack and nack.
+    flush: JoinHandle<()>,
+}
+
+/// Why a drain was cut short, and the exit status that says so.
+struct Abandoned {
+    why: &'static str,
+    code: i32,
+}
+
+/// The running worker: the subscription queue, the message tasks and the
+/// counts, from the first pull to the summary line.
+struct Worker {
+    ctx: Arc<Ctx>,
+    concurrency: usize,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<TaskOutcome>,
+    counts: Counts,
+    subscription: String,
+    drain: Drain,
+    /// Received, not started. Filled by `reader`.
+    queue: mpsc::Receiver<(Message, Handler)>,
+    /// Reads the stream; its result says why the stream ended.
+    reader: JoinHandle<Option<String>>,
+    stream: ShutdownToken,
+    /// One message waiting for a write permit.
+    next: Option<(Message, Handler)>,
+}
+
+impl Worker {
+    /// Opens the stream and starts the task that reads it.
+    fn start(cfg: &Config, subscriber: &Subscriber, storage: Storage) -> Worker {
+        let mut stream = subscriber
+            .subscribe(cfg.subscription.clone())
+            .set_max_outstanding_messages(cfg.max_outstanding_messages as i64)
+            .set_max_lease_extension(cfg.lease_extension)
+            .set_shutdown_behavior(ShutdownBehavior::WaitForProcessing)
+            .build();
+        let token = stream.shutdown_token();
+        // The stream is read by its own task. `MessageStream::next()` is not
+        // cancel-safe while it (re)opens the gRPC stream, and a select loop
+        // would cancel it at every task completion: each cancelled open
+        // leaves a server-side stream that may be dealt messages nobody
+        // reads. The bounded channel is the "received, not started" queue.
+        let (tx, queue) = mpsc::channel::<(Message, Handler)>(cfg.max_outstanding_messages);
+        let reader = tokio::spawn(async move {
+            loop {
+                match stream.next().await {
+                    Some(Ok(item)) => {
+                        if tx.send(item).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Some(format!("subscription stream failed permanently: {e}"))
+                    }
+                    // Either our shutdown (expected) or the end of the stream.
+                    None => return Some("subscription stream ended".to_string()),
+                }
+            }
+        });
+        Worker {
+            ctx: Arc::new(Ctx {
+                storage,
+                bucket: cfg.bucket.clone(),
+                prefix: cfg.object_prefix.clone(),
+                retry: RetryPolicy {
+                    attempts: cfg.write_attempts,
+                    attempt_timeout: cfg.write_attempt_timeout,
+                    initial_backoff: Duration::from_millis(250),
+                    max_backoff: Duration::from_secs(4),
+                },
+                unstorable_hold: cfg.lease_extension,
+            }),
+            concurrency: cfg.concurrency,
+            permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            tasks: JoinSet::new(),
+            counts: Counts::default(),
+            subscription: cfg.subscription.clone(),
+            drain: Drain::new(),
+            queue,
+            reader,
+            stream: token,
+            next: None,
+        }
+    }
+
+    /// Step 1: moves messages from the queue to write tasks, at most
+    /// `concurrency` at once, until a stop signal or a stream failure.
+    async fn pull(&mut self, signals: &mut mpsc::UnboundedReceiver<StopSignal>) -> Stop {
+        loop {
+            tokio::select! {
+                biased;
+                Some(sig) = signals.recv() => return Stop::Signal(sig),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.counts.record(done);
+                }
+                permit = self.permits.clone().acquire_owned(), if self.next.is_some() => {
+                    let (Ok(permit), Some((message, handler))) = (permit, self.next.take()) else {
+                        continue;
+                    };
+                    let shutdown = self.drain.subscribe();
+                    self.tasks.spawn(process(self.ctx.clone(), message, handler, permit, shutdown));
+                }
+                item = self.queue.recv(), if self.next.is_none() => match item {
+                    Some(item) => {
+                        self.counts.received += 1;
+                        self.next = Some(item);
+                    }
+                    None => {
+                        let why = (&mut self.reader)
+                            .await
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(|| "subscription reader stopped".to_string());
+                        tracing::error!(subscription = %self.subscription, error = %why,
+                            "cannot receive messages");
+                        return Stop::StreamFailed;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Cancels the stream at once, starts the flush and the tasks' drain,
+    /// and nacks the message that was waiting for a permit.
+    fn stop_pulling(&mut self, stop: Stop, timeout: Duration) -> DrainRun {
+        let stop_at = Instant::now();
+        let in_flight_at_stop = (self.concurrency - self.permits.available_permits()) as u64;
+        // `ShutdownToken::shutdown()` cancels the stream on its first poll
+        // and then waits for the library's lease loop. Poll it once right
+        // here so pulling stops now, not whenever a spawned task first runs
+        // (meanwhile the reader would keep moving buffered messages into the
+        // queue).
+        {
+            let first_poll = std::pin::pin!(self.stream.shutdown());
+            let _ = first_poll.poll(&mut Context::from_waker(Waker::noop()));
+        }
+        // Completes once every handler has been consumed.
+        let token = self.stream.clone();
+        let flush = tokio::spawn(async move { token.shutdown().await });
+        self.drain.start();
+        if let Some((_, handler)) = self.next.take() {
+            self.nack_unstarted(handler);
+        }
+        let (reason, exit, terminate_seen) = match stop {
+            Stop::Signal(sig) => (sig.name(), EXIT_OK, matches!(sig, StopSignal::Terminate(_))),
+            Stop::StreamFailed => ("stream failure", EXIT_FAILURE, false),
+        };
+        tracing::info!(
             reason,
-            in_flight_at_stop as u64,
+            in_flight = in_flight_at_stop,
+            drain_timeout_ms = timeout.as_millis() as u64,
+            "stopped pulling; draining"
+        );
+        DrainRun {
+            reason,
+            stop_at,
+            deadline: tokio::time::Instant::from_std(stop_at + timeout),
+            in_flight_at_stop,
+            terminate_seen,
+            exit,
+            flush,
+        }
+    }
+
+    /// Received but never started: nacked now so Pub/Sub redelivers it at
+    /// once instead of after the ack deadline.
+    fn nack_unstarted(&mut self, handler: Handler) {
+        handler.nack();
+        self.counts.nacked += 1;
+        self.counts.nacked_unstarted += 1;
+    }
+
+    /// Step 2: nacks everything still queued and lets the write tasks
+    /// finish, within the deadline.
+    async fn drain(
+        &mut self,
+        run: &mut DrainRun,
+        signals: &mut mpsc::UnboundedReceiver<StopSignal>,
+    ) -> Result<(), Abandoned> {
+        let mut queue_closed = false;
+        while !(queue_closed && self.tasks.is_empty()) {
+            tokio::select! {
+                biased;
+                Some(sig) = signals.recv() => run.on_signal(sig)?,
+                _ = tokio::time::sleep_until(run.deadline) => return Err(Abandoned::timeout()),
+                item = self.queue.recv(), if !queue_closed => match item {
+                    Some((_, handler)) => {
+                        self.counts.received += 1;
+                        self.nack_unstarted(handler);
+                    }
+                    None => queue_closed = true,
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.counts.record(done);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 3: waits until the library has sent every ack and nack, within
+    /// the same deadline.
+    async fn flush(
+        &mut self,
+        run: &mut DrainRun,
+        signals: &mut mpsc::UnboundedReceiver<StopSignal>,
+    ) -> Result<(), Abandoned> {
+        loop {
+            tokio::select! {
+                biased;
+                Some(sig) = signals.recv() => run.on_signal(sig)?,
+                _ = tokio::time::sleep_until(run.deadline) => return Err(Abandoned::timeout()),
+                _ = &mut run.flush => break,
+            }
+        }
+        tracing::debug!(
+            nacked_unstarted = self.counts.nacked_unstarted,
+            "acks and nacks flushed"
+        );
+        Ok(())
+    }
+
+    /// Logs the summary line and returns the exit status.
+    fn finish(&self, run: &DrainRun, ended: Result<(), Abandoned>) -> i32 {
+        let (abandoned, code) = match ended {
+            Ok(()) => (0, run.exit),
+            Err(Abandoned { why, code }) => {
+                let abandoned = self.tasks.len() as u64;
+                tracing::error!(
+                    why,
+                    abandoned,
+                    "drain abandoned: in-flight messages left unacked for redelivery"
+                );
+                (abandoned, code)
+            }
+        };
+        log_summary(
+            &self.counts,
+            run.reason,
+            run.in_flight_at_stop,
             abandoned,
-            stop_at.elapsed().as_millis() as u64,
+            run.stop_at.elapsed().as_millis() as u64,
             code,
         );
         code
-    };
+    }
+}
 
-    let mut queue_closed = false;
-    let mut flushed = false;
-    while !(queue_closed && tasks.is_empty() && flushed) {
-        tokio::select! {
-            biased;
-            Some(sig) = signals.recv() => {
-                if matches!(sig, StopSignal::Terminate(_)) && terminate_seen {
-                    counts.nacked += unstarted;
-                    counts.nacked_unstarted += unstarted;
-                    return abandon(&counts, &tasks, "second termination signal", EXIT_ABORTED);
-                }
-                terminate_seen |= matches!(sig, StopSignal::Terminate(_));
-                tracing::info!(signal = sig.name(), "already draining");
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                counts.nacked += unstarted;
-                counts.nacked_unstarted += unstarted;
-                return abandon(&counts, &tasks, "drain timeout", EXIT_DRAIN_TIMEOUT);
-            }
-            // Received but never started: nack now so Pub/Sub redelivers it
-            // at once instead of after the ack deadline.
-            item = msg_rx.recv(), if !queue_closed => match item {
-                Some((_, handler)) => {
-                    counts.received += 1;
-                    handler.nack();
-                    unstarted += 1;
-                }
-                None => queue_closed = true,
-            },
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => counts.record(done),
-            // Completes only after every handler was consumed.
-            _ = &mut flush, if !flushed => flushed = true,
+impl DrainRun {
+    /// A signal during the drain: a second TERM/INT aborts it, anything
+    /// else is logged and ignored.
+    fn on_signal(&mut self, sig: StopSignal) -> Result<(), Abandoned> {
+        let terminate = matches!(sig, StopSignal::Terminate(_));
+        if terminate && self.terminate_seen {
+            return Err(Abandoned {
+                why: "second termination signal",
+                code: EXIT_ABORTED,
+            });
+        }
+        self.terminate_seen |= terminate;
+        tracing::info!(signal = sig.name(), "already draining");
+        Ok(())
+    }
+}
+
+impl Abandoned {
+    fn timeout() -> Abandoned {
+        Abandoned {
+            why: "drain timeout",
+            code: EXIT_DRAIN_TIMEOUT,
         }
     }
-    counts.nacked += unstarted;
-    counts.nacked_unstarted += unstarted;
-    tracing::debug!(nacked_unstarted = unstarted, "acks and nacks flushed");
-    log_summary(
-        &counts,
-        reason,
-        in_flight_at_stop as u64,
-        0,
-        stop_at.elapsed().as_millis() as u64,
-        exit,
-    );
-    exit
 }
 
 /// One line that lets an operator (and the tests) check the drain.
@@ -436,7 +564,7 @@ async fn process(
     message: Message,
     handler: Handler,
     permit: OwnedSemaphorePermit,
-    mut draining: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> TaskOutcome {
     let spec = store::object_spec(&ctx.prefix, &message);
     let object = spec.name.clone();
@@ -446,7 +574,7 @@ async fn process(
         spec,
         message.data,
         &ctx.retry,
-        &mut draining,
+        &mut shutdown,
     )
     .await;
     drop(permit);
@@ -478,7 +606,7 @@ async fn process(
             );
             tokio::select! {
                 _ = tokio::time::sleep(ctx.unstorable_hold) => {}
-                _ = draining.wait_for(|d| *d) => {}
+                _ = shutdown.recv() => {}
             }
             handler.nack();
             TaskOutcome::NackedUnstorable
