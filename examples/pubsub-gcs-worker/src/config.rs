@@ -16,7 +16,8 @@ use std::time::Duration;
     name = "pubsub-gcs-worker",
     version,
     about = "Pulls a Pub/Sub subscription and stores each message as a Cloud Storage object, \
-             acking only after the write; drains cleanly on SIGTERM/SIGINT/SIGTSTP."
+             acking only after the write; quiet on SIGTSTP, resumes on SIGCONT, drains cleanly \
+             on SIGTERM/SIGINT."
 )]
 pub struct Cli {
     /// Google Cloud project that owns the subscription.

@@ -2,9 +2,9 @@
 //!
 //! It pulls a subscription with StreamingPull, stores each message as the
 //! object `<prefix><message_id>` (created with `ifGenerationMatch=0`, so a
-//! redelivery never duplicates it), acks only after the write, and drains
-//! cleanly on SIGTERM/SIGINT/SIGTSTP. See README.md for configuration and
-//! exit codes.
+//! redelivery never duplicates it), acks only after the write, goes quiet
+//! on SIGTSTP (resuming on SIGCONT), and drains cleanly on SIGTERM/SIGINT.
+//! See README.md for configuration and exit codes.
 
 mod config;
 mod logging;

@@ -1,13 +1,16 @@
-//! The pull loop and the drain.
+//! The pull loop, quiet, and the drain.
 //!
-//! Messages come from one StreamingPull `MessageStream`, read by its own
-//! task (the library extends their leases while we hold their handlers).
-//! Each message goes through three places: a bounded channel (received, not
+//! Messages come from a StreamingPull `MessageStream`, read by its own task
+//! (the library extends their leases while we hold their handlers). Each
+//! message goes through three places: a bounded channel (received, not
 //! started), a task in `tasks` that holds one of `concurrency` permits while
-//! it writes, and finally an ack or a nack. A stop request (TERM, INT, TSTP) drops the stream at once, nacks
-//! everything still pending so Pub/Sub redelivers it immediately, lets the
-//! writes in progress finish and ack, then waits for the library to flush
-//! the acks and nacks — all inside the drain timeout.
+//! it writes, and finally an ack or a nack.
+//!
+//! TSTP makes the worker quiet: the stream is dropped at once, everything
+//! received but not started is nacked (Pub/Sub redelivers it now), the
+//! writes in progress finish and ack, and the worker stays up; CONT opens a
+//! new stream. TERM or INT drains: the same stop, then the library's flush
+//! of acks and nacks, all inside the drain timeout, then exit.
 
 use crate::config::{Config, Endpoint};
 use crate::shutdown::{Drain, Shutdown};
@@ -40,40 +43,45 @@ pub const EXIT_DRAIN_TIMEOUT: i32 = 3;
 /// work was abandoned.
 pub const EXIT_ABORTED: i32 = 4;
 
-/// A stop request from a signal.
+/// What a signal asks of the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopSignal {
     /// SIGTERM or SIGINT: drain, then exit. A second one aborts the drain.
     Terminate(&'static str),
-    /// SIGTSTP: stop fetching and drain. Used by rinit's staged stop
-    /// sequences, which may send TERM afterwards; that TERM is not a
-    /// "second" signal.
-    StopFetching,
+    /// SIGTSTP: quiet, as Sidekiq reads it: stop pulling, finish what was
+    /// started, stay up. Cloud Run jobs send it before a live migration and
+    /// rinit's `sidekiq` preset before its TERM; neither means "exit".
+    Quiet,
+    /// SIGCONT: after a quiet, pull again (Cloud Run: the migration is over).
+    Resume,
 }
 
 impl StopSignal {
     fn name(self) -> &'static str {
         match self {
             StopSignal::Terminate(n) => n,
-            StopSignal::StopFetching => "SIGTSTP",
+            StopSignal::Quiet => "SIGTSTP",
+            StopSignal::Resume => "SIGCONT",
         }
     }
 }
 
-/// Installs the handlers for TERM, INT and TSTP and forwards them to a
-/// channel. Done before anything else so that a signal during start-up is
+/// Installs the handlers for TERM, INT, TSTP and CONT and forwards them to
+/// a channel. Done before anything else so that a signal during start-up is
 /// never lost (and TSTP never stops the process).
 pub fn install_signal_handlers() -> std::io::Result<mpsc::UnboundedReceiver<StopSignal>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tstp = signal(SignalKind::from_raw(libc::SIGTSTP))?;
+    let mut cont = signal(SignalKind::from_raw(libc::SIGCONT))?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let s = tokio::select! {
                 Some(()) = term.recv() => StopSignal::Terminate("SIGTERM"),
                 Some(()) = int.recv() => StopSignal::Terminate("SIGINT"),
-                Some(()) = tstp.recv() => StopSignal::StopFetching,
+                Some(()) = tstp.recv() => StopSignal::Quiet,
+                Some(()) = cont.recv() => StopSignal::Resume,
                 else => break,
             };
             if tx.send(s).is_err() {
@@ -191,19 +199,29 @@ fn endpoint_label(e: &Endpoint) -> &str {
 }
 
 /// Runs the worker until a stop signal or a fatal error; returns the exit
-/// status. Three steps, as the README describes them: pull until told to
-/// stop, drain (nack what was not started, finish what was), flush (wait
-/// until the library has sent every ack and nack).
+/// status. The steps, as the README describes them: pull until told
+/// otherwise; on TSTP stay quiet until CONT (pull again) or TERM; then drain
+/// (nack what was not started, finish what was) and flush (wait until the
+/// library has sent every ack and nack).
 pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) -> i32 {
     let started = Instant::now();
-    let clients = tokio::select! {
-        biased;
-        Some(sig) = signals.recv() => {
-            tracing::info!(signal = sig.name(), "stop requested during start-up");
-            log_summary(&Counts::default(), sig.name(), 0, 0, 0, EXIT_OK);
-            return EXIT_OK;
+    let mut quiet = false;
+    let build = build_clients(&cfg);
+    tokio::pin!(build);
+    let clients = loop {
+        tokio::select! {
+            biased;
+            Some(sig) = signals.recv() => match sig {
+                StopSignal::Terminate(name) => {
+                    tracing::info!(signal = name, "stop requested during start-up");
+                    log_summary(&Counts::default(), name, 0, 0, 0, EXIT_OK);
+                    return EXIT_OK;
+                }
+                StopSignal::Quiet => quiet = true,
+                StopSignal::Resume => quiet = false,
+            },
+            c = &mut build => break c,
         }
-        c = build_clients(&cfg) => c,
     };
     let (subscriber, storage) = match clients {
         Ok(c) => c,
@@ -212,7 +230,7 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
             return EXIT_FAILURE;
         }
     };
-    let mut worker = Worker::start(&cfg, &subscriber, storage);
+    let mut worker = Worker::new(&cfg, subscriber, storage);
     tracing::info!(
         project = %cfg.project_id,
         subscription = %cfg.subscription,
@@ -224,10 +242,26 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
         pubsub = endpoint_label(&cfg.pubsub_endpoint),
         storage = endpoint_label(&cfg.storage_endpoint),
         startup_ms = started.elapsed().as_millis() as u64,
+        quiet,
         "worker started"
     );
-    let stop = worker.pull(&mut signals).await;
-    let mut drain = worker.stop_pulling(stop, cfg.drain_timeout);
+    let (stop, pulling) = loop {
+        // Quiet until CONT (then pull again) or TERM/INT (then drain).
+        if quiet {
+            if let Some(stop) = worker.quiet(&mut signals).await {
+                break (stop, None);
+            }
+        }
+        let mut sub = worker.open_stream().await;
+        match worker.pull(&mut sub, &mut signals).await {
+            Stop::Signal(StopSignal::Quiet) => {
+                worker.stop_stream(sub);
+                quiet = true;
+            }
+            stop => break (stop, Some(sub)),
+        }
+    };
+    let mut drain = worker.stop_pulling(stop, pulling, cfg.drain_timeout);
     let ended = match worker.drain(&mut drain, &mut signals).await {
         Ok(()) => worker.flush(&mut drain, &mut signals).await,
         Err(abandoned) => Err(abandoned),
@@ -254,8 +288,6 @@ struct DrainRun {
     terminate_seen: bool,
     /// Exit status of a drain that completes.
     exit: i32,
-    /// Completes when the library has sent every ack and nack.
-    flush: JoinHandle<()>,
 }
 
 /// Why a drain was cut short, and the exit status that says so.
@@ -264,32 +296,83 @@ struct Abandoned {
     code: i32,
 }
 
-/// The running worker: the subscription queue, the message tasks and the
-/// counts, from the first pull to the summary line.
-struct Worker {
-    ctx: Arc<Ctx>,
-    concurrency: usize,
-    permits: Arc<Semaphore>,
-    tasks: JoinSet<TaskOutcome>,
-    counts: Counts,
-    subscription: String,
-    drain: Drain,
-    /// Received, not started. Filled by `reader`.
+/// One opened StreamingPull stream, from its first pull until every
+/// message it delivered has been handed on.
+struct Subscription {
+    /// Received, not started. Filled by `reader`; closes once the stream
+    /// has stopped and everything it delivered is in here.
     queue: mpsc::Receiver<(Message, Handler)>,
     /// Reads the stream; its result says why the stream ended.
     reader: JoinHandle<Option<String>>,
     stream: ShutdownToken,
+}
+
+/// The running worker: the subscription queue, the message tasks and the
+/// counts, from the first pull to the summary line.
+struct Worker {
+    ctx: Arc<Ctx>,
+    subscriber: Subscriber,
+    subscription: String,
+    max_outstanding_messages: usize,
+    lease_extension: Duration,
+    concurrency: usize,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<TaskOutcome>,
+    counts: Counts,
+    drain: Drain,
+    /// The last stream, stopped, while its queue has not been emptied.
+    stopped: Option<Subscription>,
     /// One message waiting for a write permit.
     next: Option<(Message, Handler)>,
+    /// The library's flush of each stopped stream: completes once every
+    /// handler of that stream has been consumed and its acks and nacks sent.
+    flushes: JoinSet<()>,
 }
 
 impl Worker {
-    /// Opens the stream and starts the task that reads it.
-    fn start(cfg: &Config, subscriber: &Subscriber, storage: Storage) -> Worker {
-        let mut stream = subscriber
-            .subscribe(cfg.subscription.clone())
-            .set_max_outstanding_messages(cfg.max_outstanding_messages as i64)
-            .set_max_lease_extension(cfg.lease_extension)
+    fn new(cfg: &Config, subscriber: Subscriber, storage: Storage) -> Worker {
+        Worker {
+            ctx: Arc::new(Ctx {
+                storage,
+                bucket: cfg.bucket.clone(),
+                prefix: cfg.object_prefix.clone(),
+                retry: RetryPolicy {
+                    attempts: cfg.write_attempts,
+                    attempt_timeout: cfg.write_attempt_timeout,
+                    initial_backoff: Duration::from_millis(250),
+                    max_backoff: Duration::from_secs(4),
+                },
+                unstorable_hold: cfg.lease_extension,
+            }),
+            subscriber,
+            subscription: cfg.subscription.clone(),
+            max_outstanding_messages: cfg.max_outstanding_messages,
+            lease_extension: cfg.lease_extension,
+            concurrency: cfg.concurrency,
+            permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            tasks: JoinSet::new(),
+            counts: Counts::default(),
+            drain: Drain::new(),
+            stopped: None,
+            next: None,
+            flushes: JoinSet::new(),
+        }
+    }
+
+    /// Opens a stream and starts the task that reads it, after nacking what
+    /// a previous, stopped stream still had queued.
+    async fn open_stream(&mut self) -> Subscription {
+        if let Some(mut old) = self.stopped.take() {
+            while let Some((_, handler)) = old.queue.recv().await {
+                self.counts.received += 1;
+                self.nack_unstarted(handler);
+            }
+        }
+        let mut stream = self
+            .subscriber
+            .subscribe(self.subscription.clone())
+            .set_max_outstanding_messages(self.max_outstanding_messages as i64)
+            .set_max_lease_extension(self.lease_extension)
             .set_shutdown_behavior(ShutdownBehavior::WaitForProcessing)
             .build();
         let token = stream.shutdown_token();
@@ -298,7 +381,7 @@ impl Worker {
         // would cancel it at every task completion: each cancelled open
         // leaves a server-side stream that may be dealt messages nobody
         // reads. The bounded channel is the "received, not started" queue.
-        let (tx, queue) = mpsc::channel::<(Message, Handler)>(cfg.max_outstanding_messages);
+        let (tx, queue) = mpsc::channel::<(Message, Handler)>(self.max_outstanding_messages);
         let reader = tokio::spawn(async move {
             loop {
                 match stream.next().await {
@@ -315,39 +398,29 @@ impl Worker {
                 }
             }
         });
-        Worker {
-            ctx: Arc::new(Ctx {
-                storage,
-                bucket: cfg.bucket.clone(),
-                prefix: cfg.object_prefix.clone(),
-                retry: RetryPolicy {
-                    attempts: cfg.write_attempts,
-                    attempt_timeout: cfg.write_attempt_timeout,
-                    initial_backoff: Duration::from_millis(250),
-                    max_backoff: Duration::from_secs(4),
-                },
-                unstorable_hold: cfg.lease_extension,
-            }),
-            concurrency: cfg.concurrency,
-            permits: Arc::new(Semaphore::new(cfg.concurrency)),
-            tasks: JoinSet::new(),
-            counts: Counts::default(),
-            subscription: cfg.subscription.clone(),
-            drain: Drain::new(),
+        Subscription {
             queue,
             reader,
             stream: token,
-            next: None,
         }
     }
 
     /// Step 1: moves messages from the queue to write tasks, at most
-    /// `concurrency` at once, until a stop signal or a stream failure.
-    async fn pull(&mut self, signals: &mut mpsc::UnboundedReceiver<StopSignal>) -> Stop {
+    /// `concurrency` at once, until TSTP, TERM/INT or a stream failure.
+    async fn pull(
+        &mut self,
+        sub: &mut Subscription,
+        signals: &mut mpsc::UnboundedReceiver<StopSignal>,
+    ) -> Stop {
         loop {
             tokio::select! {
                 biased;
-                Some(sig) = signals.recv() => return Stop::Signal(sig),
+                Some(sig) = signals.recv() => match sig {
+                    StopSignal::Resume => {
+                        tracing::debug!(signal = sig.name(), "not quiet; nothing to resume");
+                    }
+                    _ => return Stop::Signal(sig),
+                },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     self.counts.record(done);
                 }
@@ -358,13 +431,13 @@ impl Worker {
                     let shutdown = self.drain.subscribe();
                     self.tasks.spawn(process(self.ctx.clone(), message, handler, permit, shutdown));
                 }
-                item = self.queue.recv(), if self.next.is_none() => match item {
+                item = sub.queue.recv(), if self.next.is_none() => match item {
                     Some(item) => {
                         self.counts.received += 1;
                         self.next = Some(item);
                     }
                     None => {
-                        let why = (&mut self.reader)
+                        let why = (&mut sub.reader)
                             .await
                             .ok()
                             .flatten()
@@ -378,27 +451,91 @@ impl Worker {
         }
     }
 
-    /// Cancels the stream at once, starts the flush and the tasks' drain,
-    /// and nacks the message that was waiting for a permit.
-    fn stop_pulling(&mut self, stop: Stop, timeout: Duration) -> DrainRun {
-        let stop_at = Instant::now();
-        let in_flight_at_stop = (self.concurrency - self.permits.available_permits()) as u64;
+    /// Cancels a stream at once, starts its flush, and nacks the message
+    /// that was waiting for a permit; its queue is emptied later.
+    fn stop_stream(&mut self, sub: Subscription) {
         // `ShutdownToken::shutdown()` cancels the stream on its first poll
         // and then waits for the library's lease loop. Poll it once right
         // here so pulling stops now, not whenever a spawned task first runs
         // (meanwhile the reader would keep moving buffered messages into the
         // queue).
         {
-            let first_poll = std::pin::pin!(self.stream.shutdown());
+            let first_poll = std::pin::pin!(sub.stream.shutdown());
             let _ = first_poll.poll(&mut Context::from_waker(Waker::noop()));
         }
-        // Completes once every handler has been consumed.
-        let token = self.stream.clone();
-        let flush = tokio::spawn(async move { token.shutdown().await });
-        self.drain.start();
+        let token = sub.stream.clone();
+        self.flushes.spawn(async move { token.shutdown().await });
         if let Some((_, handler)) = self.next.take() {
             self.nack_unstarted(handler);
         }
+        self.stopped = Some(sub);
+    }
+
+    /// Writes in progress (tasks holding a permit).
+    fn in_flight(&self) -> usize {
+        self.concurrency - self.permits.available_permits()
+    }
+
+    /// Step 1b, after TSTP: stops pulling, nacks what was received but not
+    /// started, lets the writes in progress finish and ack (retries
+    /// included: there is no deadline), and stays up. Returns `None` on
+    /// CONT, or the stop that ends the quiet (TERM/INT).
+    async fn quiet(&mut self, signals: &mut mpsc::UnboundedReceiver<StopSignal>) -> Option<Stop> {
+        tracing::info!(
+            in_flight = self.in_flight(),
+            "quiet (SIGTSTP): stopped pulling; finishing in-flight work; SIGCONT resumes, \
+             SIGTERM exits"
+        );
+        let mut idle_logged = false;
+        loop {
+            let idle = self.stopped.is_none() && self.tasks.is_empty() && self.flushes.is_empty();
+            if idle && !idle_logged {
+                idle_logged = true;
+                tracing::info!(
+                    nacked_unstarted = self.counts.nacked_unstarted,
+                    acked = self.counts.acked,
+                    "quiet and idle: every started message acked or nacked and flushed"
+                );
+            }
+            tokio::select! {
+                biased;
+                Some(sig) = signals.recv() => match sig {
+                    StopSignal::Resume => {
+                        tracing::info!(signal = sig.name(), "resuming: pulling again");
+                        return None;
+                    }
+                    StopSignal::Quiet => tracing::info!(signal = sig.name(), "already quiet"),
+                    StopSignal::Terminate(_) => return Some(Stop::Signal(sig)),
+                },
+                item = recv_queue(&mut self.stopped) => match item {
+                    Some((_, handler)) => {
+                        self.counts.received += 1;
+                        self.nack_unstarted(handler);
+                    }
+                    None => self.stopped = None,
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.counts.record(done);
+                }
+                Some(_) = self.flushes.join_next(), if !self.flushes.is_empty() => {}
+            }
+        }
+    }
+
+    /// Stops pulling for good (`pulling` is the stream, unless quiet) and
+    /// starts the drain: tasks stop retrying, and the deadline starts.
+    fn stop_pulling(
+        &mut self,
+        stop: Stop,
+        pulling: Option<Subscription>,
+        timeout: Duration,
+    ) -> DrainRun {
+        let stop_at = Instant::now();
+        let in_flight_at_stop = self.in_flight() as u64;
+        if let Some(sub) = pulling {
+            self.stop_stream(sub);
+        }
+        self.drain.start();
         let (reason, exit, terminate_seen) = match stop {
             Stop::Signal(sig) => (sig.name(), EXIT_OK, matches!(sig, StopSignal::Terminate(_))),
             Stop::StreamFailed => ("stream failure", EXIT_FAILURE, false),
@@ -416,7 +553,6 @@ impl Worker {
             in_flight_at_stop,
             terminate_seen,
             exit,
-            flush,
         }
     }
 
@@ -435,18 +571,17 @@ impl Worker {
         run: &mut DrainRun,
         signals: &mut mpsc::UnboundedReceiver<StopSignal>,
     ) -> Result<(), Abandoned> {
-        let mut queue_closed = false;
-        while !(queue_closed && self.tasks.is_empty()) {
+        while self.stopped.is_some() || !self.tasks.is_empty() {
             tokio::select! {
                 biased;
                 Some(sig) = signals.recv() => run.on_signal(sig)?,
                 _ = tokio::time::sleep_until(run.deadline) => return Err(Abandoned::timeout()),
-                item = self.queue.recv(), if !queue_closed => match item {
+                item = recv_queue(&mut self.stopped) => match item {
                     Some((_, handler)) => {
                         self.counts.received += 1;
                         self.nack_unstarted(handler);
                     }
-                    None => queue_closed = true,
+                    None => self.stopped = None,
                 },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     self.counts.record(done);
@@ -463,12 +598,12 @@ impl Worker {
         run: &mut DrainRun,
         signals: &mut mpsc::UnboundedReceiver<StopSignal>,
     ) -> Result<(), Abandoned> {
-        loop {
+        while !self.flushes.is_empty() {
             tokio::select! {
                 biased;
                 Some(sig) = signals.recv() => run.on_signal(sig)?,
                 _ = tokio::time::sleep_until(run.deadline) => return Err(Abandoned::timeout()),
-                _ = &mut run.flush => break,
+                Some(_) = self.flushes.join_next() => {}
             }
         }
         tracing::debug!(
@@ -501,6 +636,15 @@ impl Worker {
             code,
         );
         code
+    }
+}
+
+/// The next queued message of a stopped stream; pending forever when there
+/// is none, so it can sit in a `select!` without a guard.
+async fn recv_queue(sub: &mut Option<Subscription>) -> Option<(Message, Handler)> {
+    match sub {
+        Some(sub) => sub.queue.recv().await,
+        None => std::future::pending().await,
     }
 }
 

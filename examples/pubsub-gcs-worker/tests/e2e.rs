@@ -296,19 +296,21 @@ fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
     (port, h)
 }
 
-/// TSTP stops fetching and drains (exit 0, nothing lost); a stuck write
+/// TSTP makes the worker quiet (it stops pulling, finishes what it started
+/// and stays up; a TERM then exits 0 at once, nothing lost); a stuck write
 /// makes the drain time out (exit 3) or a second TERM abort it (exit 4), in
 /// both cases leaving the messages unacked so they are redelivered.
 #[test]
-fn tstp_drains_and_stuck_writes_are_abandoned_unacked() {
+fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
     let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
         return;
     };
     env.create_topic_and_subscription("topic-d", "sub-d", 10);
     env.create_bucket("bucket-d");
 
-    // 1. TSTP: stop fetching, finish, exit 0; every message is either stored
-    //    or still on the subscription.
+    // 1. TSTP: quiet. Nothing more is stored, the worker stays up; TERM then
+    //    exits 0 at once; every message is either stored or still on the
+    //    subscription.
     let msgs: Vec<_> = (0..200)
         .map(|i| TestMessage::new(pseudo_random_bytes(i, 20_000)))
         .collect();
@@ -319,11 +321,37 @@ fn tstp_drains_and_stuck_writes_are_abandoned_unacked() {
     let mut w = Running::spawn("worker-tstp", cmd);
     wait_objects(&env, "bucket-d", 5, Duration::from_secs(60));
     w.signal(libc::SIGTSTP);
+    assert!(
+        w.wait_for_line(Duration::from_secs(10), |l| l.contains("quiet and idle"))
+            .is_some(),
+        "no 'quiet and idle' line within 10 s of SIGTSTP"
+    );
+    let stored_when_quiet = env.list_objects("bucket-d").len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        w.proc.child.try_wait().expect("try_wait").is_none(),
+        "the worker exited on SIGTSTP"
+    );
+    assert_eq!(
+        env.list_objects("bucket-d").len(),
+        stored_when_quiet,
+        "objects were stored while quiet"
+    );
+    let t = Instant::now();
+    w.signal(libc::SIGTERM);
     let st = w.wait(Duration::from_secs(30));
+    let took = t.elapsed();
     assert_eq!(st.code(), Some(0));
     let s = w.summary();
     assert_summary_consistent(&s);
-    assert_eq!(s["reason"], "SIGTSTP", "{s}");
+    assert_eq!(s["reason"], "SIGTERM", "{s}");
+    // Quiet and idle: nothing left to drain, so TERM exits at once.
+    assert_eq!(n(&s, "in_flight_at_stop"), 0, "{s}");
+    assert!(n(&s, "drain_ms") < 1000, "{s}");
+    assert!(
+        took < Duration::from_secs(3),
+        "TERM took {took:?} when idle"
+    );
     // Every message is either stored or deliverable again. Messages the
     // emulator had already put on the stream but the client had not read
     // when it was cancelled are outstanding on the server until their
@@ -419,6 +447,219 @@ fn children(pid: u32) -> Vec<u32> {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect()
+}
+
+/// rinit (PID 1 of a new PID namespace, from `unshare`) around the worker:
+/// the `unshare` process, rinit's host pid, and the worker's host pid.
+fn rinit_and_worker(w: &Running) -> (u32, u32) {
+    let rinit = children(w.pid()).first().copied().expect("rinit process");
+    let mut worker = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            worker = children(rinit).first().copied();
+            worker.is_some()
+        }),
+        "rinit has no child"
+    );
+    (rinit, worker.expect("worker process"))
+}
+
+/// The state letter of a process in /proc (R, S, T for stopped, Z, ...).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name in parentheses may contain spaces: read after it.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+/// Sends `sig` to a process this test did not spawn directly.
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a live descendant of a child we own.
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, sig) },
+        0,
+        "kill({pid}, {sig})"
+    );
+}
+
+/// The Cloud Run jobs maintenance sequence under rinit as PID 1 (issue 11):
+/// TSTP to rinit (forwarded: the worker goes quiet), the worker really
+/// stopped (SIGSTOP) for ~10 s, then CONT to rinit (forwarded: the worker
+/// pulls again). The worker is still running afterwards, messages published
+/// during the pause are processed, and every message is stored exactly once.
+#[test]
+fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
+    let rinit = common::rinit_bin();
+    assert!(rinit.is_file(), "rinit is not built at {}", rinit.display());
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-m", "sub-m", 10);
+    env.create_bucket("bucket-m");
+    let msgs: Vec<_> = (0..300u64)
+        .map(|i| TestMessage::new(pseudo_random_bytes(i, 16 * 1024)).attr("i", &i.to_string()))
+        .collect();
+    let mut ids = env.publish("topic-m", &msgs);
+
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(&rinit)
+        .args(["--platform=cloud-run", "--"])
+        .arg(common::worker_bin());
+    env.worker_env(&mut cmd, "sub-m", "bucket-m");
+    cmd.env("CONCURRENCY", "4")
+        .env("MAX_OUTSTANDING_MESSAGES", "40");
+    let mut w = Running::spawn("rinit+worker", cmd);
+    wait_objects(&env, "bucket-m", 20, Duration::from_secs(90));
+    let (rinit_pid, worker_pid) = rinit_and_worker(&w);
+
+    // Migration ahead: quiet.
+    kill(rinit_pid, libc::SIGTSTP);
+    assert!(
+        w.wait_for_line(Duration::from_secs(10), |l| l.contains("quiet and idle"))
+            .is_some(),
+        "the worker did not go quiet within 10 s of SIGTSTP"
+    );
+    let stored_when_quiet = env.list_objects("bucket-m").len();
+    assert!(
+        stored_when_quiet < ids.len(),
+        "everything was stored before SIGTSTP: nothing left to resume"
+    );
+
+    // The migration: the worker is frozen, and more messages arrive.
+    kill(worker_pid, libc::SIGSTOP);
+    assert!(
+        eventually(Duration::from_secs(5), || proc_state(worker_pid) == 'T'),
+        "the worker is not stopped: state {}",
+        proc_state(worker_pid)
+    );
+    let more: Vec<_> = (300..350u64)
+        .map(|i| TestMessage::new(pseudo_random_bytes(i, 16 * 1024)).attr("i", &i.to_string()))
+        .collect();
+    ids.extend(env.publish("topic-m", &more));
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        proc_state(worker_pid),
+        'T',
+        "the worker ran during the pause"
+    );
+    assert_eq!(
+        env.list_objects("bucket-m").len(),
+        stored_when_quiet,
+        "objects were stored while quiet and stopped"
+    );
+
+    // Migration over: CONT to rinit, forwarded to the worker.
+    let cont_at = Instant::now();
+    kill(rinit_pid, libc::SIGCONT);
+    assert!(
+        w.wait_for_line(Duration::from_secs(5), |l| l
+            .contains("resuming: pulling again"))
+            .is_some(),
+        "the worker did not resume within 5 s of SIGCONT"
+    );
+    assert_ne!(proc_state(worker_pid), 'T', "the worker is still stopped");
+    wait_objects(&env, "bucket-m", ids.len(), Duration::from_secs(120));
+    eprintln!("all stored {:?} after SIGCONT", cont_at.elapsed());
+    assert!(
+        w.proc.child.try_wait().expect("try_wait").is_none(),
+        "rinit/worker exited during the maintenance sequence"
+    );
+    assert!(
+        !matches!(proc_state(worker_pid), 'Z' | '?'),
+        "the worker is gone"
+    );
+
+    std::thread::sleep(Duration::from_millis(500));
+    kill(rinit_pid, libc::SIGTERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    let s = w.summary();
+    assert_summary_consistent(&s);
+    // 0 duplicated: every message written once (no 412 on a second write).
+    assert_eq!(n(&s, "created"), ids.len() as u64, "{s}");
+    assert_eq!(n(&s, "already_present"), 0, "{s}");
+    // 0 lost: every message stored byte-exact, nothing left.
+    let all: Vec<_> = msgs.iter().chain(&more).cloned().collect();
+    assert_objects_match(&env, "bucket-m", &ids, &all, false);
+    assert_eq!(env.remaining_message_ids("sub-m"), Vec::<String>::new());
+}
+
+/// rinit's `sidekiq` preset (TSTP at once, TERM 2 s later) around the
+/// worker under load: TSTP quiets it (it does not exit), the TERM finds it
+/// idle and it exits 0 at once, within the grace; a restart stores the
+/// rest, each message exactly once.
+#[test]
+fn sidekiq_preset_under_rinit_pid1_quiets_then_drains() {
+    let rinit = common::rinit_bin();
+    assert!(rinit.is_file(), "rinit is not built at {}", rinit.display());
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-k", "sub-k", 10);
+    env.create_bucket("bucket-k");
+    let msgs: Vec<_> = (0..400u64)
+        .map(|i| TestMessage::new(pseudo_random_bytes(i, 64 * 1024)).attr("i", &i.to_string()))
+        .collect();
+    let ids = env.publish("topic-k", &msgs);
+
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(&rinit)
+        .args(["--grace=8s", "--platform=none", "--preset=sidekiq", "--"])
+        .arg(common::worker_bin());
+    env.worker_env(&mut cmd, "sub-k", "bucket-k");
+    cmd.env("CONCURRENCY", "4")
+        .env("MAX_OUTSTANDING_MESSAGES", "40");
+    let mut w = Running::spawn("rinit+worker", cmd);
+    wait_objects(&env, "bucket-k", 20, Duration::from_secs(90));
+    let (rinit_pid, _) = rinit_and_worker(&w);
+
+    let t = Instant::now();
+    kill(rinit_pid, libc::SIGTERM);
+    let st = w.wait(Duration::from_secs(30));
+    let took = t.elapsed();
+    assert_eq!(st.code(), Some(0), "rinit/worker exit status");
+    // TSTP did not end the worker: rinit's TERM 2 s later did, at once.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "exit took {took:?}; want just after the TERM at 2 s"
+    );
+    let lines = w.lines();
+    let pos = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    let quiet = pos("quiet (SIGTSTP)").expect("no quiet line after TSTP");
+    let idle = pos("quiet and idle").expect("not idle before the TERM");
+    let draining = pos("stopped pulling; draining").expect("no drain line");
+    assert!(quiet < idle && idle < draining, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("rinit") && l.contains("escalated=false")),
+        "no rinit exit line without escalation"
+    );
+    let s1 = w.summary();
+    assert_summary_consistent(&s1);
+    assert_eq!(s1["reason"], "SIGTERM", "{s1}");
+    assert_eq!(n(&s1, "in_flight_at_stop"), 0, "{s1}");
+    assert!(n(&s1, "drain_ms") < 1000, "{s1}");
+    let after_first = env.list_objects("bucket-k").len();
+    assert!(
+        after_first < ids.len(),
+        "everything was stored before the stop: the test did not test a drain"
+    );
+
+    let w2 = Running::spawn("worker-restart", env.worker_command("sub-k", "bucket-k"));
+    wait_objects(&env, "bucket-k", ids.len(), Duration::from_secs(180));
+    std::thread::sleep(Duration::from_millis(500));
+    let s2 = stop_and_summary(w2);
+    assert_summary_consistent(&s2);
+    assert_eq!(
+        n(&s1, "created") + n(&s2, "created"),
+        ids.len() as u64,
+        "each object created exactly once: {s1} {s2}"
+    );
+    assert_objects_match(&env, "bucket-k", &ids, &msgs, false);
+    assert_eq!(env.remaining_message_ids("sub-k"), Vec::<String>::new());
 }
 
 /// SIGTERM under load with the worker under rinit as PID 1 of a new PID
