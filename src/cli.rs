@@ -10,8 +10,8 @@ use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 use crate::log::{self, Format};
-use crate::platform::{self, Platform, Window};
-use crate::shutdown::{self, Plan};
+use crate::platform::{self, fmt, Platform, Window};
+use crate::shutdown::{Plan, Stage};
 use crate::signals::{self, Rewrites};
 
 /// Exit status of every usage error (as with most Unix tools).
@@ -108,130 +108,173 @@ Exit status: the command's own; 128+N if it died by signal N (137 when rinit kil
 deadline); 2 usage error; 126 command not executable; 127 command not found; 1 other start failure.
 ";
 
-/// Every option: long name (also its id), short letter, takes a value.
-/// Short-only tini options use their letter as the id.
-const OPTIONS: [(&str, Option<char>, bool); 19] = [
-    ("help", Some('h'), false),
-    ("version", Some('V'), false),
-    ("grace", None, true),
-    ("platform", None, true),
-    ("platform-kill-after", None, true),
-    ("stop-signals", None, true),
-    ("stop-sequence", None, true),
-    ("preset", None, true),
-    ("pre-stop-delay", None, true),
-    ("log-format", None, true),
-    ("verbose", Some('v'), false),
-    ("quiet", Some('q'), false),
-    ("single-child", Some('c'), false),
-    ("rewrite", Some('r'), true),
-    ("expect-exit", Some('e'), true),
-    ("p", Some('p'), true),
-    ("s", Some('s'), false),
-    ("g", Some('g'), false),
-    ("w", Some('w'), false),
+/// Every option rinit takes. The parse loop matches on these, so each lands
+/// in its own typed field of `Args`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opt {
+    Help,
+    Version,
+    Grace,
+    Platform,
+    PlatformKillAfter,
+    StopSignals,
+    StopSequence,
+    Preset,
+    PreStopDelay,
+    LogFormat,
+    Verbose,
+    Quiet,
+    SingleChild,
+    Rewrite,
+    ExpectExit,
+    /// tini's `-p SIG`.
+    ParentDeath,
+    /// tini's `-s`, `-g`, `-w`: accepted, nothing to do.
+    TiniNoop,
+}
+
+/// Each option's long name (`None`: short only, as tini's), short letter.
+const OPTIONS: [(Option<&str>, Option<char>, Opt); 19] = [
+    (Some("help"), Some('h'), Opt::Help),
+    (Some("version"), Some('V'), Opt::Version),
+    (Some("grace"), None, Opt::Grace),
+    (Some("platform"), None, Opt::Platform),
+    (Some("platform-kill-after"), None, Opt::PlatformKillAfter),
+    (Some("stop-signals"), None, Opt::StopSignals),
+    (Some("stop-sequence"), None, Opt::StopSequence),
+    (Some("preset"), None, Opt::Preset),
+    (Some("pre-stop-delay"), None, Opt::PreStopDelay),
+    (Some("log-format"), None, Opt::LogFormat),
+    (Some("verbose"), Some('v'), Opt::Verbose),
+    (Some("quiet"), Some('q'), Opt::Quiet),
+    (Some("single-child"), Some('c'), Opt::SingleChild),
+    (Some("rewrite"), Some('r'), Opt::Rewrite),
+    (Some("expect-exit"), Some('e'), Opt::ExpectExit),
+    (None, Some('p'), Opt::ParentDeath),
+    (None, Some('s'), Opt::TiniNoop),
+    (None, Some('g'), Opt::TiniNoop),
+    (None, Some('w'), Opt::TiniNoop),
 ];
 
-/// The command line split into options and the command, not yet checked.
+impl Opt {
+    fn takes_value(self) -> bool {
+        !matches!(
+            self,
+            Opt::Help | Opt::Version | Opt::Verbose | Opt::Quiet | Opt::SingleChild | Opt::TiniNoop
+        )
+    }
+}
+
+/// The command line split into typed options and the command, not yet
+/// checked. A single value is the last one given (later options win, as with
+/// getopt); repeatable options collect in order.
 ///
-/// Hand-written rather than clap: clap's parser was 75% of rinit's start-up
+/// lexopt rather than clap: clap's parser was 75% of rinit's start-up
 /// instructions (151k of 202k for `rinit -q -- /bin/true`, bench/run), and an
-/// init's start-up is paid by every container start. The grammar is
+/// init's start-up is paid by every container start; lexopt costs ~400
+/// instructions and ~6 KB over a hand-written loop (NOTES.md). The grammar is
 /// getopt's: options first, `--name=value`, `--name value`, `-abc` clusters,
 /// `-rVALUE`; the first non-option (or everything after `--`) is the command.
 #[derive(Debug, Default)]
 struct Args {
-    /// (option id, value) in command-line order; flags have an empty value.
-    given: Vec<(&'static str, String)>,
+    help: bool,
+    version: bool,
+    grace: Option<String>,
+    platform: Option<String>,
+    platform_kill_after: Option<String>,
+    stop_signals: Option<String>,
+    stop_sequence: Option<String>,
+    preset: Option<String>,
+    pre_stop_delay: Option<String>,
+    log_format: Option<String>,
+    verbose: i64,
+    quiet: i64,
+    single_child: bool,
+    rewrite: Vec<String>,
+    expect_exit: Vec<String>,
+    parent_death: Option<String>,
     command: Vec<OsString>,
 }
 
 impl Args {
     fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
+        use lexopt::Arg::{Long, Short, Value};
         let mut out = Args::default();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let bytes = arg.as_encoded_bytes();
-            if bytes.len() < 2 || bytes[0] != b'-' {
-                out.command.push(arg);
-                break;
-            }
-            let text = arg
-                .to_str()
-                .ok_or_else(|| format!("option '{}' is not valid UTF-8", arg.to_string_lossy()))?;
-            if text == "--" {
-                break;
-            }
-            let mut next = || {
-                args.next().map(|v| {
-                    v.into_string()
-                        .map_err(|v| format!("'{}' is not valid UTF-8", v.to_string_lossy()))
-                })
-            };
-            if let Some(long) = text.strip_prefix("--") {
-                let (name, inline) = match long.split_once('=') {
-                    Some((n, v)) => (n, Some(v.to_string())),
-                    None => (long, None),
-                };
-                let &(id, _, takes) = OPTIONS
-                    .iter()
-                    .find(|(id, short, _)| *id == name && (id.len() > 1 || short.is_none()))
-                    .ok_or_else(|| format!("unknown option '--{name}'"))?;
-                let value = match (takes, inline) {
-                    (true, Some(v)) => v,
-                    (true, None) => {
-                        next().ok_or_else(|| format!("option '--{name}' needs a value"))??
-                    }
-                    (false, Some(_)) => return Err(format!("option '--{name}' takes no value")),
-                    (false, None) => String::new(),
-                };
-                out.given.push((id, value));
-                continue;
-            }
-            let cluster = &text[1..];
-            for (i, c) in cluster.char_indices() {
-                let &(id, _, takes) = OPTIONS
-                    .iter()
-                    .find(|(_, short, _)| *short == Some(c))
-                    .ok_or_else(|| format!("unknown option '-{c}'"))?;
-                if !takes {
-                    out.given.push((id, String::new()));
-                    continue;
+        let mut p = lexopt::Parser::from_args(args);
+        while let Some(arg) = p.next().map_err(lexopt_error)? {
+            let opt = match arg {
+                Value(command) => {
+                    out.command.push(command);
+                    out.command.extend(p.raw_args().map_err(lexopt_error)?);
+                    break;
                 }
-                let rest = &cluster[i + c.len_utf8()..];
-                let value = if rest.is_empty() {
-                    next().ok_or_else(|| format!("option '-{c}' needs a value"))??
-                } else {
-                    rest.to_string()
-                };
-                out.given.push((id, value));
-                break;
-            }
+                // lexopt hands over a non-UTF-8 option with U+FFFD in it.
+                Long(name) if name.contains('\u{FFFD}') => {
+                    return Err(format!("option '--{name}' is not valid UTF-8"))
+                }
+                Short('\u{FFFD}') => return Err("an option is not valid UTF-8".into()),
+                Long(name) => {
+                    OPTIONS
+                        .iter()
+                        .find(|(long, _, _)| *long == Some(name))
+                        .ok_or_else(|| format!("unknown option '--{name}'"))?
+                        .2
+                }
+                Short(c) => {
+                    OPTIONS
+                        .iter()
+                        .find(|(_, short, _)| *short == Some(c))
+                        .ok_or_else(|| format!("unknown option '-{c}'"))?
+                        .2
+                }
+            };
+            let value = if opt.takes_value() {
+                p.value()
+                    .map_err(lexopt_error)?
+                    .into_string()
+                    .map_err(|v| format!("'{}' is not valid UTF-8", v.to_string_lossy()))?
+            } else {
+                String::new()
+            };
+            out.set(opt, value);
         }
-        out.command.extend(args);
         Ok(out)
     }
 
-    /// The last value given for `id` (later options win, as with getopt).
-    fn one(&self, id: &str) -> Option<&String> {
-        self.given
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == id)
-            .map(|(_, v)| v)
+    /// Stores one option (`value` is empty for flags).
+    fn set(&mut self, opt: Opt, value: String) {
+        match opt {
+            Opt::Help => self.help = true,
+            Opt::Version => self.version = true,
+            Opt::Grace => self.grace = Some(value),
+            Opt::Platform => self.platform = Some(value),
+            Opt::PlatformKillAfter => self.platform_kill_after = Some(value),
+            Opt::StopSignals => self.stop_signals = Some(value),
+            Opt::StopSequence => self.stop_sequence = Some(value),
+            Opt::Preset => self.preset = Some(value),
+            Opt::PreStopDelay => self.pre_stop_delay = Some(value),
+            Opt::LogFormat => self.log_format = Some(value),
+            Opt::Verbose => self.verbose += 1,
+            Opt::Quiet => self.quiet += 1,
+            Opt::SingleChild => self.single_child = true,
+            Opt::Rewrite => self.rewrite.push(value),
+            Opt::ExpectExit => self.expect_exit.push(value),
+            Opt::ParentDeath => self.parent_death = Some(value),
+            Opt::TiniNoop => {}
+        }
     }
+}
 
-    /// Every value given for a repeatable `id`, in order.
-    fn many<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a String> + 'a {
-        self.given
-            .iter()
-            .filter(move |(k, _)| *k == id)
-            .map(|(_, v)| v)
-    }
-
-    /// How often flag `id` was given.
-    fn count(&self, id: &str) -> usize {
-        self.many(id).count()
+/// lexopt's errors in rinit's words (each names the option).
+fn lexopt_error(e: lexopt::Error) -> String {
+    match e {
+        lexopt::Error::MissingValue {
+            option: Some(option),
+        } => format!("option '{option}' needs a value"),
+        lexopt::Error::UnexpectedValue { option, .. } => {
+            format!("option '{option}' takes no value")
+        }
+        e => e.to_string(),
     }
 }
 
@@ -241,13 +284,13 @@ pub fn parse(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Stop> {
     let m = Args::parse(args).map_err(usage)?;
-    if m.count("help") > 0 {
+    if m.help {
         return Err(Stop {
             status: 0,
             text: HELP.into(),
         });
     }
-    if m.count("version") > 0 {
+    if m.version {
         return Err(Stop {
             status: 0,
             text: format!("rinit {}\n", env!("CARGO_PKG_VERSION")),
@@ -262,19 +305,21 @@ pub fn parse(
 }
 
 /// A flag's value, or the environment variable standing in for it.
-fn value(m: &Args, id: &str, env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
-    m.one(id)
-        .cloned()
-        .or_else(|| env(var).filter(|v| !v.is_empty()))
+fn or_env(
+    flag: &Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+) -> Option<String> {
+    flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()))
 }
 
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-    let platform = Platform::parse(m.one("platform").map_or("auto", |s| s), env)?;
-    let stated = value(m, "platform-kill-after", env, "RINIT_PLATFORM_KILL_AFTER")
+    let platform = Platform::parse(m.platform.as_deref().unwrap_or("auto"), env)?;
+    let stated = or_env(&m.platform_kill_after, env, "RINIT_PLATFORM_KILL_AFTER")
         .map(|t| platform::parse_duration("--platform-kill-after", &t))
         .transpose()?;
     let window = platform.window(stated);
-    let grace = match value(m, "grace", env, "RINIT_GRACE") {
+    let grace = match or_env(&m.grace, env, "RINIT_GRACE") {
         Some(t) if t.trim() == "none" => Some(None),
         Some(t) => match platform::parse_duration("--grace", &t)? {
             d if d.is_zero() => {
@@ -288,37 +333,34 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         grace,
         warning: grace_warning,
     } = platform::resolve_grace(grace, platform, window)?;
-    let pre_stop = match m.one("pre-stop-delay") {
+    let pre_stop = match &m.pre_stop_delay {
         Some(t) => platform::parse_duration("--pre-stop-delay", t)?,
         None => Duration::ZERO,
     };
     if let Some(g) = grace.filter(|&g| pre_stop >= g) {
         return Err(format!(
             "--pre-stop-delay={} does not fit in --grace={}: nothing would be forwarded before the deadline",
-            platform::fmt(pre_stop),
-            platform::fmt(g)
+            fmt(pre_stop),
+            fmt(g)
         ));
     }
-    let sequence = match (m.one("stop-sequence"), m.one("preset")) {
+    let sequence = match (&m.stop_sequence, &m.preset) {
         (Some(_), Some(_)) => {
             return Err("--preset and --stop-sequence cannot be used together".into())
         }
-        (Some(seq), None) => Some(shutdown::parse_sequence(seq, grace, pre_stop)?),
+        (Some(seq), None) => Some(parse_sequence(seq, grace, pre_stop)?),
         (None, Some(name)) => {
-            let (_, seq, _) = shutdown::PRESETS
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .ok_or_else(|| {
-                    format!("--preset '{name}' is not one of sidekiq, faktory, celery, resque")
-                })?;
+            let (_, seq, _) = PRESETS.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
+                format!("--preset '{name}' is not one of sidekiq, faktory, celery, resque")
+            })?;
             Some(
-                shutdown::parse_sequence(seq, grace, pre_stop)
+                parse_sequence(seq, grace, pre_stop)
                     .map_err(|e| format!("--preset {name} ({seq}) does not fit: {e}"))?,
             )
         }
         (None, None) => None,
     };
-    let stop_signals = match m.one("stop-signals") {
+    let stop_signals = match &m.stop_signals {
         Some(list) => list
             .split(',')
             .map(|s| match signals::parse(s, false) {
@@ -333,21 +375,23 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         None => vec![libc::SIGTERM, libc::SIGINT, libc::SIGQUIT],
     };
     let mut rewrites = Rewrites::default();
-    for spec in m.many("rewrite") {
+    for spec in &m.rewrite {
         rewrites.add(spec)?;
     }
     let expect_exit = m
-        .many("expect-exit")
+        .expect_exit
+        .iter()
         .map(|c| match c.parse::<i32>() {
             Ok(n @ 0..=255) => Ok(n),
             _ => Err(format!("--expect-exit '{c}' is not an exit code (0-255)")),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let parent_death = m
-        .one("p")
+        .parent_death
+        .as_deref()
         .map(|s| signals::parse(s, false).map_err(|e| format!("-p: {e}")))
         .transpose()?;
-    let log_format = match value(m, "log-format", env, "RINIT_LOG_FORMAT").as_deref() {
+    let log_format = match or_env(&m.log_format, env, "RINIT_LOG_FORMAT").as_deref() {
         None | Some("auto") if platform.wants_json() => Format::Json,
         None | Some("auto") | Some("text") => Format::Text,
         Some("json") => Format::Json,
@@ -373,7 +417,7 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         rewrites,
         expect_exit,
         // Without its own group the child can only be signalled alone.
-        single_child: (m.count("single-child") > 0) || !setsid,
+        single_child: m.single_child || !setsid,
         setsid,
         parent_death,
         log_format,
@@ -402,9 +446,91 @@ fn level(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<LevelFilter, 
         }
     };
     let pos = LADDER.iter().position(|&l| l == base).unwrap_or(3) as i64;
-    let v = m.count("verbose") as i64;
-    let q = m.count("quiet") as i64;
-    Ok(LADDER[(pos + v - q).clamp(0, 5) as usize])
+    Ok(LADDER[(pos + m.verbose - m.quiet).clamp(0, 5) as usize])
+}
+
+/// The worker protocols rinit knows, as `--stop-sequence` text. A negative
+/// offset counts back from the grace deadline.
+pub const PRESETS: [(&str, &str, &str); 4] = [
+    (
+        "sidekiq",
+        "TSTP@0s,TERM@2s",
+        "TSTP = quiet (stop fetching), TERM 2s later = shut down",
+    ),
+    (
+        "faktory",
+        "TSTP@0s,TERM@2s",
+        "TSTP = quiet, TERM 2s later = shut down",
+    ),
+    (
+        "celery",
+        "TERM@0s,QUIT@-3s",
+        "TERM = warm shutdown, QUIT 3s before the deadline = cold",
+    ),
+    (
+        "resque",
+        "QUIT@0s,TERM@-3s",
+        "QUIT = finish the job and exit, TERM 3s before the deadline = kill the job now",
+    ),
+];
+
+/// Parses `SIG@OFFSET,...` (OFFSET a duration such as `5s`, or `-3s` for
+/// "3 s before the deadline") and resolves each step against the grace and
+/// pre-stop delay. Every step must fall after the pre-stop delay and before
+/// the deadline, or it could never run.
+pub fn parse_sequence(
+    text: &str,
+    grace: Option<Duration>,
+    pre_stop: Duration,
+) -> Result<Vec<Stage>, String> {
+    let mut stages = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (sig, offset) = part.split_once('@').ok_or_else(|| {
+            format!("--stop-sequence step '{part}' must be SIGNAL@OFFSET, e.g. TERM@5s")
+        })?;
+        let signo = signals::parse(sig, false)
+            .map_err(|e| format!("--stop-sequence step '{part}': {e}"))?;
+        let (from_deadline, dur) = match offset.trim().strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, offset.trim()),
+        };
+        let dur = platform::parse_duration(&format!("--stop-sequence step '{part}': offset"), dur)?;
+        let at = if from_deadline {
+            let g = grace.ok_or_else(|| {
+                format!("--stop-sequence step '{part}' counts from the deadline, but --grace=none has none")
+            })?;
+            let at = g.checked_sub(dur).ok_or_else(|| {
+                format!(
+                    "--stop-sequence step '{part}' is {} before a deadline only {} away",
+                    fmt(dur),
+                    fmt(g)
+                )
+            })?;
+            if at < pre_stop {
+                return Err(format!(
+                    "--stop-sequence step '{part}' falls at {}, inside --pre-stop-delay={}",
+                    fmt(at),
+                    fmt(pre_stop)
+                ));
+            }
+            at
+        } else {
+            pre_stop + dur
+        };
+        if let Some(g) = grace.filter(|&g| at >= g) {
+            return Err(format!(
+                "--stop-sequence step '{part}' falls at {}, at or past the --grace={} deadline",
+                fmt(at),
+                fmt(g)
+            ));
+        }
+        stages.push(Stage { signo, at });
+    }
+    if stages.is_empty() {
+        return Err(format!("--stop-sequence '{text}' has no steps"));
+    }
+    stages.sort_by_key(|s| s.at);
+    Ok(stages)
 }
 
 #[cfg(test)]
@@ -570,5 +696,57 @@ mod tests {
         assert_eq!(run(&["x"]).unwrap().log_level, LevelFilter::INFO);
         assert_eq!(run(&["-v", "x"]).unwrap().log_level, LevelFilter::DEBUG);
         assert_eq!(run(&["-qq", "x"]).unwrap().log_level, LevelFilter::ERROR);
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn sequence_resolves_offsets() {
+        let seq = parse_sequence("TERM@5s, TSTP@0s", Some(S(10)), S(0)).unwrap();
+        assert_eq!(
+            seq,
+            vec![
+                Stage {
+                    signo: 20,
+                    at: S(0)
+                },
+                Stage {
+                    signo: 15,
+                    at: S(5)
+                }
+            ]
+        );
+        let seq = parse_sequence("TERM@0s,QUIT@-3s", Some(S(10)), S(1)).unwrap();
+        assert_eq!(
+            seq,
+            vec![
+                Stage {
+                    signo: 15,
+                    at: S(1)
+                },
+                Stage { signo: 3, at: S(7) }
+            ]
+        );
+    }
+
+    #[test]
+    fn sequence_refuses_what_cannot_run() {
+        assert!(parse_sequence("TERM@10s", Some(S(10)), S(0))
+            .unwrap_err()
+            .contains("past the --grace=10s"));
+        assert!(parse_sequence("TERM@8s", Some(S(10)), S(3)).is_err());
+        assert!(parse_sequence("QUIT@-12s", Some(S(10)), S(0)).is_err());
+        assert!(parse_sequence("QUIT@-3s", None, S(0)).is_err());
+        assert!(parse_sequence("QUIT@-8s", Some(S(10)), S(3)).is_err());
+        assert!(parse_sequence("TERM", Some(S(10)), S(0)).is_err());
+        assert!(parse_sequence("NOPE@1s", Some(S(10)), S(0)).is_err());
+        assert!(parse_sequence("", Some(S(10)), S(0)).is_err());
+    }
+
+    #[test]
+    fn presets_parse_with_the_default_grace() {
+        for (name, seq, _) in PRESETS {
+            assert!(parse_sequence(seq, Some(S(8)), S(0)).is_ok(), "{name}");
+        }
     }
 }

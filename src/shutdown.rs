@@ -14,11 +14,22 @@
 //! been reaped, whatever steps remain. So a drain that ends early never costs
 //! the rest of the grace, and one that does not end is cut at the grace,
 //! before the platform's own SIGKILL can land mid-job.
+//!
+//! What a stop signal means is decided here too, by [`on_stop_signal`], and
+//! only here; the supervisor carries out the [`Action`]:
+//!
+//! - rewritten to 0 (`-r TERM:0`): dropped, and it starts no drain;
+//! - the first one starts the drain;
+//! - SIGINT during a drain kills everything at once (a second Ctrl-C, or an
+//!   INT after a TERM);
+//! - a repeat of one already received is logged, not forwarded (workers read
+//!   a second TERM as "quit now");
+//! - a different one is forwarded (QUIT after TERM is Celery's cold shutdown).
+//!
+//! The states, in order: running (no `Drain`), draining (steps pending),
+//! killing (`escalated`: SIGKILL sent, rechecks until nothing is left), exited.
 
 use std::time::{Duration, Instant};
-
-use crate::platform::fmt;
-use crate::signals;
 
 /// One timed signal of a stop sequence, resolved against the grace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,93 +52,6 @@ pub struct Plan {
     pub sequence: Option<Vec<Stage>>,
     /// Wait this long before forwarding anything.
     pub pre_stop: Duration,
-}
-
-/// The worker protocols rinit knows, as `--stop-sequence` text. A negative
-/// offset counts back from the grace deadline.
-pub const PRESETS: [(&str, &str, &str); 4] = [
-    (
-        "sidekiq",
-        "TSTP@0s,TERM@2s",
-        "TSTP = quiet (stop fetching), TERM 2s later = shut down",
-    ),
-    (
-        "faktory",
-        "TSTP@0s,TERM@2s",
-        "TSTP = quiet, TERM 2s later = shut down",
-    ),
-    (
-        "celery",
-        "TERM@0s,QUIT@-3s",
-        "TERM = warm shutdown, QUIT 3s before the deadline = cold",
-    ),
-    (
-        "resque",
-        "QUIT@0s,TERM@-3s",
-        "QUIT = finish the job and exit, TERM 3s before the deadline = kill the job now",
-    ),
-];
-
-/// Parses `SIG@OFFSET,...` (OFFSET a duration such as `5s`, or `-3s` for
-/// "3 s before the deadline") and resolves each step against the grace and
-/// pre-stop delay. Every step must fall after the pre-stop delay and before
-/// the deadline, or it could never run.
-pub fn parse_sequence(
-    text: &str,
-    grace: Option<Duration>,
-    pre_stop: Duration,
-) -> Result<Vec<Stage>, String> {
-    let mut stages = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (sig, offset) = part.split_once('@').ok_or_else(|| {
-            format!("--stop-sequence step '{part}' must be SIGNAL@OFFSET, e.g. TERM@5s")
-        })?;
-        let signo = signals::parse(sig, false)
-            .map_err(|e| format!("--stop-sequence step '{part}': {e}"))?;
-        let (from_deadline, dur) = match offset.trim().strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, offset.trim()),
-        };
-        let dur = crate::platform::parse_duration(
-            &format!("--stop-sequence step '{part}': offset"),
-            dur,
-        )?;
-        let at = if from_deadline {
-            let g = grace.ok_or_else(|| {
-                format!("--stop-sequence step '{part}' counts from the deadline, but --grace=none has none")
-            })?;
-            let at = g.checked_sub(dur).ok_or_else(|| {
-                format!(
-                    "--stop-sequence step '{part}' is {} before a deadline only {} away",
-                    fmt(dur),
-                    fmt(g)
-                )
-            })?;
-            if at < pre_stop {
-                return Err(format!(
-                    "--stop-sequence step '{part}' falls at {}, inside --pre-stop-delay={}",
-                    fmt(at),
-                    fmt(pre_stop)
-                ));
-            }
-            at
-        } else {
-            pre_stop + dur
-        };
-        if let Some(g) = grace.filter(|&g| at >= g) {
-            return Err(format!(
-                "--stop-sequence step '{part}' falls at {}, at or past the --grace={} deadline",
-                fmt(at),
-                fmt(g)
-            ));
-        }
-        stages.push(Stage { signo, at });
-    }
-    if stages.is_empty() {
-        return Err(format!("--stop-sequence '{text}' has no steps"));
-    }
-    stages.sort_by_key(|s| s.at);
-    Ok(stages)
 }
 
 /// What the supervisor must do now.
@@ -163,10 +87,10 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// Starts a drain for stop signal `signo` (already rewritten; 0 when the
-    /// supervisor has already sent it): the plan's sequence, or `signo`
-    /// after the pre-stop delay.
-    pub fn on_stop_signal(plan: &Plan, signo: i32, now: Instant) -> Drain {
+    /// Starts a drain for stop signal `received`, to be forwarded as
+    /// `signo` (already rewritten; 0 when the supervisor has already sent it):
+    /// the plan's sequence, or `signo` after the pre-stop delay.
+    pub fn on_stop(plan: &Plan, received: i32, signo: i32, now: Instant) -> Drain {
         let steps: Vec<(Instant, Step)> = match &plan.sequence {
             Some(seq) => seq
                 .iter()
@@ -189,7 +113,9 @@ impl Drain {
             )],
             None => Vec::new(),
         };
-        Drain::with_deadline(plan, steps, now)
+        let mut d = Drain::with_deadline(plan, steps, now);
+        d.seen = bit(received);
+        d
     }
 
     /// Starts a drain because the main child exited and others remain: the
@@ -244,17 +170,49 @@ impl Drain {
         }
     }
 
-    /// Records stop signal `signo`; true if it had been received before.
-    pub fn repeated(&mut self, signo: i32) -> bool {
-        let bit = 1u64 << (signo as u64 % 64);
-        let seen = self.seen & bit != 0;
-        self.seen |= bit;
-        seen
-    }
-
     /// Milliseconds since the drain started.
     pub fn elapsed_ms(&self) -> u64 {
         self.since.elapsed().as_millis() as u64
+    }
+}
+
+/// `signo`'s bit in a set of signals (1-64).
+fn bit(signo: i32) -> u64 {
+    1u64 << (signo as u64 % 64)
+}
+
+/// What the supervisor does with one stop signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Rewritten to 0: ignore it, and start no drain (dumb-init's meaning).
+    Drop,
+    /// The first stop signal: start the drain.
+    Start,
+    /// A stop signal not received before in this drain: pass it on.
+    Forward,
+    /// Received before: log it, do not forward it again.
+    Repeat,
+    /// SIGINT during the drain: SIGKILL everything now. `second` when an
+    /// INT had already come (a second Ctrl-C) rather than another signal.
+    Interrupt { second: bool },
+}
+
+/// The drain's rules (module doc) for stop signal `signo`, forwarded as
+/// `forwarded` after `--rewrite`, given the drain so far (`None`: running).
+/// Sends nothing; it only remembers the signal as received.
+pub fn on_stop_signal(drain: Option<&mut Drain>, signo: i32, forwarded: i32) -> Action {
+    if forwarded == 0 {
+        return Action::Drop;
+    }
+    let Some(d) = drain else {
+        return Action::Start;
+    };
+    let seen = d.seen & bit(signo) != 0;
+    d.seen |= bit(signo);
+    match signo {
+        libc::SIGINT if !d.escalated => Action::Interrupt { second: seen },
+        _ if seen => Action::Repeat,
+        _ => Action::Forward,
     }
 }
 
@@ -265,56 +223,6 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     #[test]
-    fn sequence_resolves_offsets() {
-        let seq = parse_sequence("TERM@5s, TSTP@0s", Some(S(10)), S(0)).unwrap();
-        assert_eq!(
-            seq,
-            vec![
-                Stage {
-                    signo: 20,
-                    at: S(0)
-                },
-                Stage {
-                    signo: 15,
-                    at: S(5)
-                }
-            ]
-        );
-        let seq = parse_sequence("TERM@0s,QUIT@-3s", Some(S(10)), S(1)).unwrap();
-        assert_eq!(
-            seq,
-            vec![
-                Stage {
-                    signo: 15,
-                    at: S(1)
-                },
-                Stage { signo: 3, at: S(7) }
-            ]
-        );
-    }
-
-    #[test]
-    fn sequence_refuses_what_cannot_run() {
-        assert!(parse_sequence("TERM@10s", Some(S(10)), S(0))
-            .unwrap_err()
-            .contains("past the --grace=10s"));
-        assert!(parse_sequence("TERM@8s", Some(S(10)), S(3)).is_err());
-        assert!(parse_sequence("QUIT@-12s", Some(S(10)), S(0)).is_err());
-        assert!(parse_sequence("QUIT@-3s", None, S(0)).is_err());
-        assert!(parse_sequence("QUIT@-8s", Some(S(10)), S(3)).is_err());
-        assert!(parse_sequence("TERM", Some(S(10)), S(0)).is_err());
-        assert!(parse_sequence("NOPE@1s", Some(S(10)), S(0)).is_err());
-        assert!(parse_sequence("", Some(S(10)), S(0)).is_err());
-    }
-
-    #[test]
-    fn presets_parse_with_the_default_grace() {
-        for (name, seq, _) in PRESETS {
-            assert!(parse_sequence(seq, Some(S(8)), S(0)).is_ok(), "{name}");
-        }
-    }
-
-    #[test]
     fn drain_steps_in_order() {
         let plan = Plan {
             grace: Some(S(10)),
@@ -323,7 +231,7 @@ mod tests {
             pre_stop: S(2),
         };
         let t0 = Instant::now();
-        let mut d = Drain::on_stop_signal(&plan, 15, t0);
+        let mut d = Drain::on_stop(&plan, 15, 15, t0);
         assert_eq!(d.due(t0), None);
         assert_eq!(d.next_at(), Some(t0 + S(2)));
         assert_eq!(
@@ -335,5 +243,142 @@ mod tests {
         );
         assert_eq!(d.due(t0 + S(10)), Some(Step::Deadline));
         assert_eq!(d.next_at(), None);
+    }
+
+    fn plan(grace: Option<Duration>, sequence: Option<Vec<Stage>>) -> Plan {
+        Plan {
+            grace,
+            stop_signals: vec![libc::SIGTERM, libc::SIGINT, libc::SIGQUIT],
+            sequence,
+            pre_stop: Duration::ZERO,
+        }
+    }
+
+    /// Every rule of the module doc, as (signals so far, next signal and
+    /// what it is forwarded as, expected action).
+    #[test]
+    fn stop_signal_rules() {
+        use libc::{SIGINT as INT, SIGQUIT as QUIT, SIGTERM as TERM, SIGUSR1 as USR1};
+        use Action::*;
+        /// How the drain came about before `signals` arrived.
+        #[derive(Debug)]
+        enum From {
+            Running,
+            StopSignal(i32),
+            ChildExit,
+            Escalated(i32),
+        }
+        /// (how the drain began, stop signals since, (signal, forwarded as), action)
+        type Case = (From, &'static [i32], (i32, i32), Action);
+        let cases: &[Case] = &[
+            // The first stop signal starts the drain, unless dropped by -r.
+            (From::Running, &[], (TERM, TERM), Start),
+            (From::Running, &[], (TERM, QUIT), Start),
+            (From::Running, &[], (TERM, 0), Drop),
+            // Mid-drain, a dropped signal is still dropped.
+            (From::StopSignal(TERM), &[], (QUIT, 0), Drop),
+            // Repeats are not forwarded again; the first signal counts.
+            (From::StopSignal(TERM), &[], (TERM, TERM), Repeat),
+            (From::StopSignal(TERM), &[QUIT], (QUIT, QUIT), Repeat),
+            // A different stop signal is forwarded (rewritten as asked).
+            (From::StopSignal(TERM), &[], (QUIT, QUIT), Forward),
+            (From::StopSignal(TERM), &[], (QUIT, USR1), Forward),
+            // Any INT during a drain kills now; a second one says so.
+            (
+                From::StopSignal(TERM),
+                &[],
+                (INT, INT),
+                Interrupt { second: false },
+            ),
+            (
+                From::StopSignal(INT),
+                &[],
+                (INT, INT),
+                Interrupt { second: true },
+            ),
+            (
+                From::StopSignal(TERM),
+                &[QUIT],
+                (INT, INT),
+                Interrupt { second: false },
+            ),
+            // After the main child exited, every stop signal is new.
+            (From::ChildExit, &[], (TERM, TERM), Forward),
+            (
+                From::ChildExit,
+                &[],
+                (INT, INT),
+                Interrupt { second: false },
+            ),
+            // Once killing, INT no longer escalates: a repeat or a forward.
+            (From::Escalated(INT), &[], (INT, INT), Repeat),
+            (From::Escalated(TERM), &[], (INT, INT), Forward),
+        ];
+        for (from, before, (signo, forwarded), want) in cases {
+            let t0 = Instant::now();
+            let p = plan(Some(S(10)), None);
+            let mut drain = match *from {
+                From::Running => None,
+                From::StopSignal(s) => Some(Drain::on_stop(&p, s, s, t0)),
+                From::ChildExit => Some(Drain::on_child_exit(&p, t0)),
+                From::Escalated(s) => {
+                    let mut d = Drain::on_stop(&p, s, s, t0);
+                    d.escalate(t0);
+                    Some(d)
+                }
+            };
+            for &b in before.iter() {
+                on_stop_signal(drain.as_mut(), b, b);
+            }
+            assert_eq!(
+                on_stop_signal(drain.as_mut(), *signo, *forwarded),
+                *want,
+                "{from:?} then {before:?}, then {signo} forwarded as {forwarded}"
+            );
+        }
+    }
+
+    #[test]
+    fn sequence_steps_then_deadline_then_rechecks() {
+        let seq = vec![
+            Stage {
+                signo: libc::SIGTSTP,
+                at: S(0),
+            },
+            Stage {
+                signo: libc::SIGTERM,
+                at: S(2),
+            },
+        ];
+        let t0 = Instant::now();
+        let mut d = Drain::on_stop(&plan(Some(S(5)), Some(seq)), libc::SIGTERM, 0, t0);
+        let send = |signo| {
+            Some(Step::Send {
+                signo,
+                staged: true,
+            })
+        };
+        assert_eq!(d.due(t0), send(libc::SIGTSTP));
+        assert_eq!(d.due(t0 + S(1)), None);
+        assert_eq!(d.due(t0 + S(2)), send(libc::SIGTERM));
+        assert_eq!(d.next_at(), Some(t0 + S(5)));
+        assert_eq!(d.due(t0 + S(5)), Some(Step::Deadline));
+        // Killing: only rechecks, one at a time, RECHECK apart.
+        d.escalate(t0 + S(5));
+        d.recheck(t0 + S(5));
+        assert_eq!(d.next_at(), Some(t0 + S(5) + RECHECK));
+        assert_eq!(d.due(t0 + S(5) + RECHECK), Some(Step::Recheck));
+        assert_eq!(d.next_at(), None);
+    }
+
+    #[test]
+    fn no_grace_no_deadline() {
+        let t0 = Instant::now();
+        let mut d = Drain::on_stop(&plan(None, None), libc::SIGTERM, 0, t0);
+        assert_eq!(d.next_at(), None, "already forwarded, never killed");
+        let mut d2 = Drain::on_child_exit(&plan(None, None), t0);
+        assert_eq!(d2.due(t0 + S(3600)), None);
+        d.escalate(t0);
+        assert!(d.escalated);
     }
 }
