@@ -769,6 +769,19 @@ fn dist_builds_all_four_with_checksums() {
         check.stdout,
         check.stderr
     );
+
+    // The README's Install lines name these very files and tags.
+    let section = install_section();
+    for named in [
+        format!("docker load -i rinit-{VERSION}-image.tar.gz"),
+        format!("COPY --from=rinit:{VERSION} /rinit /rinit"),
+        format!("dpkg -i rinit_{VERSION}-1_amd64.deb"),
+    ] {
+        assert!(
+            section.contains(&named),
+            "README's Install section lacks `{named}`"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- man page
