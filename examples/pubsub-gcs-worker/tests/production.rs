@@ -21,7 +21,9 @@
 //! - name resolution by the worker's own static glibc binary: through
 //!   /etc/hosts (`docker run --add-host`) in one test, through DNS (dnsmasq
 //!   on 127.A.C.3:53, the container's /etc/resolv.conf bind-mounted to point
-//!   at it) in the other.
+//!   at it) in the other. There every name also has the AAAA record ::1,
+//!   where nothing listens, and getaddrinfo lists it first: both clients
+//!   must fall back to the IPv4 address.
 //!
 //! In the hosts-file test the container's resolv.conf names a dnsmasq that
 //! knows none of the names and must never be asked (Docker would otherwise
@@ -303,7 +305,25 @@ fn production_path(names: Names, case: u8) {
         Names::Dns => &records,
         Names::HostsFile => &[],
     };
-    let dns = Dnsmasq::start(&progs.dnsmasq, &dir.join("dns"), ip.dns, dns_records);
+    // In the DNS test every name also has the AAAA record ::1, where
+    // nothing listens on 443 or 80: a dual-stack answer on a host whose
+    // IPv6 path leads nowhere (as on Cloud Run without IPv6 egress). Each
+    // client must fall back to the IPv4 address.
+    if names == Names::Dns {
+        for port in [443, 80] {
+            assert!(
+                std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port)).is_err(),
+                "something listens on [::1]:{port}; this test needs it unused"
+            );
+        }
+    }
+    let dns = Dnsmasq::start(
+        &progs.dnsmasq,
+        &dir.join("dns"),
+        ip.dns,
+        dns_records,
+        (names == Names::Dns).then_some(std::net::Ipv6Addr::LOCALHOST),
+    );
 
     // The gates are real: without a token, or with one the metadata server
     // never issued, nginx refuses; the metadata server refuses a request
@@ -599,10 +619,12 @@ fn production_path(names: Names, case: u8) {
     match names {
         Names::Dns => {
             for name in [PUBSUB_HOST, STORAGE_HOST, METADATA_HOST] {
-                assert!(
-                    q.iter().any(|(ty, n)| ty == "A" && n == name),
-                    "dnsmasq was never asked for {name}: {q:?}"
-                );
+                for ty in ["A", "AAAA"] {
+                    assert!(
+                        q.iter().any(|(t, n)| t == ty && n == name),
+                        "dnsmasq was never asked for {ty} {name}: {q:?}"
+                    );
+                }
             }
             let unknown: Vec<_> = q
                 .iter()

@@ -655,7 +655,8 @@ fn parse_access(line: &str) -> Access {
 
 // ---- dnsmasq ---------------------------------------------------------------------
 
-/// dnsmasq on `ip:53`, answering for the records given and nothing else:
+/// dnsmasq on `ip:53`, answering for the records given (each name also
+/// with the AAAA `also_v6` if given) and nothing else:
 /// no upstream server, no /etc/hosts; other names under googleapis.com and
 /// .internal are NXDOMAIN, the rest REFUSED. Every query is logged.
 pub struct Dnsmasq {
@@ -669,6 +670,7 @@ impl Dnsmasq {
         dir: &Path,
         ip: Ipv4Addr,
         records: &[(&str, Ipv4Addr)],
+        also_v6: Option<std::net::Ipv6Addr>,
     ) -> Dnsmasq {
         std::fs::create_dir_all(dir).expect("dnsmasq dir");
         let log = dir.join("dnsmasq.log");
@@ -693,7 +695,10 @@ impl Dnsmasq {
             cmd.arg(format!("--local=/{zone}/"));
         }
         for (name, addr) in records {
-            cmd.arg(format!("--host-record={name},{addr}"));
+            match also_v6 {
+                Some(v6) => cmd.arg(format!("--host-record={name},{addr},{v6}")),
+                None => cmd.arg(format!("--host-record={name},{addr}")),
+            };
         }
         let out = std::fs::File::create(dir.join("dnsmasq.out")).expect("dnsmasq.out");
         let child = cmd
