@@ -65,7 +65,10 @@ pub fn pick_addresses(case: u8) -> Addresses {
             };
         }
     }
-    panic!("no free 127.x.{case}.1-3 block for ports 443, 80 and 53");
+    panic!(
+        "no free 127.x.{case}.1-3 block for ports 443, 80 and 53 \
+         (binding them needs root, as the other Docker tests do)"
+    );
 }
 
 /// Polls `f` every 50 ms until it returns true; panics naming `what` after
