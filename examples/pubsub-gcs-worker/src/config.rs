@@ -75,6 +75,15 @@ pub struct Cli {
     )]
     lease_extension: String,
 
+    /// Exit 1 once Pub/Sub has been unreachable or refusing this long.
+    #[arg(
+        long,
+        env = "UNAVAILABLE_EXIT_AFTER",
+        value_name = "DUR",
+        default_value = "5m"
+    )]
+    unavailable_exit_after: String,
+
     /// Log format: text or json (Cloud Logging fields `severity`, `message`).
     #[arg(
         long,
@@ -116,6 +125,8 @@ pub struct Config {
     pub write_attempts: u32,
     pub write_attempt_timeout: Duration,
     pub lease_extension: Duration,
+    /// Exit 1 once Pub/Sub has been unusable this long.
+    pub unavailable_exit_after: Duration,
     pub log_format: LogFormat,
     pub pubsub_endpoint: Endpoint,
     pub storage_endpoint: Endpoint,
@@ -236,6 +247,10 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
             cli.lease_extension
         )));
     }
+    let unavailable_exit_after = duration(
+        "UNAVAILABLE_EXIT_AFTER (--unavailable-exit-after)",
+        &cli.unavailable_exit_after,
+    )?;
     let log_format = match cli.log_format.trim().to_ascii_lowercase().as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -263,6 +278,7 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         write_attempts: u32::try_from(write_attempts).unwrap_or(100),
         write_attempt_timeout,
         lease_extension,
+        unavailable_exit_after,
         log_format,
         pubsub_endpoint,
         storage_endpoint,

@@ -7,6 +7,7 @@
 //! See README.md for configuration and exit codes.
 
 mod config;
+mod health;
 mod logging;
 mod shutdown;
 mod store;

@@ -6,6 +6,7 @@
 //! second object: the second write fails with 412, which means "already
 //! stored", and the message is acked.
 
+use crate::health::{self, Health, Kind};
 use crate::shutdown::Shutdown;
 use google_cloud_pubsub::model::Message;
 use google_cloud_storage::client::Storage;
@@ -134,7 +135,8 @@ impl RetryPolicy {
 /// Once `shutdown` reports the drain, the attempt in progress is allowed to
 /// finish (that is "finishing in-flight work"), but no new attempt starts,
 /// so a drain during a storage outage ends quickly with a nack instead of
-/// sitting out the backoff schedule.
+/// sitting out the backoff schedule. Every attempt tells `health` whether
+/// Cloud Storage answered.
 pub async fn write_message(
     storage: &Storage,
     bucket: &str,
@@ -142,6 +144,7 @@ pub async fn write_message(
     data: bytes::Bytes,
     policy: &RetryPolicy,
     shutdown: &mut Shutdown,
+    health: &Health,
 ) -> WriteOutcome {
     let bucket = format!("projects/_/buckets/{bucket}");
     // Sent up front in the object metadata: Cloud Storage then verifies the
@@ -181,10 +184,18 @@ pub async fn write_message(
                     "attempt {attempt} timed out after {:?}",
                     policy.attempt_timeout
                 );
+                health.failure(Kind::Timeout, &last_error);
                 tracing::debug!(object = %spec.name, attempt, "write attempt timed out");
                 continue;
             }
         };
+        match &result {
+            Ok(_) => health.success(),
+            Err(e) => match health::assess(e) {
+                None => health.success(),
+                Some(kind) => health.failure(kind, &health::describe_call(e)),
+            },
+        }
         match result {
             Ok(_) => return WriteOutcome::Created,
             Err(e) => match classify(&e) {

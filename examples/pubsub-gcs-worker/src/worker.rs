@@ -13,6 +13,7 @@
 //! of acks and nacks, all inside the drain timeout, then exit.
 
 use crate::config::{Config, Endpoint};
+use crate::health::{self, Health, PubsubProbe};
 use crate::shutdown::{Drain, Shutdown};
 use crate::store::{self, RetryPolicy, WriteOutcome};
 use google_cloud_pubsub::client::Subscriber;
@@ -159,21 +160,28 @@ struct Ctx {
     /// instead of spinning; the subscription's dead-letter policy counts the
     /// deliveries and eventually takes it away.
     unstorable_hold: Duration,
+    /// Whether Cloud Storage answers, judged by every write attempt.
+    storage_health: Health,
 }
 
-async fn build_clients(cfg: &Config) -> Result<(Subscriber, Storage), String> {
+/// The clients, and the Pub/Sub probe sharing the subscriber's credentials
+/// (one token cache, one token refresh).
+async fn build_clients(cfg: &Config) -> Result<(Subscriber, Storage, PubsubProbe), String> {
     use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
+    let credentials = match &cfg.pubsub_endpoint {
+        Endpoint::Google => google_cloud_auth::credentials::Builder::default()
+            .build()
+            .map_err(|e| format!("cannot find credentials for Pub/Sub: {e}"))?,
+        Endpoint::Emulator(_) => Anonymous::new().build(),
+    };
+    let builder = Subscriber::builder().with_credentials(credentials.clone());
     let subscriber = match &cfg.pubsub_endpoint {
-        Endpoint::Google => Subscriber::builder().build().await,
-        Endpoint::Emulator(url) => {
-            Subscriber::builder()
-                .with_endpoint(url.clone())
-                .with_credentials(Anonymous::new().build())
-                .build()
-                .await
-        }
+        Endpoint::Google => builder.build().await,
+        Endpoint::Emulator(url) => builder.with_endpoint(url.clone()).build().await,
     }
     .map_err(|e| format!("cannot create the Pub/Sub client: {e}"))?;
+    let probe =
+        PubsubProbe::new(&cfg.pubsub_endpoint, credentials, cfg.subscription.clone()).await?;
     // Retries are ours (bounded, drain-aware, see store.rs), so the library
     // makes exactly one attempt per call.
     let builder = Storage::builder().with_retry_policy(google_cloud_gax::retry_policy::NeverRetry);
@@ -188,7 +196,7 @@ async fn build_clients(cfg: &Config) -> Result<(Subscriber, Storage), String> {
         }
     }
     .map_err(|e| format!("cannot create the Cloud Storage client: {e}"))?;
-    Ok((subscriber, storage))
+    Ok((subscriber, storage, probe))
 }
 
 fn endpoint_label(e: &Endpoint) -> &str {
@@ -223,14 +231,13 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
             c = &mut build => break c,
         }
     };
-    let (subscriber, storage) = match clients {
+    let (subscriber, storage, probe) = match clients {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
             return EXIT_FAILURE;
         }
     };
-    let mut worker = Worker::new(&cfg, subscriber, storage);
     tracing::info!(
         project = %cfg.project_id,
         subscription = %cfg.subscription,
@@ -239,12 +246,14 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
         concurrency = cfg.concurrency,
         max_outstanding_messages = cfg.max_outstanding_messages,
         drain_timeout_ms = cfg.drain_timeout.as_millis() as u64,
+        unavailable_exit_after_ms = cfg.unavailable_exit_after.as_millis() as u64,
         pubsub = endpoint_label(&cfg.pubsub_endpoint),
         storage = endpoint_label(&cfg.storage_endpoint),
         startup_ms = started.elapsed().as_millis() as u64,
         quiet,
         "worker started"
     );
+    let mut worker = Worker::new(&cfg, subscriber, storage, probe);
     let (stop, pulling) = loop {
         // Quiet until CONT (then pull again) or TERM/INT (then drain).
         if quiet {
@@ -275,6 +284,8 @@ enum Stop {
     Signal(StopSignal),
     /// The subscription stream failed or ended: drain, then exit 1.
     StreamFailed,
+    /// Pub/Sub has been unusable for UNAVAILABLE_EXIT_AFTER: drain, exit 1.
+    Unavailable,
 }
 
 /// The bookkeeping of one drain: when it started, its deadline, and the
@@ -327,10 +338,24 @@ struct Worker {
     /// The library's flush of each stopped stream: completes once every
     /// handler of that stream has been consumed and its acks and nacks sent.
     flushes: JoinSet<()>,
+    /// Where the stream connects, for the error line when it fails.
+    pubsub_endpoint: String,
+    /// Yields once, when Pub/Sub has been unusable for too long.
+    give_up: mpsc::Receiver<Duration>,
 }
 
 impl Worker {
-    fn new(cfg: &Config, subscriber: Subscriber, storage: Storage) -> Worker {
+    /// Also starts the Pub/Sub probe, which runs until the process exits.
+    fn new(cfg: &Config, subscriber: Subscriber, storage: Storage, probe: PubsubProbe) -> Worker {
+        let pubsub_endpoint = health::endpoint_url(&cfg.pubsub_endpoint, health::PUBSUB_URL);
+        let pubsub_health =
+            Health::new("Pub/Sub", pubsub_endpoint.clone(), cfg.subscription.clone());
+        let (give_up_tx, give_up) = mpsc::channel(1);
+        let give_up_after = cfg.unavailable_exit_after;
+        tokio::spawn(async move {
+            let down = health::watch_pubsub(probe, &pubsub_health, give_up_after).await;
+            let _ = give_up_tx.send(down).await;
+        });
         Worker {
             ctx: Arc::new(Ctx {
                 storage,
@@ -343,6 +368,11 @@ impl Worker {
                     max_backoff: Duration::from_secs(4),
                 },
                 unstorable_hold: cfg.lease_extension,
+                storage_health: Health::new(
+                    "Cloud Storage",
+                    health::endpoint_url(&cfg.storage_endpoint, health::STORAGE_URL),
+                    format!("bucket {}", cfg.bucket),
+                ),
             }),
             subscriber,
             subscription: cfg.subscription.clone(),
@@ -356,6 +386,8 @@ impl Worker {
             stopped: None,
             next: None,
             flushes: JoinSet::new(),
+            pubsub_endpoint,
+            give_up,
         }
     }
 
@@ -421,6 +453,7 @@ impl Worker {
                     }
                     _ => return Stop::Signal(sig),
                 },
+                Some(down) = self.give_up.recv() => return self.unavailable(down),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     self.counts.record(done);
                 }
@@ -442,7 +475,8 @@ impl Worker {
                             .ok()
                             .flatten()
                             .unwrap_or_else(|| "subscription reader stopped".to_string());
-                        tracing::error!(subscription = %self.subscription, error = %why,
+                        tracing::error!(subscription = %self.subscription,
+                            endpoint = %self.pubsub_endpoint, error = %why,
                             "cannot receive messages");
                         return Stop::StreamFailed;
                     }
@@ -469,6 +503,18 @@ impl Worker {
             self.nack_unstarted(handler);
         }
         self.stopped = Some(sub);
+    }
+
+    /// Pub/Sub has been unusable for `down`: the reason to stop.
+    fn unavailable(&self, down: Duration) -> Stop {
+        tracing::error!(
+            endpoint = %self.pubsub_endpoint,
+            subscription = %self.subscription,
+            down_ms = down.as_millis() as u64,
+            "Pub/Sub unusable for longer than UNAVAILABLE_EXIT_AFTER; exiting so that the \
+             platform restarts the worker and alerts"
+        );
+        Stop::Unavailable
     }
 
     /// Writes in progress (tasks holding a permit).
@@ -507,6 +553,7 @@ impl Worker {
                     StopSignal::Quiet => tracing::info!(signal = sig.name(), "already quiet"),
                     StopSignal::Terminate(_) => return Some(Stop::Signal(sig)),
                 },
+                Some(down) = self.give_up.recv() => return Some(self.unavailable(down)),
                 item = recv_queue(&mut self.stopped) => match item {
                     Some((_, handler)) => {
                         self.counts.received += 1;
@@ -539,6 +586,7 @@ impl Worker {
         let (reason, exit, terminate_seen) = match stop {
             Stop::Signal(sig) => (sig.name(), EXIT_OK, matches!(sig, StopSignal::Terminate(_))),
             Stop::StreamFailed => ("stream failure", EXIT_FAILURE, false),
+            Stop::Unavailable => ("pubsub unavailable", EXIT_FAILURE, false),
         };
         tracing::info!(
             reason,
@@ -719,8 +767,12 @@ async fn process(
         message.data,
         &ctx.retry,
         &mut shutdown,
+        &ctx.storage_health,
     )
     .await;
+    // During an outage the health line reports it once per period; one
+    // line per message would repeat it.
+    let outage = ctx.storage_health.is_down();
     drop(permit);
     let message_id = message.message_id;
     match outcome {
@@ -736,18 +788,23 @@ async fn process(
         }
         WriteOutcome::Transient(error) => {
             handler.nack();
-            tracing::warn!(%message_id, %object, %error, "write failed; nacked for redelivery");
+            if outage {
+                tracing::debug!(%message_id, %object, %error, "write failed; nacked for redelivery");
+            } else {
+                tracing::warn!(%message_id, %object, %error, "write failed; nacked for redelivery");
+            }
             TaskOutcome::NackedWriteFailed
         }
         WriteOutcome::Permanent(error) => {
-            tracing::error!(
-                %message_id,
-                %object,
-                delivery_attempt = handler.delivery_attempt().unwrap_or(0),
-                hold_ms = ctx.unstorable_hold.as_millis() as u64,
-                %error,
-                "message cannot be stored; holding it, then nacking (dead-letter policy decides)"
-            );
+            let delivery_attempt = handler.delivery_attempt().unwrap_or(0);
+            let hold_ms = ctx.unstorable_hold.as_millis() as u64;
+            if outage {
+                tracing::debug!(%message_id, %object, delivery_attempt, hold_ms, %error,
+                    "message cannot be stored; holding it, then nacking (dead-letter policy decides)");
+            } else {
+                tracing::error!(%message_id, %object, delivery_attempt, hold_ms, %error,
+                    "message cannot be stored; holding it, then nacking (dead-letter policy decides)");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(ctx.unstorable_hold) => {}
                 _ = shutdown.recv() => {}

@@ -1,0 +1,500 @@
+//! Failures are visible (issue 10, part 2): when Pub/Sub or Cloud Storage
+//! cannot be reached or refuses the worker, a WARN line (ERROR when no retry
+//! can help) names the service, the endpoint and the error within 5 s of the
+//! first failure, then one line per report period (1 s, 2 s, 4 s ...), not
+//! one per retry; an INFO line when the service answers, first or again; and
+//! UNAVAILABLE_EXIT_AFTER bounds a Pub/Sub outage with exit 1.
+//!
+//! Each failure is real: an unresolvable name, a closed loopback port, a
+//! TCP listener that answers a TLS handshake with plain text, small local
+//! HTTP/2 and HTTP/1.1 servers answering 401/403, and a missing subscription
+//! and bucket on the emulators. Timings come from the worker's own log
+//! timestamps.
+
+mod common;
+
+use common::{eventually, n, GcsKind, Running, TestEnv, TestMessage, PROJECT};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+/// A worker with JSON logs, pointed at the given hosts, outside any
+/// emulator environment.
+fn worker(pubsub_host: &str, storage_host: &str, exit_after: &str) -> Command {
+    let mut c = Command::new(common::worker_bin());
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PROJECT_ID", PROJECT)
+        .env("SUBSCRIPTION_ID", "sub-f")
+        .env("BUCKET_NAME", "bucket-f")
+        .env("PUBSUB_EMULATOR_HOST", pubsub_host)
+        .env("STORAGE_EMULATOR_HOST", storage_host)
+        .env("UNAVAILABLE_EXIT_AFTER", exit_after)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,pubsub_gcs_worker=debug");
+    c
+}
+
+/// The worker's JSON lines.
+fn json_lines(w: &Running) -> Vec<Value> {
+    w.lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str(&l[l.find('{')?..]).ok())
+        .collect()
+}
+
+/// Seconds since midnight of a line's RFC 3339 `time` (the tests compare
+/// lines a few seconds apart).
+fn at(v: &Value) -> f64 {
+    let t = v["time"].as_str().expect("time field");
+    let clock = &t[t.find('T').expect("RFC 3339") + 1..t.len() - 1];
+    let mut parts = clock.split(':');
+    let mut field = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<f64>().ok())
+            .expect("hh:mm:ss")
+    };
+    field() * 3600.0 + field() * 60.0 + field()
+}
+
+/// Lines whose message is exactly `message`.
+fn with_message(lines: &[Value], message: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["message"] == message)
+        .cloned()
+        .collect()
+}
+
+/// Waits for the first line with `message`.
+fn wait_message(w: &Running, message: &str, timeout: Duration) -> Value {
+    let mut found = None;
+    eventually(timeout, || {
+        found = with_message(&json_lines(w), message).into_iter().next();
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no {message:?} line within {timeout:?}"))
+}
+
+/// The first health line: within 5 s of start-up (where the first failure
+/// happens), naming the endpoint, the kind and the error.
+fn assert_first_report(
+    w: &Running,
+    message: &str,
+    severity: &str,
+    endpoint: &str,
+    error_needle: &str,
+) -> Value {
+    let report = wait_message(w, message, Duration::from_secs(15));
+    let started = wait_message(w, "worker started", Duration::from_secs(1));
+    let delay = at(&report) - at(&started);
+    assert!(
+        (0.0..5.0).contains(&delay),
+        "first report {delay:.3}s after start"
+    );
+    assert_eq!(report["severity"], severity, "{report}");
+    assert_eq!(report["endpoint"], endpoint, "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.to_lowercase().contains(&error_needle.to_lowercase()),
+        "{error_needle:?} not in the error: {report}"
+    );
+    report
+}
+
+/// While a Pub/Sub failure lasts: one line per report period (gaps of at
+/// least 1 s, 2 s, 4 s), then exit 1 after UNAVAILABLE_EXIT_AFTER (6 s).
+fn assert_reports_then_exit_1(mut w: Running, message: &str) {
+    let st = w.wait(Duration::from_secs(30));
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "exit status after UNAVAILABLE_EXIT_AFTER"
+    );
+    let lines = json_lines(&w);
+    let reports = with_message(&lines, message);
+    let times: Vec<f64> = reports.iter().map(at).collect();
+    // 6 s of outage: reports at ~0, 1, 3 s, and the probe at the 6 s bound.
+    assert!(
+        (3..=5).contains(&reports.len()),
+        "{} reports in 6 s: {reports:#?}",
+        reports.len()
+    );
+    for (i, pair) in times.windows(2).enumerate().take(2) {
+        let want = f64::from(1u32 << i) - 0.05;
+        assert!(
+            pair[1] - pair[0] >= want,
+            "reports {i} and {} only {:.3}s apart",
+            i + 1,
+            pair[1] - pair[0]
+        );
+    }
+    let started = at(&with_message(&lines, "worker started")[0]);
+    let give_up = with_message(
+        &lines,
+        "Pub/Sub unusable for longer than UNAVAILABLE_EXIT_AFTER; exiting so that the platform \
+         restarts the worker and alerts",
+    );
+    assert_eq!(give_up.len(), 1, "{lines:#?}");
+    assert_eq!(give_up[0]["severity"], "ERROR");
+    let after = at(&give_up[0]) - started;
+    assert!(
+        (6.0..8.0).contains(&after),
+        "gave up {after:.3}s after start"
+    );
+    let s = w.summary();
+    assert_eq!(s["reason"], "pubsub unavailable", "{s}");
+    assert_eq!(n(&s, "exit_code"), 1, "{s}");
+}
+
+/// A loopback port nobody listens on.
+fn closed_port() -> u16 {
+    common::free_port()
+}
+
+/// DNS: the name does not resolve.
+#[test]
+fn pubsub_dns_failure_is_reported_then_exits_1() {
+    let w = Running::spawn(
+        "worker-dns",
+        worker("nonexistent.invalid:1", "127.0.0.1:9", "6s"),
+    );
+    let r = assert_first_report(
+        &w,
+        "Pub/Sub unavailable (dns)",
+        "WARNING",
+        "http://nonexistent.invalid:1",
+        "dns error",
+    );
+    assert_eq!(r["service"], "Pub/Sub");
+    assert_eq!(
+        r["resource"],
+        format!("projects/{PROJECT}/subscriptions/sub-f")
+    );
+    assert_reports_then_exit_1(w, "Pub/Sub unavailable (dns)");
+}
+
+/// Connection refused: a closed loopback port.
+#[test]
+fn pubsub_connection_refused_is_reported_then_exits_1() {
+    let port = closed_port();
+    let w = Running::spawn(
+        "worker-refused",
+        worker(&format!("127.0.0.1:{port}"), "127.0.0.1:9", "6s"),
+    );
+    assert_first_report(
+        &w,
+        "Pub/Sub unavailable (connection_refused)",
+        "WARNING",
+        &format!("http://127.0.0.1:{port}"),
+        "connection refused",
+    );
+    assert_reports_then_exit_1(w, "Pub/Sub unavailable (connection_refused)");
+}
+
+/// A TCP server that answers anything with plain text and hangs up: what a
+/// TLS client sees from an endpoint that does not speak TLS.
+fn garbage_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS\r\n");
+        }
+    });
+    port
+}
+
+/// TLS: the endpoint does not speak TLS. No retry fixes that: ERROR.
+#[test]
+fn pubsub_tls_error_is_an_error_line_then_exits_1() {
+    let port = garbage_server();
+    let w = Running::spawn(
+        "worker-tls",
+        worker(&format!("https://127.0.0.1:{port}"), "127.0.0.1:9", "6s"),
+    );
+    assert_first_report(
+        &w,
+        "Pub/Sub unavailable (tls)",
+        "ERROR",
+        &format!("https://127.0.0.1:{port}"),
+        "corrupt message",
+    );
+    assert_reports_then_exit_1(w, "Pub/Sub unavailable (tls)");
+}
+
+/// An HTTP/2 server (what gRPC runs on) answering every request with
+/// `status`, as a proxy or the Google front end refusing credentials does.
+fn h2_refusing_server(status: u16) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).expect("tokio listener");
+            while let Ok((sock, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(sock).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        if let Ok(resp) = http::Response::builder().status(status).body(()) {
+                            let _ = respond.send_response(resp, true);
+                        }
+                    }
+                });
+            }
+        });
+    });
+    port
+}
+
+/// 401 and 403 from Pub/Sub: an ERROR line at once, and exit 1 (the
+/// stream fails permanently) with the endpoint named.
+#[test]
+fn pubsub_401_and_403_are_error_lines_and_exit_1() {
+    for (status, kind) in [(401, "unauthenticated"), (403, "permission_denied")] {
+        let port = h2_refusing_server(status);
+        let mut w = Running::spawn(
+            "worker-refusing",
+            worker(&format!("127.0.0.1:{port}"), "127.0.0.1:9", "5m"),
+        );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        assert_first_report(
+            &w,
+            &format!("Pub/Sub unavailable ({kind})"),
+            "ERROR",
+            &endpoint,
+            &status.to_string(),
+        );
+        assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(1));
+        let lines = json_lines(&w);
+        let failed = with_message(&lines, "cannot receive messages");
+        assert_eq!(failed.len(), 1, "{lines:#?}");
+        assert_eq!(failed[0]["endpoint"], endpoint.as_str());
+        assert_eq!(w.summary()["reason"], "stream failure");
+    }
+}
+
+/// Forwards every connection on `port` (once listening) to `to`.
+fn forward_later(port: u16, to: u16, after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let l = TcpListener::bind(("127.0.0.1", port)).expect("bind the forwarder's port");
+        for from in l.incoming().flatten() {
+            let Ok(to) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let (Ok(from2), Ok(to2)) = (from.try_clone(), to.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || pump(from, to));
+            std::thread::spawn(move || pump(to2, from2));
+        }
+    });
+}
+
+/// Copies one direction of a connection until it closes.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(k @ 1..) = from.read(&mut buf) {
+        if to.write_all(&buf[..k]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Pub/Sub unreachable at start, reachable 3 s later: WARN lines, then an
+/// INFO line when it answers again, and the worker then does its work.
+/// With Pub/Sub up from the start, the INFO line is "Pub/Sub connected".
+#[test]
+fn pubsub_recovery_and_connection_are_info_lines() {
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-f", "sub-f", 10);
+    env.create_bucket("bucket-f");
+    let ids = env.publish("topic-f", &[TestMessage::new("after the outage")]);
+
+    let port = closed_port();
+    forward_later(port, env.pubsub_port, Duration::from_secs(3));
+    let mut cmd = worker(&format!("127.0.0.1:{port}"), &env.storage_host(), "5m");
+    cmd.env("LEASE_EXTENSION", "10s");
+    let w = Running::spawn("worker-recovers", cmd);
+    assert_first_report(
+        &w,
+        "Pub/Sub unavailable (connection_refused)",
+        "WARNING",
+        &format!("http://127.0.0.1:{port}"),
+        "connection refused",
+    );
+    let back = wait_message(&w, "Pub/Sub reachable again", Duration::from_secs(15));
+    assert_eq!(back["severity"], "INFO");
+    assert!(n(&back, "down_ms") >= 2500, "{back}");
+    assert!(
+        eventually(Duration::from_secs(60), || env
+            .list_objects("bucket-f")
+            .len()
+            == 1),
+        "nothing stored after Pub/Sub came back"
+    );
+    assert_eq!(env.list_objects("bucket-f")[0].name, ids[0]);
+    assert!(with_message(&json_lines(&w), "Pub/Sub connected").is_empty());
+    drop(w);
+
+    // Up from the start: "connected", at once.
+    let w = Running::spawn("worker-connects", env.worker_command("sub-f", "bucket-f"));
+    let connected = wait_message(&w, "Pub/Sub connected", Duration::from_secs(15));
+    let started = wait_message(&w, "worker started", Duration::from_secs(1));
+    assert!(at(&connected) - at(&started) < 5.0, "{connected}");
+    assert_eq!(connected["severity"], "INFO");
+    assert_eq!(connected["endpoint"], env.pubsub_url());
+}
+
+/// A missing subscription: an ERROR line naming it and the endpoint within
+/// 5 s, then exit 1 (the stream fails with NOT_FOUND).
+#[test]
+fn missing_subscription_is_an_error_line_and_exit_1() {
+    let Some(env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    let mut w = Running::spawn("worker-nosub", env.worker_command("sub-none", "bucket-f"));
+    let r = assert_first_report(
+        &w,
+        "Pub/Sub unavailable (not_found)",
+        "ERROR",
+        &env.pubsub_url(),
+        "not exist",
+    );
+    assert_eq!(
+        r["resource"],
+        format!("projects/{PROJECT}/subscriptions/sub-none")
+    );
+    assert_eq!(w.wait(Duration::from_secs(60)).code(), Some(1));
+}
+
+/// Storage refusing connections (the emulator stopped), then back: a WARN
+/// line within 5 s of the first write, then at most one per period while
+/// dozens of writes fail (their per-message lines drop to DEBUG), an INFO
+/// line when it answers again, and every message stored.
+#[test]
+fn storage_outage_is_one_line_per_period_then_recovers() {
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-s", "sub-s", 10);
+    env.create_bucket("bucket-s");
+    env.stop_gcs();
+    let msgs: Vec<_> = (0..20).map(|i| TestMessage::new(format!("m{i}"))).collect();
+    let ids = env.publish("topic-s", &msgs);
+    let mut cmd = env.worker_command("sub-s", "bucket-s");
+    cmd.env("CONCURRENCY", "4").env("WRITE_ATTEMPTS", "2");
+    let w = Running::spawn("worker-storage", cmd);
+    let message = "Cloud Storage unavailable (connection_refused)";
+    let first = assert_first_report(&w, message, "WARNING", &env.gcs_url(), "connection refused");
+    assert_eq!(first["resource"], "bucket bucket-s");
+    std::thread::sleep(Duration::from_secs(6));
+    let lines = json_lines(&w);
+    let reports = with_message(&lines, message);
+    let attempts = lines
+        .iter()
+        .filter(|v| v["message"] == "write attempt failed")
+        .count();
+    // ~6 s of outage: reports at 0, 1, 3 s (and maybe 7 s).
+    assert!(
+        (2..=4).contains(&reports.len()),
+        "{} reports for {attempts} failed attempts",
+        reports.len()
+    );
+    assert!(attempts >= 10, "only {attempts} failed attempts");
+    let failures: u64 = reports.iter().map(|r| n(r, "failures")).sum();
+    assert!(
+        failures > reports.len() as u64,
+        "reports do not count retries"
+    );
+    let loud = lines
+        .iter()
+        .filter(|v| v["message"] == "write failed; nacked for redelivery")
+        .filter(|v| v["severity"] != "DEBUG")
+        .count();
+    assert_eq!(loud, 0, "per-message lines repeat the outage report");
+
+    env.restart_gcs();
+    let back = wait_message(&w, "Cloud Storage reachable again", Duration::from_secs(60));
+    assert_eq!(back["severity"], "INFO");
+    assert!(
+        eventually(Duration::from_secs(120), || env
+            .list_objects("bucket-s")
+            .len()
+            == ids.len()),
+        "not every message stored after the outage"
+    );
+}
+
+/// An HTTP/1.1 server answering every request with `status` and a JSON
+/// error, after reading the request.
+fn http_refusing_server(status: u16) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                let mut buf = [0u8; 64 * 1024];
+                while let Ok(1..) = s.read(&mut buf) {}
+                let body = format!(r#"{{"error":{{"code":{status},"message":"stub refuses"}}}}"#);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} Refused\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// 401/403 from Cloud Storage, and a missing bucket (404 on the emulator):
+/// an ERROR line within 5 s of the first write naming the endpoint.
+#[test]
+fn storage_401_403_and_missing_bucket_are_error_lines() {
+    let Some(env) = TestEnv::start(GcsKind::FakeGcs) else {
+        return;
+    };
+    env.create_topic_and_subscription("topic-r", "sub-r", 10);
+    let mut cases: Vec<(String, &str, &str)> = Vec::new();
+    for (status, kind, needle) in [
+        (401, "unauthenticated", "HTTP 401"),
+        (403, "permission_denied", "HTTP 403"),
+    ] {
+        let port = http_refusing_server(status);
+        cases.push((format!("http://127.0.0.1:{port}"), kind, needle));
+    }
+    cases.push((env.gcs_url(), "not_found", "HTTP 404"));
+    for (endpoint, kind, needle) in cases {
+        env.publish("topic-r", &[TestMessage::new(format!("for {kind}"))]);
+        let mut cmd = env.worker_command("sub-r", "no-such-bucket");
+        cmd.env("STORAGE_EMULATOR_HOST", &endpoint);
+        let mut w = Running::spawn("worker-storage-refused", cmd);
+        let r = assert_first_report(
+            &w,
+            &format!("Cloud Storage unavailable ({kind})"),
+            "ERROR",
+            &endpoint,
+            needle,
+        );
+        assert_eq!(r["resource"], "bucket no-such-bucket");
+        w.signal(libc::SIGTERM);
+        assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+        assert_eq!(n(&w.summary(), "acked"), 0);
+    }
+}
