@@ -30,13 +30,19 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 /// What went wrong, as far as it can be told from the error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// The host name does not resolve.
     Dns,
+    /// Nothing listens at the address (or a firewall rejects).
     ConnectionRefused,
+    /// The handshake failed: not TLS, or a certificate not trusted.
     Tls,
+    /// No answer in time: a black hole, or an overloaded service.
     Timeout,
     /// Credentials could not be obtained (e.g. the metadata server).
     Credentials,
+    /// 401: the credentials were refused.
     Unauthenticated,
+    /// 403: the account lacks a role.
     PermissionDenied,
     /// Subscription or bucket missing.
     NotFound,
@@ -45,6 +51,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The `kind` field of the log line.
     fn name(self) -> &'static str {
         match self {
             Kind::Dns => "dns",
@@ -165,21 +172,26 @@ pub struct Health {
     state: Mutex<State>,
 }
 
+/// What has been said about a service, and whether it is failing now.
 #[derive(Default)]
 struct State {
+    /// "connected" is said once; later recoveries say "reachable again".
     connected_logged: bool,
     down: Option<Outage>,
 }
 
+/// The current run of failures: since when, and when to report next.
 struct Outage {
     since: Instant,
     next_report: Instant,
+    /// Added to `next_report` at each report, doubled up to `MAX_PERIOD`.
     period: Duration,
     /// Failures since the last line.
     unreported: u64,
 }
 
 impl Health {
+    /// A service not yet heard from; `service` starts every line's message.
     pub fn new(service: &'static str, endpoint: String, resource: String) -> Health {
         Health {
             service,
@@ -189,6 +201,8 @@ impl Health {
         }
     }
 
+    /// The state; a panic elsewhere while it was held cannot leave it
+    /// half-updated in a way that matters for logging, so poison is ignored.
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -292,6 +306,7 @@ pub struct PubsubProbe {
 }
 
 impl PubsubProbe {
+    /// A probe using the subscriber's credentials (one token cache).
     pub async fn new(
         endpoint: &Endpoint,
         credentials: google_cloud_auth::credentials::Credentials,

@@ -58,6 +58,7 @@ pub enum StopSignal {
 }
 
 impl StopSignal {
+    /// The signal's name, for log lines and the summary's `reason`.
     fn name(self) -> &'static str {
         match self {
             StopSignal::Terminate(n) => n,
@@ -199,6 +200,7 @@ async fn build_clients(cfg: &Config) -> Result<(Subscriber, Storage, PubsubProbe
     Ok((subscriber, storage, probe))
 }
 
+/// The endpoint as the "worker started" line shows it.
 fn endpoint_label(e: &Endpoint) -> &str {
     match e {
         Endpoint::Google => "google (ADC)",
@@ -281,6 +283,7 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
 /// Why pulling ended.
 #[derive(Clone, Copy)]
 enum Stop {
+    /// TERM/INT (drain, exit 0), or TSTP (quiet) from the pull step.
     Signal(StopSignal),
     /// The subscription stream failed or ended: drain, then exit 1.
     StreamFailed,
@@ -291,8 +294,10 @@ enum Stop {
 /// The bookkeeping of one drain: when it started, its deadline, and the
 /// rule for repeated signals.
 struct DrainRun {
+    /// The summary's `reason`: the signal's name, or what failed.
     reason: &'static str,
     stop_at: Instant,
+    /// `stop_at` + DRAIN_TIMEOUT: past it, in-flight work is abandoned.
     deadline: tokio::time::Instant,
     in_flight_at_stop: u64,
     /// A TERM/INT after a TERM/INT aborts; after a TSTP it is the first one.
@@ -303,7 +308,9 @@ struct DrainRun {
 
 /// Why a drain was cut short, and the exit status that says so.
 struct Abandoned {
+    /// For the error line.
     why: &'static str,
+    /// EXIT_DRAIN_TIMEOUT or EXIT_ABORTED.
     code: i32,
 }
 
@@ -714,6 +721,7 @@ impl DrainRun {
 }
 
 impl Abandoned {
+    /// The deadline passed with work still in flight.
     fn timeout() -> Abandoned {
         Abandoned {
             why: "drain timeout",

@@ -497,8 +497,9 @@ fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
     };
     env.create_topic_and_subscription("topic-m", "sub-m", 10);
     env.create_bucket("bucket-m");
-    let msgs: Vec<_> = (0..300u64)
-        .map(|i| TestMessage::new(pseudo_random_bytes(i, 16 * 1024)).attr("i", &i.to_string()))
+    // As in the SIGTERM test: enough work that TSTP lands mid-way.
+    let msgs: Vec<_> = (0..400u64)
+        .map(|i| TestMessage::new(pseudo_random_bytes(i, 64 * 1024)).attr("i", &i.to_string()))
         .collect();
     let mut ids = env.publish("topic-m", &msgs);
 
@@ -534,7 +535,7 @@ fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
         "the worker is not stopped: state {}",
         proc_state(worker_pid)
     );
-    let more: Vec<_> = (300..350u64)
+    let more: Vec<_> = (400..450u64)
         .map(|i| TestMessage::new(pseudo_random_bytes(i, 16 * 1024)).attr("i", &i.to_string()))
         .collect();
     ids.extend(env.publish("topic-m", &more));
