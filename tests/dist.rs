@@ -21,16 +21,14 @@
 //! missing tool or engine fails; elsewhere the affected test skips with a
 //! line.
 
-mod docker_support;
+use rinit_test_support::docker as docker_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docker_support::{
-    assert_static, build_text, docker, docker_ok, engine, locked, phase_lines, root_dir, run,
-    wait_for, Container, Out, TempDir,
-};
+use docker_support::{assert_static, build_text, docker, docker_ok, engine, locked, Container};
+use rinit_test_support::{root_dir, run, text_phase, wait_for, Out, TempDir};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
@@ -468,7 +466,7 @@ fn wheel_pip_install_procfile_drain_as_pid1() {
         took >= Duration::from_millis(1000) && took < Duration::from_secs(3),
         "SIGTERM to exit took {took:?} (the job takes 1 s); rinit said:\n{stderr}"
     );
-    assert_eq!(phase_lines(&stderr, "deadline"), Vec::<&str>::new());
+    assert_eq!(text_phase(&stderr, "deadline"), Vec::<&str>::new());
 }
 
 // ---------------------------------------------------------------- docker
@@ -504,12 +502,12 @@ fn stop_and_check(label: &str, image: &str) {
         logs.contains("worker: got SIGTERM") && logs.contains("worker: drained"),
         "worker did not drain; logs:\n{logs}"
     );
-    let start = phase_lines(&logs, "start");
+    let start = text_phase(&logs, "start");
     assert!(
         start.len() == 1 && start[0].contains("mode=pid1"),
         "rinit started as PID 1; logs:\n{logs}"
     );
-    let exit = phase_lines(&logs, "exit");
+    let exit = text_phase(&logs, "exit");
     assert!(
         exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
         "rinit exited 0 without killing; logs:\n{logs}"

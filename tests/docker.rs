@@ -1,6 +1,6 @@
 //! rinit inside real containers, stopped and signalled by the Docker engine.
 //!
-//! Each test builds (once per run, see tests/docker_support) an image
+//! Each test builds (once per run, see test-support/src/docker.rs) an image
 //! `FROM scratch` holding the static rinit, the static probe
 //! (tests/support/probe.rs) and a static busybox, and runs containers with
 //! `--network host`. The probe plays the worker: it records the signals it
@@ -22,16 +22,16 @@
 //! built by the tests. Without a Docker engine they skip with one line,
 //! except under CI=true, where that is a failure.
 
-mod docker_support;
+use rinit_test_support::docker as docker_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use docker_support::{
-    assert_static, build, build_text, engine, phase_lines, root_dir, sibling_binary, static_base,
-    wait_for, Container, TempDir,
+    assert_static, build, build_text, engine, sibling_binary, static_base, Container,
 };
+use rinit_test_support::{root_dir, text_phase, wait_for, TempDir};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
@@ -170,13 +170,13 @@ fn docker_stop_drains_in_about_a_second_and_exits_0() {
         "the job finished its work"
     );
     assert_phases_in_order(&logs, &["start", "signal", "forward", "child_exit", "exit"]);
-    let exit = phase_lines(&logs, "exit");
+    let exit = text_phase(&logs, "exit");
     assert!(
         exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
         "{exit:?}"
     );
     assert!(
-        phase_lines(&logs, "kill").is_empty(),
+        text_phase(&logs, "kill").is_empty(),
         "nothing was killed:\n{logs}"
     );
     assert_eq!(c.signals_sent(), ["15"], "docker stop's SIGTERM only");
@@ -242,11 +242,11 @@ fn docker_stop_child_ignoring_term_is_killed_by_rinit_at_its_grace() {
             "exit",
         ],
     );
-    let deadline = phase_lines(&logs, "deadline");
+    let deadline = text_phase(&logs, "deadline");
     assert!(deadline[0].contains("grace=3s"), "{deadline:?}");
-    let kill = phase_lines(&logs, "kill");
+    let kill = text_phase(&logs, "kill");
     assert!(kill.iter().any(|l| l.contains("comm=probe")), "{kill:?}");
-    let child = phase_lines(&logs, "child_exit");
+    let child = text_phase(&logs, "child_exit");
     assert!(
         child[0].contains("signal=SIGKILL") && child[0].contains("killed_by_rinit=true"),
         "{child:?}"
@@ -254,7 +254,7 @@ fn docker_stop_child_ignoring_term_is_killed_by_rinit_at_its_grace() {
     // The engine's events: its SIGTERM, and no SIGKILL of its own.
     assert_eq!(c.signals_sent(), ["15"], "Docker never had to SIGKILL");
     // rinit lived to log its own exit: Docker's SIGKILL would have cut it off.
-    let exit = phase_lines(&logs, "exit");
+    let exit = text_phase(&logs, "exit");
     assert!(
         exit.len() == 1 && exit[0].contains("status=137") && exit[0].contains("escalated=true"),
         "{exit:?}"
@@ -365,7 +365,7 @@ fn shell_form_entrypoint_loses_the_job_rinit_finishes_it() {
         "the in-flight job finished"
     );
     assert_phases_in_order(&logs, &["start", "signal", "forward", "child_exit", "exit"]);
-    assert!(phase_lines(&logs, "kill").is_empty(), "{logs}");
+    assert!(text_phase(&logs, "kill").is_empty(), "{logs}");
     assert_eq!(c.signals_sent(), ["15"], "no SIGKILL from Docker");
 }
 
@@ -527,7 +527,7 @@ fn docker_exec_orphans_are_reaped() {
         Duration::from_secs(10),
         || {
             let logs = c.logs();
-            let total: usize = phase_lines(&logs, "reaped")
+            let total: usize = text_phase(&logs, "reaped")
                 .iter()
                 .filter_map(|l| l.split("count=").nth(1))
                 .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
@@ -598,7 +598,7 @@ fn dockerfile_example_builds_and_drains_under_docker_stop() {
     assert_eq!(state.exit_code, 0, "logs:\n{logs}");
     assert!(took < Duration::from_secs(4), "took {:.3} s", secs(took));
     assert!(data.read("done").starts_with("done "));
-    let start = phase_lines(&logs, "start");
+    let start = text_phase(&logs, "start");
     assert!(
         start[0].contains("grace=8s")
             && start[0].contains("platform=docker")
@@ -656,7 +656,7 @@ fn design_line_image() -> String {
 /// The design line inside Docker: the window is assumed, so rinit starts and
 /// says so in one WARNING line that names how to raise and state it.
 fn assert_design_line_start(logs: &str) {
-    let start = phase_lines(logs, "start");
+    let start = text_phase(logs, "start");
     assert!(
         start.len() == 2
             && start[0].contains(" INFO start: ")
@@ -704,7 +704,7 @@ fn design_line_drains_under_docker_stop_t_30() {
     assert_eq!(c.signals_sent(), ["15"], "Docker never had to SIGKILL");
     assert_design_line_start(&logs);
     assert_phases_in_order(&logs, &["start", "signal", "forward", "child_exit", "exit"]);
-    let exit = phase_lines(&logs, "exit");
+    let exit = text_phase(&logs, "exit");
     assert!(
         exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
         "{exit:?}"
@@ -718,14 +718,14 @@ struct Compose {
 }
 
 impl Compose {
-    fn run(&self, args: &[&str], timeout: Duration) -> docker_support::Out {
+    fn run(&self, args: &[&str], timeout: Duration) -> rinit_test_support::Out {
         let mut cmd = std::process::Command::new("docker-compose");
         cmd.arg("-p")
             .arg(&self.project)
             .arg("-f")
             .arg(&self.file)
             .args(args);
-        docker_support::run(&mut cmd, timeout)
+        rinit_test_support::run(&mut cmd, timeout)
     }
 }
 
@@ -851,7 +851,7 @@ fn design_line_under_plain_docker_stop_was_warned_about() {
     assert_eq!(c.signals_sent(), ["15", "9"], "Docker had to SIGKILL");
     assert!(data.read("done").is_empty(), "the job was cut off");
     assert!(
-        phase_lines(&logs, "exit").is_empty(),
+        text_phase(&logs, "exit").is_empty(),
         "rinit never got to exit by itself:\n{logs}"
     );
 }

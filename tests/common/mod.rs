@@ -9,14 +9,20 @@
 //! test adds) so the machine's `KUBERNETES_SERVICE_HOST`, `RINIT_*` and the
 //! like cannot change results.
 
-#![allow(dead_code)]
+// Each test binary uses a different part of the harness and of what it re-exports.
+#![allow(dead_code, unused_imports)]
+
+pub use rinit_test_support::procfs::{
+    alive, all_processes, children, descendants, kill, mono_ns, stat, Stat,
+};
+pub use rinit_test_support::signals::sig_name;
+pub use rinit_test_support::{json_lines, phase, poll, text_field, text_phase, TempDir};
 
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How rinit runs: the two code paths of the supervisor.
@@ -79,146 +85,6 @@ pub fn unshare_bin() -> PathBuf {
         }
     }
     panic!("unshare (util-linux) is required for the PID 1 tests");
-}
-
-/// A temporary directory, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("rinit-test-{}-{n}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// A path inside the directory, as a string for command lines.
-    pub fn file(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock the probe stamps its records with.
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes only `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Polls `f` every few ms until it returns `Some`, or panics after `timeout`
-/// with `what` and the output of `context`.
-pub fn poll<T>(
-    what: &str,
-    timeout: Duration,
-    context: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > end {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                context()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-// ---- /proc -----------------------------------------------------------------
-
-/// One line of /proc/PID/stat, the parts the tests need.
-#[derive(Clone, Debug)]
-pub struct Stat {
-    pub pid: i32,
-    pub comm: String,
-    pub state: char,
-    pub ppid: i32,
-    /// Start time in clock ticks since boot: tells a pid apart from a reused one.
-    pub starttime: u64,
-}
-
-pub fn stat(pid: i32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] is field 3 (state); starttime is field 22.
-    Some(Stat {
-        pid,
-        comm,
-        state: rest.first()?.chars().next()?,
-        ppid: rest.get(1)?.parse().ok()?,
-        starttime: rest.get(19)?.parse().ok()?,
-    })
-}
-
-/// Every process of this (the test's) PID namespace.
-pub fn all_processes() -> Vec<Stat> {
-    fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-                .filter_map(stat)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub fn children(pid: i32) -> Vec<Stat> {
-    all_processes()
-        .into_iter()
-        .filter(|s| s.ppid == pid)
-        .collect()
-}
-
-/// Every descendant of `pid`, by parent links, parents first.
-pub fn descendants(pid: i32) -> Vec<Stat> {
-    let table = all_processes();
-    let mut out: Vec<Stat> = Vec::new();
-    let mut queue = vec![pid];
-    while let Some(p) = queue.pop() {
-        for s in table.iter().filter(|s| s.ppid == p) {
-            queue.push(s.pid);
-            out.push(s.clone());
-        }
-    }
-    out
-}
-
-/// True while `pid` is the process that had `starttime` (and is not a zombie).
-pub fn alive(pid: i32, starttime: u64) -> bool {
-    stat(pid).is_some_and(|s| s.starttime == starttime && s.state != 'Z' && s.state != 'X')
-}
-
-pub fn kill(pid: i32, sig: i32) {
-    // SAFETY: kill has no memory effects.
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(
-        r,
-        0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 // ---- running rinit ---------------------------------------------------------
@@ -610,87 +476,4 @@ impl Record {
             .map(|g| g.sig.clone())
             .collect()
     }
-}
-
-/// The probe's name for a signal: `SIGTERM`, or `SIG34` for real-time ones.
-pub fn sig_name(signo: i32) -> String {
-    const NAMES: [&str; 32] = [
-        "",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    NAMES
-        .get(signo as usize)
-        .map_or_else(|| format!("SIG{signo}"), |n| n.to_string())
-}
-
-// ---- rinit's log -------------------------------------------------------------
-
-/// Parses every stderr line as JSON; a line that does not parse fails the test.
-pub fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
-    stderr
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l:?}\n{stderr}"))
-        })
-        .collect()
-}
-
-/// The JSON log lines of one phase.
-pub fn phase<'a>(lines: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
-    lines.iter().filter(|l| l["phase"] == name).collect()
-}
-
-/// The value of `key=` in a text log line (`key="a b"` keeps its quotes off).
-pub fn text_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!(" {key}="))? + key.len() + 2;
-    let rest = &line[start..];
-    if let Some(q) = rest.strip_prefix('"') {
-        Some(q[..q.find('"')?].to_string())
-    } else {
-        Some(rest.split_whitespace().next()?.to_string())
-    }
-}
-
-/// Text log lines of one phase (`... rinit SEVERITY phase: message ...`).
-pub fn text_phase<'a>(stderr: &'a str, name: &str) -> Vec<&'a str> {
-    let tag = format!(" {name}: ");
-    stderr
-        .lines()
-        .filter(|l| {
-            l.split_once(" rinit ")
-                .and_then(|(_, r)| r.split_once(' '))
-                .is_some_and(|(_, r)| r.starts_with(&tag[1..]))
-        })
-        .collect()
 }

@@ -30,6 +30,8 @@
 //! is work that was cut off.
 
 use std::io::Write;
+
+use rinit_test_support::signals;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,86 +56,7 @@ struct Opts {
 }
 
 fn signo(name: &str) -> i32 {
-    let n = name.trim().trim_start_matches("SIG").to_ascii_uppercase();
-    let table = [
-        ("HUP", 1),
-        ("INT", 2),
-        ("QUIT", 3),
-        ("ILL", 4),
-        ("TRAP", 5),
-        ("ABRT", 6),
-        ("BUS", 7),
-        ("FPE", 8),
-        ("KILL", 9),
-        ("USR1", 10),
-        ("SEGV", 11),
-        ("USR2", 12),
-        ("PIPE", 13),
-        ("ALRM", 14),
-        ("TERM", 15),
-        ("STKFLT", 16),
-        ("CHLD", 17),
-        ("CONT", 18),
-        ("STOP", 19),
-        ("TSTP", 20),
-        ("TTIN", 21),
-        ("TTOU", 22),
-        ("URG", 23),
-        ("XCPU", 24),
-        ("XFSZ", 25),
-        ("VTALRM", 26),
-        ("PROF", 27),
-        ("WINCH", 28),
-        ("IO", 29),
-        ("PWR", 30),
-        ("SYS", 31),
-    ];
-    table
-        .iter()
-        .find(|(k, _)| *k == n)
-        .map(|&(_, v)| v)
-        .or_else(|| n.parse().ok())
-        .unwrap_or_else(|| die(&format!("probe: unknown signal {name}")))
-}
-
-fn signame(s: i32) -> String {
-    let names = [
-        "",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    names
-        .get(s as usize)
-        .map_or_else(|| format!("SIG{s}"), |n| n.to_string())
+    signals::signo(name).unwrap_or_else(|| die(&format!("probe: unknown signal {name}")))
 }
 
 fn die(msg: &str) -> ! {
@@ -438,7 +361,7 @@ fn serve(o: &Opts, set: libc::sigset_t, grandchild: bool) {
             unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} };
             continue;
         }
-        append(&o.record, &format!("{me} {} {now}\n", signame(s)));
+        append(&o.record, &format!("{me} {} {now}\n", signals::sig_name(s)));
         if !grandchild {
             if let Some(p) = &o.stamp {
                 append(&Some(p.clone()), &format!("{now}\n"));

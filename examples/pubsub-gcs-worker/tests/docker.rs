@@ -14,19 +14,16 @@
 //!
 //! The random moments come from a seed printed at the start; set
 //! RINIT_DOCKER_SEED to replay one. Helpers: tests/common (emulators) and the
-//! root crate's tests/docker_support (images, containers).
+//! workspace's test-support crate (images, containers).
 
 mod common;
-#[path = "../../../tests/docker_support/mod.rs"]
-mod docker_support;
+use rinit_test_support::docker as docker_support;
 
 use common::{
     assert_summary_consistent, n, pseudo_random_bytes, GcsKind, TestEnv, TestMessage, PROJECT,
 };
-use docker_support::{
-    assert_static, build, engine, phase_lines, root_dir, sibling_binary, static_base, wait_every,
-    Container, TempDir,
-};
+use docker_support::{assert_static, build, engine, sibling_binary, static_base, Container};
+use rinit_test_support::{root_dir, text_phase, wait_every, TempDir};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -220,13 +217,13 @@ fn stop_cleanly(c: &Container, what: &str) -> (Value, Duration) {
         ["15"],
         "{what}: the engine sent SIGTERM only, never its SIGKILL"
     );
-    let exit = phase_lines(&logs, "exit");
+    let exit = text_phase(&logs, "exit");
     assert!(
         exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
         "{what}: rinit's exit line: {exit:?}\n{logs}"
     );
     assert!(
-        phase_lines(&logs, "kill").is_empty(),
+        text_phase(&logs, "kill").is_empty(),
         "{what}: rinit killed nothing:\n{logs}"
     );
     let s = summary(&logs);

@@ -45,17 +45,16 @@
 //! the container's log; the names were resolved the way the test meant.
 
 mod common;
-#[path = "../../../tests/docker_support/mod.rs"]
-mod docker_support;
+use rinit_test_support::docker as docker_support;
 #[path = "production/fakes.rs"]
 mod fakes;
 
 use common::{assert_summary_consistent, pseudo_random_bytes, GcsKind, TestEnv, TestMessage};
 use docker_support::{
-    assert_static, build, build_text, engine, root_dir, run, sibling_binary, static_base,
-    wait_every, Container, TempDir,
+    assert_static, build, build_text, engine, sibling_binary, static_base, Container,
 };
 use fakes::{Certs, Dnsmasq, MetadataServer, Nginx, Upstreams};
+use rinit_test_support::{root_dir, run, wait_every, TempDir};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
-//! Test harness shared by the worker's end-to-end tests (and reusable by
-//! other test files: `#[path = "../examples/pubsub-gcs-worker/tests/common/mod.rs"] mod common;`).
+//! Test harness shared by the worker's end-to-end tests: the emulators and
+//! the worker. What rinit's tests need too (temp dirs, polling, Docker, CI
+//! detection) is in the workspace's test-support crate.
 //!
 //! It starts the real emulators on free loopback ports — the official Pub/Sub
 //! emulator (Debian package, with the grpc shim when the jar needs it) and a
@@ -10,7 +11,10 @@
 //!
 //! The API is synchronous (an internal current-thread runtime drives
 //! reqwest), so tests are plain `#[test]` functions.
-#![allow(dead_code)] // Each test binary uses a different part of it.
+#![allow(dead_code, unused_imports)] // Each test binary uses a different part of it.
+
+use rinit_test_support::ci;
+pub use rinit_test_support::wait::eventually;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -35,10 +39,6 @@ pub fn worker_bin() -> PathBuf {
 /// rinit, built by the same workspace command into the same directory.
 pub fn rinit_bin() -> PathBuf {
     worker_bin().with_file_name("rinit")
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// Which GCS emulator to run.
@@ -821,20 +821,6 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A count field of the worker's JSON summary line.

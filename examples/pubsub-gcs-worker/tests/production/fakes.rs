@@ -11,7 +11,7 @@
 //! servers stop with their guard too.
 
 use crate::common::Proc;
-use crate::docker_support::run;
+use rinit_test_support::run;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};

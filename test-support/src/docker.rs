@@ -1,6 +1,5 @@
-//! Docker helpers for the end-to-end tests (tests/docker.rs, and the
-//! reference worker's examples/pubsub-gcs-worker/tests/docker.rs, which
-//! includes this file by path).
+//! Docker helpers for the end-to-end tests (rinit's tests/docker.rs and
+//! tests/dist.rs, the reference worker's docker and production tests).
 //!
 //! The machines these tests run on reach no container registry, so every
 //! image is built here from files on the machine: `FROM scratch` plus static
@@ -12,87 +11,24 @@
 //! Every docker command runs with a timeout, and every container is removed
 //! by its guard's `Drop`, even when the test fails.
 //!
-//! Without a Docker engine the tests print one line and pass; with `CI=true`
-//! a missing engine fails them.
-
-#![allow(dead_code)]
+//! Without a Docker engine the tests print one line and pass; in CI
+//! ([`crate::ci`]) a missing engine fails them.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
+
+use crate::{ci, root_dir, run, try_run, Out, TempDir};
 
 /// Time allowed for one ordinary docker command (run, stop, inspect, exec).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for one image build.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// What a finished command printed and returned.
-#[derive(Debug)]
-pub struct Out {
-    /// Exit code; `None` if it was killed by a signal.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Out {
-    pub fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-/// Runs `cmd` to completion, capturing both streams; SIGKILLs it and panics
-/// if it takes longer than `timeout`.
-pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
-    try_run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// As [`run`], but a command that cannot be started is an `Err`.
-pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {what}: {e}"))?;
-    let pid = child.id() as i32;
-    let mut out_pipe = child.stdout.take().expect("stdout");
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut stdout = Vec::new();
-        let t = std::thread::spawn(move || {
-            let mut stderr = Vec::new();
-            let _ = err_pipe.read_to_end(&mut stderr);
-            stderr
-        });
-        let _ = out_pipe.read_to_end(&mut stdout);
-        let stderr = t.join().unwrap_or_default();
-        let status = child.wait().ok();
-        let _ = tx.send((status, stdout, stderr));
-    });
-    match rx.recv_timeout(timeout) {
-        Ok((status, stdout, stderr)) => Ok(Out {
-            code: status.and_then(|s| s.code()),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }),
-        Err(_) => {
-            // SAFETY: kill has no memory effects; the pid is our child, not yet
-            // reaped (the reader thread reaps it only after the pipes close).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("timed out after {timeout:?}: {what}");
-        }
-    }
-}
 
 /// `docker ARGS...` with the default timeout.
 pub fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Out {
@@ -125,7 +61,7 @@ pub fn engine(test: &str) -> bool {
         Ok(out) => out.stderr.lines().next().unwrap_or("").trim().to_string(),
         Err(e) => e,
     };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if ci() {
         panic!(
             "{test}: CI=true and no Docker engine answers ({why}); the Docker tests must run in CI"
         );
@@ -235,85 +171,6 @@ pub fn sibling_binary(beside: &Path, rel: &str, target: [&str; 2], sources: &[Pa
     path
 }
 
-/// The repository's top directory: the workspace root, the nearest ancestor
-/// of the compiling crate's manifest dir that holds Cargo.lock.
-pub fn root_dir() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join("Cargo.lock").exists() {
-        assert!(
-            dir.pop(),
-            "no Cargo.lock above {}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-    }
-    dir
-}
-
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-impl TempDir {
-    /// A fresh directory, world-writable so that a container user other
-    /// than root can write to it when it is bind-mounted.
-    pub fn new(label: &str) -> TempDir {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "rinit-docker-{label}-{}-{n}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-            .expect("chmod temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// `path/name`.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Copies `src` in as `name` (mode kept).
-    pub fn copy_in(&self, src: &Path, name: &str) -> &Self {
-        let dst = self.0.join(name);
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).expect("create dir in temp dir");
-        }
-        std::fs::copy(src, &dst)
-            .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", src.display(), dst.display()));
-        self
-    }
-
-    /// Writes `text` as `name`.
-    pub fn write(&self, name: &str, text: &str) -> &Self {
-        let dst = self.0.join(name);
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).expect("create dir in temp dir");
-        }
-        std::fs::write(&dst, text).unwrap_or_else(|e| panic!("write {}: {e}", dst.display()));
-        self
-    }
-
-    /// The text of `name`, or "" if it does not exist (yet).
-    pub fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.0.join(name)).unwrap_or_default()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs `f` holding the lock that serialises image builds (and other
 /// one-per-run preparation) across the test processes of a run.
 pub fn locked<T>(f: impl FnOnce() -> T) -> T {
@@ -322,7 +179,9 @@ pub fn locked<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Holds an exclusive `flock` on a lock file shared by every test process.
-struct BuildLock(std::fs::File);
+struct BuildLock {
+    _held: std::fs::File,
+}
 
 impl BuildLock {
     fn take() -> BuildLock {
@@ -343,7 +202,7 @@ impl BuildLock {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        BuildLock(file)
+        BuildLock { _held: file }
     }
 }
 
@@ -591,38 +450,4 @@ impl Drop for Container {
             CMD_TIMEOUT,
         );
     }
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
-/// naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
-    wait_every(what, timeout, Duration::from_millis(50), check)
-}
-
-/// As [`wait_for`], polling every `every` (for checks that cost something).
-pub fn wait_every<T>(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(every);
-    }
-}
-
-/// rinit's text log lines of one phase (`... rinit LEVEL phase: ...`).
-pub fn phase_lines<'a>(logs: &'a str, phase: &str) -> Vec<&'a str> {
-    let tag = format!(" {phase}: ");
-    logs.lines()
-        .filter(|l| l.contains(" rinit ") && l.contains(&tag))
-        .collect()
 }

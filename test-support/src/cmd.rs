@@ -1,0 +1,67 @@
+//! Running a command to completion with a timeout, capturing its output.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// What a finished command printed and returned.
+#[derive(Debug)]
+pub struct Out {
+    /// Exit code; `None` if it was killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs `cmd` to completion, capturing both streams; SIGKILLs it and panics
+/// if it takes longer than `timeout`.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
+    try_run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`run`], but a command that cannot be started is an `Err`.
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    let pid = child.id() as i32;
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = Vec::new();
+        let t = std::thread::spawn(move || {
+            let mut stderr = Vec::new();
+            let _ = err_pipe.read_to_end(&mut stderr);
+            stderr
+        });
+        let _ = out_pipe.read_to_end(&mut stdout);
+        let stderr = t.join().unwrap_or_default();
+        let status = child.wait().ok();
+        let _ = tx.send((status, stdout, stderr));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok((status, stdout, stderr)) => Ok(Out {
+            code: status.and_then(|s| s.code()),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }),
+        Err(_) => {
+            // SAFETY: kill has no memory effects; the pid is our child, not yet
+            // reaped (the reader thread reaps it only after the pipes close).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("timed out after {timeout:?}: {what}");
+        }
+    }
+}

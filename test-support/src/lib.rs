@@ -1,0 +1,22 @@
+//! What rinit's tests and the reference worker's tests share, in one place so
+//! that each rule exists once: a temp dir, a poll with a deadline, reading
+//! /proc, reading rinit's log lines (one strictness), deciding "is this CI?"
+//! (one rule), running commands with a timeout, and the Docker helpers.
+//!
+//! Test code: it panics with a message instead of returning errors, since a
+//! failed helper is a failed test.
+
+pub mod ci;
+pub mod cmd;
+pub mod docker;
+pub mod fs;
+pub mod logs;
+pub mod procfs;
+pub mod signals;
+pub mod wait;
+
+pub use ci::ci;
+pub use cmd::{run, try_run, Out};
+pub use fs::{root_dir, TempDir};
+pub use logs::{json_lines, phase, text_field, text_phase};
+pub use wait::{poll, wait_every, wait_for};
