@@ -195,6 +195,37 @@ fn pubsub_connection_refused_is_reported_then_exits_1() {
     assert_reports_then_exit_1(w, "Pub/Sub unavailable (connection_refused)");
 }
 
+/// A TCP server that accepts connections and never answers.
+fn black_hole() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// No answer at all (the connection is accepted, nothing comes back): the
+/// probe's 4 s deadline makes it a WARN `timeout` line within 5 s.
+#[test]
+fn pubsub_black_hole_is_a_timeout_within_5s() {
+    let port = black_hole();
+    let w = Running::spawn(
+        "worker-black-hole",
+        worker(&format!("127.0.0.1:{port}"), "127.0.0.1:9", "5m"),
+    );
+    assert_first_report(
+        &w,
+        "Pub/Sub unavailable (timeout)",
+        "WARNING",
+        &format!("http://127.0.0.1:{port}"),
+        "deadline",
+    );
+}
+
 /// A TCP server that answers anything with plain text and hangs up: what a
 /// TLS client sees from an endpoint that does not speak TLS.
 fn garbage_server() -> u16 {
