@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use docker_support::{
-    assert_static, build, build_text, engine, sibling_binary, static_base, Container,
+    assert_static, build, build_text, engine, sibling_binary, static_base, Container, State,
 };
 use rinit_test_support::{root_dir, text_phase, wait_for, TempDir};
 
@@ -94,6 +94,37 @@ fn wait_ready(data: &TempDir, file: &str) {
     );
 }
 
+/// `docker run` with a fresh data directory mounted at /data, then `args`
+/// (further options, the image, the command).
+fn run_with_data(label: &str, args: &[&str]) -> (Container, TempDir) {
+    let data = TempDir::new(label);
+    let mut full = vec!["-v".to_string(), mount(&data)];
+    full.extend(args.iter().map(|a| a.to_string()));
+    (Container::run(label, &full), data)
+}
+
+/// What a `docker stop` took, and what the container left behind.
+struct Stopped {
+    took: Duration,
+    state: State,
+    logs: String,
+}
+
+/// `docker stop -t secs`, then the state and logs (printed, so a failing
+/// test shows what rinit said).
+fn stop_and_read(c: &Container, secs: u32) -> Stopped {
+    let took = c.stop(secs);
+    let state = c.state();
+    let logs = c.logs();
+    eprintln!(
+        "{}: docker stop -t {secs} took {:.3} s, exit {}; docker logs:\n{logs}",
+        c.name,
+        took.as_secs_f64(),
+        state.exit_code
+    );
+    Stopped { took, state, logs }
+}
+
 /// Asserts the phases appear in this order in rinit's log.
 fn assert_phases_in_order(logs: &str, phases: &[&str]) {
     let mut from = 0;
@@ -126,12 +157,9 @@ fn docker_stop_drains_in_about_a_second_and_exits_0() {
         return;
     }
     let image = probe_image();
-    let data = TempDir::new("drain");
-    let c = Container::run(
+    let (c, data) = run_with_data(
         "drain",
         &[
-            "-v",
-            &mount(&data),
             image,
             "/rinit",
             "--grace=8s",
@@ -148,13 +176,7 @@ fn docker_stop_drains_in_about_a_second_and_exits_0() {
         ],
     );
     wait_ready(&data, "ready");
-    let took = c.stop(10);
-    let state = c.state();
-    let logs = c.logs();
-    eprintln!(
-        "docker stop -t 10 took {:.3} s; docker logs:\n{logs}",
-        secs(took)
-    );
+    let Stopped { took, state, logs } = stop_and_read(&c, 10);
     assert_eq!(state.exit_code, 0, "exit code; logs:\n{logs}");
     assert!(
         took >= Duration::from_millis(950) && took < Duration::from_secs(4),
@@ -190,12 +212,9 @@ fn docker_stop_child_ignoring_term_is_killed_by_rinit_at_its_grace() {
         return;
     }
     let image = probe_image();
-    let data = TempDir::new("ignore");
-    let c = Container::run(
+    let (c, data) = run_with_data(
         "ignore",
         &[
-            "-v",
-            &mount(&data),
             image,
             "/rinit",
             "--grace=3s",
@@ -210,13 +229,7 @@ fn docker_stop_child_ignoring_term_is_killed_by_rinit_at_its_grace() {
         ],
     );
     wait_ready(&data, "ready");
-    let took = c.stop(10);
-    let state = c.state();
-    let logs = c.logs();
-    eprintln!(
-        "docker stop -t 10 took {:.3} s; docker logs:\n{logs}",
-        secs(took)
-    );
+    let Stopped { took, state, logs } = stop_and_read(&c, 10);
     assert_eq!(
         state.exit_code, 137,
         "rinit's own escalation; logs:\n{logs}"
@@ -309,8 +322,7 @@ fn shell_form_entrypoint_loses_the_job_rinit_finishes_it() {
     );
 
     // The pitfall.
-    let data = TempDir::new("shell-form-data");
-    let c = Container::run("shell-form", &["-v", &mount(&data), &shell_form]);
+    let (c, data) = run_with_data("shell-form", &[&shell_form]);
     wait_ready(&data, "started");
     let top = c.exec(&["/bin/busybox", "cat", "/proc/1/cmdline"]);
     assert!(
@@ -318,14 +330,7 @@ fn shell_form_entrypoint_loses_the_job_rinit_finishes_it() {
         "sh is PID 1 in the shell-form container: {:?}",
         top.stdout
     );
-    let took = c.stop(3);
-    let state = c.state();
-    let logs = c.logs();
-    eprintln!(
-        "shell form: docker stop -t 3 took {:.3} s, exit {}; logs: {logs:?}",
-        secs(took),
-        state.exit_code
-    );
+    let Stopped { took, state, logs } = stop_and_read(&c, 3);
     assert_eq!(state.exit_code, 137, "Docker's SIGKILL; logs:\n{logs}");
     assert!(
         took >= Duration::from_millis(2900) && took < Duration::from_secs(8),
@@ -343,17 +348,9 @@ fn shell_form_entrypoint_loses_the_job_rinit_finishes_it() {
     assert_eq!(c.signals_sent(), ["15", "9"], "Docker had to SIGKILL");
 
     // The same job under rinit.
-    let data = TempDir::new("under-rinit-data");
-    let c = Container::run("under-rinit", &["-v", &mount(&data), &under_rinit]);
+    let (c, data) = run_with_data("under-rinit", &[&under_rinit]);
     wait_ready(&data, "started");
-    let took = c.stop(3);
-    let state = c.state();
-    let logs = c.logs();
-    eprintln!(
-        "under rinit: docker stop -t 3 took {:.3} s, exit {}; logs:\n{logs}",
-        secs(took),
-        state.exit_code
-    );
+    let Stopped { took, state, logs } = stop_and_read(&c, 3);
     assert_eq!(state.exit_code, 0, "a clean drain; logs:\n{logs}");
     assert!(
         took >= Duration::from_millis(950) && took < Duration::from_millis(2500),
@@ -380,12 +377,9 @@ fn docker_kill_signals_reach_the_child_with_128_plus_n_exit_codes() {
     let image = probe_image();
 
     // USR1 and HUP are forwarded and recorded; TERM then ends it (143).
-    let data = TempDir::new("kill");
-    let c = Container::run(
+    let (c, data) = run_with_data(
         "kill",
         &[
-            "-v",
-            &mount(&data),
             image,
             "/rinit",
             "--",
@@ -571,12 +565,9 @@ fn dockerfile_example_builds_and_drains_under_docker_stop() {
         ctx.path(),
         &[("BASE", &base)],
     );
-    let data = TempDir::new("example-data");
-    let c = Container::run(
+    let (c, data) = run_with_data(
         "example",
         &[
-            "-v",
-            &mount(&data),
             &image,
             "/usr/local/bin/pubsub-gcs-worker",
             "--ready",
@@ -588,13 +579,7 @@ fn dockerfile_example_builds_and_drains_under_docker_stop() {
         ],
     );
     wait_ready(&data, "ready");
-    let took = c.stop(10);
-    let state = c.state();
-    let logs = c.logs();
-    eprintln!(
-        "Dockerfile.example: docker stop took {:.3} s; logs:\n{logs}",
-        secs(took)
-    );
+    let Stopped { took, state, logs } = stop_and_read(&c, 10);
     assert_eq!(state.exit_code, 0, "logs:\n{logs}");
     assert!(took < Duration::from_secs(4), "took {:.3} s", secs(took));
     assert!(data.read("done").starts_with("done "));
@@ -682,18 +667,11 @@ fn design_line_drains_under_docker_stop_t_30() {
         return;
     }
     let image = design_line_image();
-    let data = TempDir::new("design-line-data");
-    let mut args = vec!["-v".to_string(), mount(&data), image];
-    args.extend(SLOW_WORKER.iter().map(|s| s.to_string()));
-    let c = Container::run("design-t30", &args);
+    let mut args = vec![image.as_str()];
+    args.extend(SLOW_WORKER);
+    let (c, data) = run_with_data("design-t30", &args);
     wait_ready(&data, "ready");
-    let took = c.stop(30);
-    let state = c.state();
-    let logs = c.logs();
-    eprintln!(
-        "docker stop -t 30 took {:.3} s; docker logs:\n{logs}",
-        secs(took)
-    );
+    let Stopped { took, state, logs } = stop_and_read(&c, 30);
     assert_eq!(state.exit_code, 0, "logs:\n{logs}");
     assert!(
         took >= Duration::from_secs(12) && took < Duration::from_secs(20),
@@ -831,16 +809,12 @@ fn design_line_under_plain_docker_stop_was_warned_about() {
         return;
     }
     let image = design_line_image();
-    let data = TempDir::new("design-line-plain");
-    let mut args = vec!["-v".to_string(), mount(&data), image];
-    args.extend(SLOW_WORKER.iter().map(|s| s.to_string()));
-    let c = Container::run("design-t10", &args);
+    let mut args = vec![image.as_str()];
+    args.extend(SLOW_WORKER);
+    let (c, data) = run_with_data("design-t10", &args);
     wait_ready(&data, "ready");
     let before_stop = c.logs();
-    let took = c.stop(10);
-    let state = c.state();
-    let logs = c.logs();
-    eprintln!("docker stop took {:.3} s; docker logs:\n{logs}", secs(took));
+    let Stopped { took, state, logs } = stop_and_read(&c, 10);
     assert_design_line_start(&before_stop);
     assert_eq!(state.exit_code, 137, "Docker's SIGKILL; logs:\n{logs}");
     assert!(

@@ -513,13 +513,11 @@ fn refused_configurations(mode: Mode) {
         (&["--log-format=xml"], &[], &["'xml'"]),
     ];
     for (opts, env, needles) in cases {
-        let mut r = Rinit::new(mode, &dir)
+        let done = Rinit::new(mode, &dir)
             .opts(opts.iter().copied())
-            .cmd(["touch", &marker]);
-        for (k, v) in env.iter() {
-            r = r.env(k, v);
-        }
-        let done = r.run();
+            .cmd(["touch", &marker])
+            .envs(env)
+            .run();
         let err = done.stderr.trim_end();
         assert_eq!(done.status, 2, "{opts:?} {env:?}\n{err}");
         assert_eq!(err.lines().count(), 1, "{opts:?}: one line\n{err}");
@@ -815,34 +813,17 @@ fn platform_detection_from_env(mode: Mode) {
     for &(opts, env, platform, kill_after, grace, json) in cases {
         let platform = host(platform, "docker", "none");
         let kill_after = host(kill_after, "10s", "none");
-        let mut r = Rinit::new(mode, &dir)
+        let done = Rinit::new(mode, &dir)
             .opts(opts.iter().copied())
-            .probe(["--exit", "0"]);
-        for (k, v) in env.iter() {
-            r = r.env(k, v);
-        }
-        let done = r.run();
+            .probe(["--exit", "0"])
+            .envs(env)
+            .run();
         let what = format!("{opts:?} {env:?}");
         assert_eq!(done.status, 0, "{what}\n{}", done.stderr);
-        let fields: Vec<(&str, String)> = if json {
-            let lines = done.json();
-            let s = phase(&lines, "start")[0];
-            ["platform", "kill_after", "grace"]
-                .into_iter()
-                .map(|k| (k, s[k].as_str().unwrap_or_default().to_string()))
-                .collect()
-        } else {
-            assert!(
-                !done.stderr.trim_start().starts_with('{'),
-                "{what}: expected text\n{}",
-                done.stderr
-            );
-            let s = text_phase(&done.stderr, "start")[0];
-            ["platform", "kill_after", "grace"]
-                .into_iter()
-                .map(|k| (k, text_field(s, k).unwrap_or_default()))
-                .collect()
-        };
+        let fields: Vec<(&str, String)> = ["platform", "kill_after", "grace"]
+            .into_iter()
+            .zip(done.start_fields(json, &["platform", "kill_after", "grace"]))
+            .collect();
         assert_eq!(
             fields,
             [

@@ -25,32 +25,6 @@ both_modes!(
     cloud_run_maintenance_signals_are_forwarded_and_logged,
 );
 
-/// The start line's fields, from text or JSON.
-fn start_fields(done: &Done, json: bool, keys: &[&str]) -> Vec<String> {
-    if json {
-        let lines = done.json();
-        let s = phase(&lines, "start")
-            .into_iter()
-            .find(|l| l["severity"] == "INFO")
-            .unwrap_or_else(|| panic!("no start line\n{}", done.stderr))
-            .clone();
-        keys.iter()
-            .map(|k| match &s[k] {
-                serde_json::Value::String(v) => v.clone(),
-                v => v.to_string(),
-            })
-            .collect()
-    } else {
-        let s = text_phase(&done.stderr, "start")
-            .into_iter()
-            .find(|l| l.contains(" INFO start: "))
-            .unwrap_or_else(|| panic!("no start line\n{}", done.stderr));
-        keys.iter()
-            .map(|k| text_field(s, k).unwrap_or_default())
-            .collect()
-    }
-}
-
 /// rinit's WARNING lines, as text.
 fn warnings(done: &Done, json: bool) -> Vec<String> {
     if json {
@@ -122,17 +96,15 @@ fn assumed_window_warns_and_starts(mode: Mode) {
     ];
     let dir = TempDir::new("assumed");
     for (opts, env, platform, window, json, settings) in cases {
-        let mut r = Rinit::new(mode, &dir)
+        let done = Rinit::new(mode, &dir)
             .opts(opts.iter().copied())
-            .probe(["--exit", "3"]);
-        for (k, v) in env.iter() {
-            r = r.env(k, v);
-        }
-        let done = r.run();
+            .probe(["--exit", "3"])
+            .envs(env)
+            .run();
         let what = format!("{opts:?} {env:?}\n{}", done.stderr);
         assert_eq!(done.status, 3, "the command ran: {what}");
         assert_eq!(
-            start_fields(&done, *json, &["platform", "kill_after", "window"]),
+            done.start_fields(*json, &["platform", "kill_after", "window"]),
             [*platform, *window, "assumed"],
             "{what}"
         );
@@ -186,18 +158,16 @@ fn stated_or_fitting_window_gives_no_warning(mode: Mode) {
     ];
     let dir = TempDir::new("stated");
     for (opts, env, want) in cases {
-        let mut r = Rinit::new(mode, &dir)
+        let done = Rinit::new(mode, &dir)
             .opts(opts.iter().copied())
             .opts(["--log-format=text"])
-            .probe(["--exit", "0"]);
-        for (k, v) in env.iter() {
-            r = r.env(k, v);
-        }
-        let done = r.run();
+            .probe(["--exit", "0"])
+            .envs(env)
+            .run();
         let what = format!("{opts:?} {env:?}\n{}", done.stderr);
         assert_eq!(done.status, 0, "{what}");
         assert_eq!(
-            start_fields(&done, false, &["kill_after", "window", "grace"]),
+            done.start_fields(false, &["kill_after", "window", "grace"]),
             *want,
             "{what}"
         );

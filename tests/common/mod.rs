@@ -139,6 +139,13 @@ impl Rinit {
         self
     }
 
+    /// Each of `pairs` added to the environment.
+    pub fn envs(mut self, pairs: &[(&str, &str)]) -> Rinit {
+        self.env
+            .extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
     /// Leave out the `--` between the options and the command.
     pub fn no_dashes(mut self) -> Rinit {
         self.dashes = false;
@@ -236,6 +243,33 @@ pub struct Done {
 }
 
 impl Done {
+    /// The `start` line's `keys`, from JSON lines (`json`) or text lines,
+    /// failing if the log is not in that format. Numbers come back as text.
+    pub fn start_fields(&self, json: bool, keys: &[&str]) -> Vec<String> {
+        if json {
+            let lines = self.json();
+            let s = phase(&lines, "start")
+                .into_iter()
+                .find(|l| l["severity"] == "INFO")
+                .unwrap_or_else(|| panic!("no start line\n{}", self.stderr))
+                .clone();
+            keys.iter()
+                .map(|k| match &s[k] {
+                    serde_json::Value::String(v) => v.clone(),
+                    v => v.to_string(),
+                })
+                .collect()
+        } else {
+            let s = text_phase(&self.stderr, "start")
+                .into_iter()
+                .find(|l| l.contains(" INFO start: "))
+                .unwrap_or_else(|| panic!("no text start line\n{}", self.stderr));
+            keys.iter()
+                .map(|k| text_field(s, k).unwrap_or_default())
+                .collect()
+        }
+    }
+
     /// rinit's log lines as JSON objects (every line must parse).
     pub fn json(&self) -> Vec<serde_json::Value> {
         json_lines(&self.stderr)

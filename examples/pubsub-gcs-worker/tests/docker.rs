@@ -22,7 +22,7 @@ use rinit_test_support::docker as docker_support;
 use common::{
     assert_summary_consistent, n, pseudo_random_bytes, GcsKind, TestEnv, TestMessage, PROJECT,
 };
-use docker_support::{assert_static, build, engine, sibling_binary, static_base, Container};
+use docker_support::{build, engine, static_base, Container};
 use rinit_test_support::{root_dir, text_phase, wait_every, TempDir};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -245,18 +245,7 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
 
     // The image: Dockerfile.example itself, from a local stand-in for its
     // distroless base, with this run's static binaries.
-    let worker = common::worker_bin();
-    assert_static(
-        &worker,
-        "the worker must be built static (.cargo/config.toml)",
-    );
-    let rinit = sibling_binary(
-        &worker,
-        "rinit",
-        ["--bin", "rinit"],
-        &[root_dir().join("src"), root_dir().join("Cargo.toml")],
-    );
-    assert_static(&rinit, "rinit must be built static (.cargo/config.toml)");
+    let (worker, rinit) = common::static_binaries();
     let base = static_base();
     let ctx = TempDir::new("worker-image");
     ctx.copy_in(&rinit, "rinit")

@@ -50,9 +50,7 @@ use rinit_test_support::docker as docker_support;
 mod fakes;
 
 use common::{assert_summary_consistent, pseudo_random_bytes, GcsKind, TestEnv, TestMessage};
-use docker_support::{
-    assert_static, build, build_text, engine, sibling_binary, static_base, Container,
-};
+use docker_support::{build, build_text, engine, static_base, Container};
 use fakes::{Certs, Dnsmasq, MetadataServer, Nginx, Upstreams};
 use rinit_test_support::{root_dir, run, wait_every, TempDir};
 use serde_json::{json, Value};
@@ -215,18 +213,7 @@ fn curl_status(
 /// base with `ca` as the whole CA bundle (None: the machine's bundle, as
 /// the stand-in has), and this run's binaries.
 fn worker_image(ca: Option<&Path>) -> String {
-    let worker = common::worker_bin();
-    assert_static(
-        &worker,
-        "the worker must be built static (.cargo/config.toml)",
-    );
-    let rinit = sibling_binary(
-        &worker,
-        "rinit",
-        ["--bin", "rinit"],
-        &[root_dir().join("src"), root_dir().join("Cargo.toml")],
-    );
-    assert_static(&rinit, "rinit must be built static (.cargo/config.toml)");
+    let (worker, rinit) = common::static_binaries();
     let base = match ca {
         None => static_base(),
         Some(ca) => {

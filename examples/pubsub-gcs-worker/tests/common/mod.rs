@@ -14,6 +14,8 @@
 #![allow(dead_code, unused_imports)] // Each test binary uses a different part of it.
 
 use rinit_test_support::ci;
+use rinit_test_support::docker::{assert_static, sibling_binary};
+use rinit_test_support::root_dir;
 pub use rinit_test_support::wait::eventually;
 
 use base64::Engine as _;
@@ -39,6 +41,25 @@ pub fn worker_bin() -> PathBuf {
 /// rinit, built by the same workspace command into the same directory.
 pub fn rinit_bin() -> PathBuf {
     worker_bin().with_file_name("rinit")
+}
+
+/// This run's worker and rinit for a Docker image: both checked static (a
+/// scratch-like image has no loader), rinit built beside the worker if this
+/// run did not build it.
+pub fn static_binaries() -> (PathBuf, PathBuf) {
+    let worker = worker_bin();
+    assert_static(
+        &worker,
+        "the worker must be built static (.cargo/config.toml)",
+    );
+    let rinit = sibling_binary(
+        &worker,
+        "rinit",
+        ["--bin", "rinit"],
+        &[root_dir().join("src"), root_dir().join("Cargo.toml")],
+    );
+    assert_static(&rinit, "rinit must be built static (.cargo/config.toml)");
+    (worker, rinit)
 }
 
 /// Which GCS emulator to run.
