@@ -50,10 +50,24 @@ pub struct Stop {
     pub text: String,
 }
 
-fn usage(msg: impl std::fmt::Display) -> Stop {
+/// The usage error the user sees for `msg`: one line on stderr, exit 2.
+///
+/// Messages quote what the user gave, which can hold a newline, a carriage
+/// return or a terminal escape; those are written escaped (`\n`), so a
+/// rejection is always exactly one line (found by fuzzing, issue 13).
+pub fn usage(msg: impl std::fmt::Display) -> Stop {
+    let mut text = String::from("rinit: ");
+    for c in msg.to_string().chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            text.extend(c.escape_default());
+        } else {
+            text.push(c);
+        }
+    }
+    text.push_str(" (see 'rinit --help')");
     Stop {
         status: USAGE,
-        text: format!("rinit: {msg} (see 'rinit --help')"),
+        text,
     }
 }
 
@@ -533,6 +547,24 @@ pub fn parse_sequence(
     Ok(stages)
 }
 
+/// A resolved stop sequence written back as `--stop-sequence` text, each
+/// offset counted from the end of `pre_stop`: the inverse of
+/// `parse_sequence`, so `parse_sequence(&sequence_text(s, p), grace, p)` is
+/// `s` again. The fuzz targets check that round trip (fuzz/, issue 13).
+pub fn sequence_text(stages: &[Stage], pre_stop: Duration) -> String {
+    let steps: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            format!(
+                "{}@{}",
+                signals::name(s.signo),
+                fmt(s.at.saturating_sub(pre_stop))
+            )
+        })
+        .collect();
+    steps.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,6 +643,31 @@ mod tests {
             e.text
         );
         assert_eq!(run(&[]).unwrap_err().status, 2);
+    }
+
+    /// A value with a newline, carriage return, escape or line separator in
+    /// it is quoted escaped: still one line, still naming the value.
+    #[test]
+    fn rejections_are_one_line_whatever_the_value() {
+        for args in [
+            &["-\n", "x"][..],
+            &["--grace=1\nx", "x"],
+            &["--rewrite", "\r", "x"],
+            &["--log-format=\u{1b}[2J", "x"],
+            &["--preset=a\u{2028}b", "x"],
+        ] {
+            let e = run(args).unwrap_err();
+            assert_eq!(e.status, 2);
+            assert!(
+                !e.text
+                    .chars()
+                    .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+                "{:?}",
+                e.text
+            );
+        }
+        let e = run(&["--grace=1\nx", "x"]).unwrap_err();
+        assert!(e.text.contains(r"--grace='1\nx'"), "{}", e.text);
     }
 
     #[test]
@@ -741,6 +798,14 @@ mod tests {
         assert!(parse_sequence("TERM", Some(S(10)), S(0)).is_err());
         assert!(parse_sequence("NOPE@1s", Some(S(10)), S(0)).is_err());
         assert!(parse_sequence("", Some(S(10)), S(0)).is_err());
+    }
+
+    #[test]
+    fn sequence_prints_back_to_itself() {
+        let seq = parse_sequence("term@0s, QUIT@-3s,usr1@1.5s", Some(S(10)), S(1)).unwrap();
+        let text = sequence_text(&seq, S(1));
+        assert_eq!(text, "SIGTERM@0s,SIGUSR1@1s500ms,SIGQUIT@6s");
+        assert_eq!(parse_sequence(&text, Some(S(10)), S(1)), Ok(seq));
     }
 
     #[test]

@@ -235,6 +235,12 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Parses a humantime duration (`25s`, `1m30s`, `500ms`) for `what`
 /// (`--grace`, ...), refusing anything over `MAX_DURATION`.
 pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
+    if seconds_bound(text) > 1 << 63 {
+        return Err(format!(
+            "{what}='{text}' is longer than the {} rinit accepts",
+            fmt(MAX_DURATION)
+        ));
+    }
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("{what}='{text}' is not a duration such as 25s, 1m30s or 500ms: {e}")
     })?;
@@ -245,6 +251,56 @@ pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// An upper bound of the seconds humantime adds up for `text`, checked
+/// before humantime sees it. humantime 2.4 panics (an overflow in
+/// `Duration::new`) when its running total reaches `u64::MAX` seconds and a
+/// carried second is added ("0.5s18446744073709551615.5s", found by
+/// fuzzing, issue 13); rinit's release build aborts on a panic. Below 2^63
+/// seconds that cannot happen, and every duration rinit accepts is far
+/// below: each number counts as years unless its unit is below a second.
+/// Numbers are read as humantime reads them: whitespace between digits
+/// joins them ("1 2s" is 12s); a fraction adds less than one unit.
+fn seconds_bound(text: &str) -> u128 {
+    const YEAR_NS: u128 = 31_557_600 * 1_000_000_000;
+    let mut total_ns: u128 = 0;
+    let mut chars = text.chars().peekable();
+    while chars.peek().is_some() {
+        let (mut n, mut fraction, mut progress) = (0u128, false, false);
+        while let Some(&c) = chars.peek() {
+            match c.to_digit(10) {
+                // Fraction digits add less than the one unit counted below.
+                Some(d) if !fraction => n = n.saturating_mul(10).saturating_add(d.into()),
+                Some(_) => {}
+                None if c == '.' && !fraction => fraction = true,
+                None if c.is_whitespace() => {}
+                None => break,
+            }
+            progress = true;
+            chars.next();
+        }
+        let mut unit = String::new();
+        while let Some(&c) = chars.peek().filter(|c| c.is_alphabetic()) {
+            unit.push(c);
+            chars.next();
+        }
+        let unit_ns: u128 = if unit.starts_with('n') {
+            1
+        } else if unit.starts_with(['u', 'µ']) {
+            1_000
+        } else if unit.starts_with("ms") || unit.starts_with("milli") {
+            1_000_000
+        } else {
+            YEAR_NS
+        };
+        total_ns = total_ns.saturating_add(n.saturating_add(1).saturating_mul(unit_ns));
+        if !progress && unit.is_empty() {
+            // Neither a number nor a unit ('-', '+', ...): humantime refuses it.
+            chars.next();
+        }
+    }
+    total_ns / 1_000_000_000
 }
 
 /// Formats a duration the way it is written on the command line (`25s`, `1m 30s`).
@@ -390,6 +446,39 @@ mod tests {
                 assert!(w.contains(needle), "{needle:?} not in {w}");
             }
             assert!(!w.contains('\n'), "one line: {w}");
+        }
+    }
+
+    /// humantime panics on a total of u64::MAX seconds plus a carried
+    /// second; such a text is refused before it gets there, and every
+    /// duration up to the limit, in any unit, still parses.
+    #[test]
+    fn absurd_durations_are_refused_not_a_panic() {
+        for t in [
+            "0.5s18446744073709551615.5s",
+            "0.5s 18446744073709551615.5s",
+            "18446744073709551615s.5s.5s",
+            "584542046090y 1s .5s .5s",
+            "1 8446744073709551615 s .5s .5s",
+        ] {
+            let e = parse_duration("--grace", t).unwrap_err();
+            assert!(
+                e.contains("longer than") || e.contains("not a duration"),
+                "{t}: {e}"
+            );
+        }
+        for (t, secs) in [
+            ("31536000000000000ns", 31_536_000),
+            ("31536000000000us", 31_536_000),
+            ("31536000000ms", 31_536_000),
+            ("31536000s", 31_536_000),
+            ("365d", 31_536_000),
+            ("52w 1d", 31_536_000),
+            ("1h 30m", 5400),
+            ("1 2s", 12),
+            ("1.999999999s 1ns", 2),
+        ] {
+            assert_eq!(parse_duration("--grace", t), Ok(S(secs)), "{t}");
         }
     }
 

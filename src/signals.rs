@@ -97,7 +97,8 @@ pub fn parse(text: &str, allow_zero: bool) -> Result<i32, String> {
         } else {
             rest.strip_prefix(['+', '-'])?.parse::<i32>().ok()?
         };
-        let n = base + sign * off;
+        // Checked: an offset near i32::MAX would overflow (found by fuzzing).
+        let n = base.checked_add(sign.checked_mul(off)?)?;
         (rtmin()..=rtmax()).contains(&n).then_some(n)
     };
     let parsed = match bare {
@@ -313,6 +314,19 @@ mod tests {
         assert!(parse("SIGFOO", false).is_err());
         assert!(parse("SIG", false).is_err());
         assert!(parse("99", false).is_err());
+    }
+
+    /// Real-time offsets that overflow an i32 are refused, not wrapped.
+    #[test]
+    fn huge_realtime_offsets() {
+        for t in [
+            "RTMIN+2147483647",
+            "RTMAX--2147483648",
+            "SIGRTMIN+-2147483648",
+        ] {
+            let e = parse(t, false).unwrap_err();
+            assert!(e.contains("not a signal name"), "{t}: {e}");
+        }
     }
 
     #[test]
