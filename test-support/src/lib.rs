@@ -1,7 +1,8 @@
 //! What rinit's tests and the reference worker's tests share, in one place so
 //! that each rule exists once: a temp dir, a poll with a deadline, reading
 //! /proc, reading rinit's log lines (one strictness), deciding "is this CI?"
-//! (one rule), running commands with a timeout, and the Docker helpers.
+//! (one rule), running commands with a timeout, the Docker helpers, and a
+//! fault-injecting proxy.
 //!
 //! Test code: it panics with a message instead of returning errors, since a
 //! failed helper is a failed test.
@@ -9,6 +10,7 @@
 pub mod ci;
 pub mod cmd;
 pub mod docker;
+pub mod faultproxy;
 pub mod fs;
 pub mod logs;
 pub mod procfs;

@@ -51,6 +51,22 @@ pub fn all_processes() -> Vec<Stat> {
         .unwrap_or_default()
 }
 
+/// CPU time `pid` has used so far, all threads, user plus system
+/// (/proc/PID/stat fields 14 and 15): how the fault tests tell a waiting
+/// process from a hot loop.
+pub fn cpu_time(pid: i32) -> Option<std::time::Duration> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest: Vec<&str> = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    // rest[0] is field 3, so utime (14) and stime (15) are rest[11] and rest[12].
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    Some(std::time::Duration::from_millis(ticks * 1000 / hz.max(1)))
+}
+
 pub fn children(pid: i32) -> Vec<Stat> {
     all_processes()
         .into_iter()

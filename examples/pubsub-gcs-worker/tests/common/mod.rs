@@ -13,6 +13,8 @@
 //! reqwest), so tests are plain `#[test]` functions.
 #![allow(dead_code, unused_imports)] // Each test binary uses a different part of it.
 
+pub mod containers;
+
 use rinit_test_support::ci;
 use rinit_test_support::docker::{assert_static, sibling_binary};
 use rinit_test_support::root_dir;
@@ -292,6 +294,15 @@ impl TestEnv {
         Some(env)
     }
 
+    /// [`TestEnv::start`] with fake-gcs-server, then a topic, a
+    /// subscription to it (10 s ack deadline) and a bucket.
+    pub fn start_with(topic: &str, sub: &str, bucket: &str) -> Option<TestEnv> {
+        let mut env = TestEnv::start(GcsKind::FakeGcs)?;
+        env.create_topic_and_subscription(topic, sub, 10);
+        env.create_bucket(bucket);
+        Some(env)
+    }
+
     fn start_pubsub(&mut self) {
         let jar = self.installed.pubsub_jar.clone();
         let cp = match shim_dir(&jar, &self.work) {
@@ -426,6 +437,21 @@ impl TestEnv {
         for b in self.buckets.clone() {
             self.create_bucket_inner(&b);
         }
+    }
+
+    /// Kills the Pub/Sub emulator (SIGKILL). It keeps everything in memory:
+    /// topics, subscriptions and undelivered messages are gone with it.
+    pub fn kill_pubsub(&mut self) {
+        self.pubsub = None;
+    }
+
+    /// Starts the Pub/Sub emulator again on the same port and waits until it
+    /// answers; it starts empty. Its message IDs start again at 1, which the
+    /// real service never does: a caller that publishes again must make
+    /// sure new IDs do not collide with the objects of earlier ones.
+    pub fn restart_pubsub(&mut self) {
+        self.start_pubsub();
+        self.wait_ready();
     }
 
     fn call(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
@@ -794,6 +820,15 @@ impl Running {
         }
     }
 
+    /// The JSON lines (`LOG_FORMAT=json`) whose message is `message`.
+    pub fn messages(&self, message: &str) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(&l[l.find('{')?..]).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
     /// The worker's JSON summary line (requires `LOG_FORMAT=json`).
     pub fn summary(&self) -> Value {
         let line = self
@@ -828,6 +863,87 @@ impl TestEnv {
             .env("LOG_FORMAT", "json")
             .env("LEASE_EXTENSION", "10s")
             .env("RUST_LOG", "warn,pubsub_gcs_worker=debug");
+    }
+}
+
+impl TestEnv {
+    /// Every published message (`ids[i]` is `msgs[i]`) stored exactly once:
+    /// one object per message ID and no other, with the payload's bytes and
+    /// attributes; and nothing left to deliver on `sub`.
+    pub fn assert_stored_exactly_once(
+        &self,
+        bucket: &str,
+        sub: &str,
+        ids: &[String],
+        msgs: &[TestMessage],
+    ) {
+        let objects = self.list_objects(bucket);
+        let names: std::collections::BTreeSet<_> = objects.iter().map(|o| o.name.clone()).collect();
+        let want: std::collections::BTreeSet<_> = ids.iter().cloned().collect();
+        assert_eq!(want.len(), ids.len(), "message IDs are unique");
+        assert_eq!(objects.len(), ids.len(), "exactly one object per message");
+        assert_eq!(names, want, "the objects are the published messages");
+        let by_name: HashMap<_, _> = objects.iter().map(|o| (o.name.as_str(), o)).collect();
+        for (id, m) in ids.iter().zip(msgs) {
+            let o = by_name[id.as_str()];
+            assert_eq!(o.size, m.data.len() as u64, "size of {id}");
+            assert!(self.read_object(bucket, id) == m.data, "bytes of {id}");
+            for (k, v) in &m.attributes {
+                let key = format!("pubsub-attr-{k}");
+                assert_eq!(o.metadata.get(&key), Some(v), "{key} of {id}: {o:?}");
+            }
+        }
+        assert_eq!(
+            self.remaining_message_ids(sub),
+            Vec::<String>::new(),
+            "subscription drained"
+        );
+    }
+}
+
+/// Message number `i` of a flow: text, binary and empty-with-attributes
+/// payloads, some of them tens of KB so that writes are in flight when a
+/// stop or a fault lands; attribute `i` says which it is.
+pub fn mixed_message(i: u64) -> TestMessage {
+    let m = match i % 5 {
+        0 => TestMessage::new(Vec::new()).attr("kind", "empty"),
+        1 | 2 => {
+            let mut b = pseudo_random_bytes(i, 1 + (i as usize * 7919) % 65536);
+            b[0] = 0xff;
+            TestMessage::new(b).attr("kind", "binary")
+        }
+        _ => TestMessage::new(format!("message {i} ✓")).attr("kind", "text"),
+    };
+    m.attr("i", &i.to_string())
+}
+
+impl TestEnv {
+    /// A steady flow for a publisher thread: `backlog` messages at once,
+    /// then `per_tick` every `tick` ([`mixed_message`] numbering), until
+    /// `publishing` is cleared. Returns the IDs and the messages, in order.
+    pub fn publish_until(
+        &self,
+        topic: &str,
+        backlog: u64,
+        per_tick: u64,
+        tick: Duration,
+        publishing: &std::sync::atomic::AtomicBool,
+    ) -> (Vec<String>, Vec<TestMessage>) {
+        let (mut ids, mut msgs) = (Vec::new(), Vec::new());
+        let mut i = 0u64;
+        while publishing.load(std::sync::atomic::Ordering::Relaxed) {
+            let n = if i == 0 {
+                backlog.max(per_tick)
+            } else {
+                per_tick
+            };
+            let batch: Vec<_> = (i..i + n).map(mixed_message).collect();
+            i += n;
+            ids.extend(self.publish(topic, &batch));
+            msgs.extend(batch);
+            std::thread::sleep(tick);
+        }
+        (ids, msgs)
     }
 }
 
