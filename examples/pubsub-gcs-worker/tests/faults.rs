@@ -61,29 +61,89 @@ fn start_worker(env: &TestEnv, pubsub: &str, storage: &str, extra: &[(&str, &str
     w
 }
 
-/// Sleeps `window` and returns the worker's CPU over it, as a share of one
-/// core; fails above [`CPU_BOUND`].
+/// The worker's CPU time (all threads, user + system) from a start point.
+struct CpuMeter {
+    pid: i32,
+    before: Duration,
+    t0: Instant,
+}
+
+impl CpuMeter {
+    fn start(w: &Running) -> CpuMeter {
+        let pid = w.pid() as i32;
+        CpuMeter {
+            pid,
+            before: cpu_time(pid).expect("worker's /proc/PID/stat"),
+            t0: Instant::now(),
+        }
+    }
+
+    /// The CPU used since the start, as a share of one core; fails above
+    /// [`CPU_BOUND`].
+    fn assert_idle(&self, what: &str) -> f64 {
+        let used = cpu_time(self.pid).expect("worker's /proc/PID/stat") - self.before;
+        let wall = self.t0.elapsed();
+        let share = used.as_secs_f64() / wall.as_secs_f64();
+        eprintln!(
+            "{what}: worker CPU {} ms over {:.1} s = {:.2}% of one core (bound {:.0}%)",
+            used.as_millis(),
+            wall.as_secs_f64(),
+            share * 100.0,
+            CPU_BOUND * 100.0
+        );
+        assert!(
+            share < CPU_BOUND,
+            "{what}: the worker used {:.1}% of a core while the service was down (bound {:.0}%)",
+            share * 100.0,
+            CPU_BOUND * 100.0
+        );
+        share
+    }
+}
+
+/// Sleeps `window`; returns the worker's CPU over it (see [`CpuMeter`]).
 fn assert_no_hot_loop(w: &Running, window: Duration, what: &str) -> f64 {
-    let pid = w.pid() as i32;
-    let before = cpu_time(pid).expect("worker's /proc/PID/stat");
-    let t0 = Instant::now();
+    let meter = CpuMeter::start(w);
     std::thread::sleep(window);
-    let used = cpu_time(pid).expect("worker's /proc/PID/stat") - before;
-    let share = used.as_secs_f64() / t0.elapsed().as_secs_f64();
-    eprintln!(
-        "{what}: worker CPU {} ms over {:.1} s = {:.2}% of one core (bound {:.0}%)",
-        used.as_millis(),
-        t0.elapsed().as_secs_f64(),
-        share * 100.0,
-        CPU_BOUND * 100.0
-    );
-    assert!(
-        share < CPU_BOUND,
-        "{what}: the worker used {:.1}% of a core while the service was down (bound {:.0}%)",
-        share * 100.0,
-        CPU_BOUND * 100.0
-    );
-    share
+    meter.assert_idle(what)
+}
+
+/// What one scenario measured: a row of `bench/faults`' table.
+struct Row {
+    what: &'static str,
+    injected: String,
+    window: Duration,
+    cpu: f64,
+}
+
+impl Row {
+    /// Prints the row, with the figures known at the end (recovery: from
+    /// the end of the fault until every message was acked), and appends it
+    /// to RINIT_FAULTS_REPORT when set. Lost and extra objects are counted
+    /// here, before the exactly-once assertion, so the table shows them.
+    fn finish(self, env: &TestEnv, ids: &[String], recovery: Duration, s: &Value) {
+        let (lost, extra) = env.lost_and_extra(BUCKET, ids);
+        let row = format!(
+            "| {} | {} | {:.0} s | {:.2}% | {:.1} s | {} | {lost} | {extra} | {} |\n",
+            self.what,
+            self.injected,
+            self.window.as_secs_f64(),
+            self.cpu * 100.0,
+            recovery.as_secs_f64(),
+            ids.len(),
+            n(s, "already_present"),
+        );
+        eprint!("{row}");
+        if let Ok(path) = std::env::var("RINIT_FAULTS_REPORT") {
+            use std::io::Write as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(row.as_bytes()))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    }
 }
 
 /// The WARN lines `message` (at least one), each naming `endpoint` and an
@@ -161,6 +221,8 @@ struct StorageFault {
     /// The health line's message and a word of its error.
     warning: &'static str,
     needle: &'static str,
+    /// What was injected, from the proxy's counts, for the table.
+    injected: fn(&FaultProxy) -> String,
 }
 
 /// What a [`StorageFault`] left to check.
@@ -182,7 +244,7 @@ fn storage_fault(f: StorageFault) -> Option<Outcome> {
     (f.apply)(&proxy);
     let storage = format!("http://{}", proxy.host());
     let w = start_worker(&env, &env.pubsub_host(), &storage, f.env);
-    assert_no_hot_loop(&w, f.window, f.what);
+    let cpu = assert_no_hot_loop(&w, f.window, f.what);
     let warned = assert_warned(&w, f.warning, &storage, f.needle);
     eprintln!("{}: {} WARN lines: {}", f.what, warned.len(), warned[0]);
     assert!(
@@ -206,6 +268,13 @@ fn storage_fault(f: StorageFault) -> Option<Outcome> {
     std::thread::sleep(Duration::from_millis(500));
     let s = stop(w);
     eprintln!("{}: summary {s}", f.what);
+    let row = Row {
+        what: f.what,
+        injected: (f.injected)(&proxy),
+        window: f.window,
+        cpu,
+    };
+    row.finish(&env, &ids, recovery, &s);
     env.assert_stored_exactly_once(BUCKET, SUB, &ids, &msgs);
     assert_eq!(n(&s, "stored"), BACKLOG, "each message confirmed once: {s}");
     Some(Outcome {
@@ -235,6 +304,10 @@ fn storage_500_503_429_bursts() {
         env: &[],
         warning: "Cloud Storage unavailable (unavailable)",
         needle: "HTTP ",
+        injected: |p| {
+            let [a, b, c] = [500, 503, 429].map(|code| p.applied(Fault::Status(code)));
+            format!("{a}× 500, {b}× 503, {c}× 429")
+        },
     })
     else {
         return;
@@ -265,6 +338,13 @@ fn storage_connection_resets_mid_upload() {
         env: &[],
         warning: "Cloud Storage unavailable (unavailable)",
         needle: "",
+        injected: |p| {
+            format!(
+                "{} uploads reset mid-body, {} reset after the write",
+                p.applied(Fault::ResetMidRequest),
+                p.applied(Fault::ResetBeforeResponse)
+            )
+        },
     })
     else {
         return;
@@ -291,6 +371,12 @@ fn storage_slower_than_write_attempt_timeout() {
         env: &[("WRITE_ATTEMPT_TIMEOUT", "1s")],
         warning: "Cloud Storage unavailable (timeout)",
         needle: "timed out after 1s",
+        injected: |p| {
+            format!(
+                "{} answers held 3 s (attempt timeout 1 s)",
+                p.applied(Fault::Delay(Duration::from_secs(3)))
+            )
+        },
     })
     else {
         return;
@@ -311,6 +397,7 @@ fn storage_30s_outage() {
         env: &[],
         warning: "Cloud Storage unavailable (connection_refused)",
         needle: "connection refused",
+        injected: |_| "port closed 30 s (connection refused)".to_string(),
     }) else {
         return;
     };
@@ -345,7 +432,7 @@ fn pubsub_stream_cut_mid_flight() {
     // Each write held 100 ms: writes are in flight when a cut lands.
     storage.set_default(Fault::Delay(Duration::from_millis(100)));
     let publishing = AtomicBool::new(true);
-    let (w, ids, msgs) = std::thread::scope(|scope| {
+    let (w, ids, msgs, cpu, healed) = std::thread::scope(|scope| {
         let publisher = scope
             .spawn(|| env.publish_until(TOPIC, 20, 4, Duration::from_millis(100), &publishing));
         let w = start_worker(
@@ -361,15 +448,26 @@ fn pubsub_stream_cut_mid_flight() {
             assert!(cut > 0, "no open Pub/Sub connection to cut");
         }
         pubsub.refuse(true);
-        assert_no_hot_loop(&w, PUBSUB_OUTAGE, "Pub/Sub refused after the cuts");
+        let cpu = assert_no_hot_loop(&w, PUBSUB_OUTAGE, "Pub/Sub refused after the cuts");
         pubsub.heal();
+        let healed = Instant::now();
         std::thread::sleep(Duration::from_secs(2));
         publishing.store(false, Ordering::Relaxed);
         let (ids, msgs) = publisher.join().expect("publisher thread");
-        (w, ids, msgs)
+        (w, ids, msgs, cpu, healed)
     });
     eprintln!("published {} messages", ids.len());
-    assert_pubsub_recovered_exactly_once(&env, w, &pubsub, &ids, &msgs);
+    let row = Row {
+        what: "Pub/Sub stream cut (RST) mid-flight, then refused",
+        injected: format!(
+            "5 cuts ({} sockets reset), then port closed {} s",
+            pubsub.resets(),
+            PUBSUB_OUTAGE.as_secs()
+        ),
+        window: PUBSUB_OUTAGE,
+        cpu,
+    };
+    assert_pubsub_recovered_exactly_once(&env, w, &pubsub, (&ids, &msgs), row, healed);
 }
 
 /// The Pub/Sub emulator killed (SIGKILL) with 40 messages leased and being
@@ -401,30 +499,20 @@ fn pubsub_emulator_killed_and_restarted() {
     pubsub.refuse(true);
     env.kill_pubsub();
     let killed = Instant::now();
-    let before = cpu_time(w.pid() as i32).expect("worker's /proc/PID/stat");
+    let meter = CpuMeter::start(&w);
     env.restart_pubsub();
-    eprintln!("emulator restarted in {} ms", killed.elapsed().as_millis());
+    let restart = killed.elapsed();
+    eprintln!("emulator restarted in {} ms", restart.as_millis());
     env.create_topic_and_subscription(TOPIC, SUB, 10);
     // The restarted emulator numbers messages from 1 again; burn the IDs
     // the first run used, so that new messages get new object names.
     env.create_topic_and_subscription("topic-burn", "sub-burn", 10);
     env.publish("topic-burn", &first);
     std::thread::sleep(PUBSUB_OUTAGE.saturating_sub(killed.elapsed()));
-    let used = cpu_time(w.pid() as i32).expect("worker's /proc/PID/stat") - before;
-    let share = used.as_secs_f64() / killed.elapsed().as_secs_f64();
-    eprintln!(
-        "Pub/Sub down {:.1} s: worker CPU {} ms = {:.2}% of one core (bound {:.0}%)",
-        killed.elapsed().as_secs_f64(),
-        used.as_millis(),
-        share * 100.0,
-        CPU_BOUND * 100.0
-    );
-    assert!(
-        share < CPU_BOUND,
-        "worker CPU {:.1}% while Pub/Sub was down",
-        share * 100.0
-    );
+    let cpu = meter.assert_idle("Pub/Sub emulator killed and restarting");
+    let down = killed.elapsed();
     pubsub.heal();
+    let healed = Instant::now();
 
     let second: Vec<TestMessage> = (40..80).map(mixed_message).collect();
     let second_ids = env.publish(TOPIC, &second);
@@ -434,7 +522,17 @@ fn pubsub_emulator_killed_and_restarted() {
     );
     ids.extend(second_ids);
     let msgs: Vec<TestMessage> = first.into_iter().chain(second).collect();
-    assert_pubsub_recovered_exactly_once(&env, w, &pubsub, &ids, &msgs);
+    let row = Row {
+        what: "Pub/Sub emulator killed and restarted",
+        injected: format!(
+            "SIGKILL with 40 leased, restarted in {:.1} s, port closed {:.0} s",
+            restart.as_secs_f64(),
+            down.as_secs_f64()
+        ),
+        window: down,
+        cpu,
+    };
+    assert_pubsub_recovered_exactly_once(&env, w, &pubsub, (&ids, &msgs), row, healed);
 }
 
 /// After a Pub/Sub fault: the outage was reported (connection refused at
@@ -445,8 +543,9 @@ fn assert_pubsub_recovered_exactly_once(
     env: &TestEnv,
     w: Running,
     pubsub: &FaultProxy,
-    ids: &[String],
-    msgs: &[TestMessage],
+    (ids, msgs): (&[String], &[TestMessage]),
+    row: Row,
+    healed: Instant,
 ) {
     assert_warned(
         &w,
@@ -456,11 +555,16 @@ fn assert_pubsub_recovered_exactly_once(
     );
     let back = assert_recovered(&w, "Pub/Sub");
     eprintln!("Pub/Sub back: {back}");
-    let took = wait_acked(&w, ids, Duration::from_secs(90));
-    eprintln!("every message acked {} ms later", took.as_millis());
+    wait_acked(&w, ids, Duration::from_secs(90));
+    let recovery = healed.elapsed();
+    eprintln!(
+        "every message acked {} ms after the fault ended",
+        recovery.as_millis()
+    );
     std::thread::sleep(Duration::from_millis(500));
     let s = stop(w);
     eprintln!("summary {s}");
+    row.finish(env, ids, recovery, &s);
     env.assert_stored_exactly_once(BUCKET, SUB, ids, msgs);
     assert_eq!(
         n(&s, "created"),

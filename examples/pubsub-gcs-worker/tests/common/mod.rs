@@ -867,6 +867,21 @@ impl TestEnv {
 }
 
 impl TestEnv {
+    /// How far `bucket` is from one object per message of `ids`: published
+    /// IDs with no object (lost), and objects that are no published ID
+    /// (extra). For reports; [`TestEnv::assert_stored_exactly_once`] checks.
+    pub fn lost_and_extra(&self, bucket: &str, ids: &[String]) -> (usize, usize) {
+        let names: std::collections::BTreeSet<String> = self
+            .list_objects(bucket)
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        let published: std::collections::BTreeSet<&String> = ids.iter().collect();
+        let lost = published.iter().filter(|id| !names.contains(**id)).count();
+        let extra = names.iter().filter(|n| !published.contains(n)).count();
+        (lost, extra)
+    }
+
     /// Every published message (`ids[i]` is `msgs[i]`) stored exactly once:
     /// one object per message ID and no other, with the payload's bytes and
     /// attributes; and nothing left to deliver on `sub`.
