@@ -146,6 +146,8 @@ struct Shared {
     http: bool,
     plan: Mutex<Plan>,
     refusing: AtomicBool,
+    /// Set by the accept loop: whether the port is bound right now.
+    listening: AtomicBool,
     stop: AtomicBool,
     socks: Mutex<Vec<Weak<Sock>>>,
     /// Faults applied so far, by fault.
@@ -212,6 +214,7 @@ impl FaultProxy {
                 default: Fault::Pass,
             }),
             refusing: AtomicBool::new(false),
+            listening: AtomicBool::new(true),
             stop: AtomicBool::new(false),
             socks: Mutex::new(Vec::new()),
             applied: Mutex::new(HashMap::new()),
@@ -312,7 +315,7 @@ impl FaultProxy {
         }
         // Wait until the accept loop has closed or reopened the port.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() == on {
+        while self.shared.listening.load(Ordering::SeqCst) == on {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the fault proxy's port did not {}",
@@ -348,6 +351,7 @@ fn accept_loop(listener: TcpListener, port: u16, sh: Arc<Shared>) {
         if refusing {
             // Dropping the listener resets what waits in its backlog.
             listener = None;
+            sh.listening.store(false, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
@@ -356,6 +360,7 @@ fn accept_loop(listener: TcpListener, port: u16, sh: Arc<Shared>) {
             listener = TcpListener::bind(("127.0.0.1", port)).ok();
             if let Some(l) = &listener {
                 let _ = l.set_nonblocking(true);
+                sh.listening.store(true, Ordering::SeqCst);
             }
             continue;
         };
