@@ -567,3 +567,61 @@ fn copy_body(r: &mut impl BufRead, body: &Body, to: Option<&Sock>) -> io::Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream answering each connection's first read with a fixed HTTP
+    /// response, then closing.
+    fn upstream() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            }
+        });
+        port
+    }
+
+    fn get(port: u16) -> io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn http_statuses_then_pass() {
+        let p = FaultProxy::http(upstream());
+        p.inject(Fault::Status(503), 1);
+        assert!(get(p.port()).unwrap().starts_with("HTTP/1.1 503 "));
+        assert!(get(p.port()).unwrap().starts_with("HTTP/1.1 200 OK"));
+        assert_eq!(p.applied(Fault::Status(503)), 1);
+        assert_eq!(p.applied(Fault::Pass), 1);
+    }
+
+    #[test]
+    fn a_reset_is_an_rst_and_refuse_is_refused() {
+        let p = FaultProxy::tcp(upstream());
+        let mut s = TcpStream::connect(("127.0.0.1", p.port())).unwrap();
+        // Connected through to the upstream, which now waits for a read.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(p.reset_all(), 2, "the client and upstream sockets");
+        let mut buf = [0u8; 16];
+        let e = s.read(&mut buf).expect_err("read after the reset");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+
+        p.refuse(true);
+        let e = TcpStream::connect(("127.0.0.1", p.port())).expect_err("refused");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        p.heal();
+        assert!(get(p.port()).unwrap().ends_with("ok"));
+    }
+}
