@@ -262,12 +262,12 @@ pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
 /// below: each number counts as years unless its unit is below a second.
 /// Numbers are read as humantime reads them: whitespace between digits
 /// joins them ("1 2s" is 12s); a fraction adds less than one unit.
-fn seconds_bound(text: &str) -> u128 {
-    const YEAR_NS: u128 = 31_557_600 * 1_000_000_000;
-    let mut total_ns: u128 = 0;
+fn seconds_bound(text: &str) -> u64 {
+    const YEAR: u64 = 31_557_600;
+    let mut total: u64 = 0;
     let mut chars = text.chars().peekable();
     while chars.peek().is_some() {
-        let (mut n, mut fraction, mut progress) = (0u128, false, false);
+        let (mut n, mut fraction, mut progress) = (0u64, false, false);
         while let Some(&c) = chars.peek() {
             match c.to_digit(10) {
                 // Fraction digits add less than the one unit counted below.
@@ -281,26 +281,29 @@ fn seconds_bound(text: &str) -> u128 {
             chars.next();
         }
         let mut unit = String::new();
-        while let Some(&c) = chars.peek().filter(|c| c.is_alphabetic()) {
+        while let Some(&c) = chars
+            .peek()
+            .filter(|&&c| c.is_ascii_alphabetic() || c == 'µ')
+        {
             unit.push(c);
             chars.next();
         }
-        let unit_ns: u128 = if unit.starts_with('n') {
-            1
+        let secs = if unit.starts_with('n') {
+            n / 1_000_000_000 + 1
         } else if unit.starts_with(['u', 'µ']) {
-            1_000
+            n / 1_000_000 + 1
         } else if unit.starts_with("ms") || unit.starts_with("milli") {
-            1_000_000
+            n / 1_000 + 1
         } else {
-            YEAR_NS
+            n.saturating_add(1).saturating_mul(YEAR)
         };
-        total_ns = total_ns.saturating_add(n.saturating_add(1).saturating_mul(unit_ns));
+        total = total.saturating_add(secs);
         if !progress && unit.is_empty() {
             // Neither a number nor a unit ('-', '+', ...): humantime refuses it.
             chars.next();
         }
     }
-    total_ns / 1_000_000_000
+    total
 }
 
 /// Formats a duration the way it is written on the command line (`25s`, `1m 30s`).
