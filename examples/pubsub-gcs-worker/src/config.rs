@@ -182,10 +182,18 @@ fn first_line_of_clap_error(e: &clap::Error) -> String {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("invalid command line");
-    format!(
-        "configuration error: {}",
-        line.trim_start_matches("error: ")
-    )
+    // clap quotes the argument as given; a control character in it (an
+    // escape, a carriage return) is written escaped, so the error stays one
+    // line (found by fuzzing, issue 13).
+    let mut out = String::from("configuration error: ");
+    for c in line.trim_start_matches("error: ").chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -389,11 +397,62 @@ fn positive(what: &str, v: &str, max: usize) -> Result<usize, ConfigError> {
 /// here is a timeout or a hold.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
-    let d = match humantime::parse_duration(v) {
-        Ok(d) => d,
-        Err(_) => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
+    // humantime 2.4 panics when absurd values add up to u64::MAX seconds
+    // plus a carried second ("0.5s18446744073709551615.5s", found by
+    // fuzzing, issue 13): such texts are tried as bare seconds only.
+    let humantime_safe = humantime_bound_secs(v) < 1 << 63;
+    let d = match humantime_safe.then(|| humantime::parse_duration(v)) {
+        Some(Ok(d)) => d,
+        _ => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
     };
     (!d.is_zero() && d <= Duration::from_secs(86_400)).then_some(d)
+}
+
+/// An upper bound of the seconds humantime adds up for `v`, read as it
+/// reads numbers (whitespace between digits joins them, a fraction adds
+/// less than one unit), with every unit from seconds up counted as a year.
+/// Every duration the worker accepts is far below 2^63 s; at or above it,
+/// humantime could overflow. (rinit's platform.rs has the same guard.)
+fn humantime_bound_secs(v: &str) -> u64 {
+    const YEAR: u64 = 31_557_600;
+    let mut total: u64 = 0;
+    let mut chars = v.chars().peekable();
+    while chars.peek().is_some() {
+        let (mut n, mut fraction, mut progress) = (0u64, false, false);
+        while let Some(&c) = chars.peek() {
+            match c.to_digit(10) {
+                Some(d) if !fraction => n = n.saturating_mul(10).saturating_add(d.into()),
+                Some(_) => {}
+                None if c == '.' && !fraction => fraction = true,
+                None if c.is_whitespace() => {}
+                None => break,
+            }
+            progress = true;
+            chars.next();
+        }
+        let mut unit = String::new();
+        while let Some(&c) = chars
+            .peek()
+            .filter(|&&c| c.is_ascii_alphabetic() || c == 'µ')
+        {
+            unit.push(c);
+            chars.next();
+        }
+        let secs = if unit.starts_with('n') {
+            n / 1_000_000_000 + 1
+        } else if unit.starts_with(['u', 'µ']) {
+            n / 1_000_000 + 1
+        } else if unit.starts_with("ms") || unit.starts_with("milli") {
+            n / 1_000 + 1
+        } else {
+            n.saturating_add(1).saturating_mul(YEAR)
+        };
+        total = total.saturating_add(secs);
+        if !progress && unit.is_empty() {
+            chars.next();
+        }
+    }
+    total
 }
 
 fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
@@ -468,6 +527,17 @@ mod tests {
         assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("abc"), None);
         assert_eq!(parse_duration("5 parsecs"), None);
+        // Absurd sums are refused, not a panic in humantime.
+        assert_eq!(parse_duration("0.5s18446744073709551615.5s"), None);
+        // What humantime prints for a bare-seconds value parses back.
+        assert_eq!(
+            parse_duration("2m 9s 457ms 555us 800ns"),
+            Some(Duration::new(129, 457_555_800))
+        );
+        assert_eq!(
+            parse_duration("3600.123456789"),
+            Some(Duration::new(3600, 123_456_789))
+        );
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
@@ -558,6 +628,19 @@ mod tests {
             "bkt",
         ])
         .is_err());
+    }
+
+    /// clap's message quotes the argument; a control character in it is
+    /// escaped, so the error is one line.
+    #[test]
+    fn clap_errors_are_one_line() {
+        for arg in ["\u{8}h", "-\u{1b}[2J", "--x\ry"] {
+            let e = run(&[arg]).unwrap_err().0;
+            assert!(
+                e.starts_with("configuration error: ") && !e.chars().any(|c| c.is_control()),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

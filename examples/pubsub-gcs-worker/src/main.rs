@@ -6,7 +6,8 @@
 //! on SIGTSTP (resuming on SIGCONT), and drains cleanly on SIGTERM/SIGINT.
 //! See README.md for configuration and exit codes.
 
-mod config;
+// In the library (src/lib.rs), where the fuzz target reaches it too.
+use pubsub_gcs_worker::config;
 mod health;
 mod logging;
 mod shutdown;
