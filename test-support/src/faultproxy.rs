@@ -281,6 +281,17 @@ impl FaultProxy {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// Sockets open now (both sides of each proxied connection).
+    pub fn open_sockets(&self) -> usize {
+        self.shared
+            .socks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|w| w.upgrade().is_some_and(|s| !s.is_cut()))
+            .count()
+    }
+
     /// Sockets reset by [`FaultProxy::reset_all`] and [`FaultProxy::refuse`].
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::SeqCst)

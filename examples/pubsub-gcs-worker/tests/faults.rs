@@ -443,6 +443,13 @@ fn pubsub_stream_cut_mid_flight() {
         );
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(1500));
+            // The stream reconnects after each cut; cut it once it has.
+            wait_every(
+                "a Pub/Sub connection to cut",
+                Duration::from_secs(30),
+                Duration::from_millis(50),
+                || (pubsub.open_sockets() > 0).then_some(()),
+            );
             let cut = pubsub.reset_all();
             eprintln!("cut {cut} Pub/Sub sockets");
             assert!(cut > 0, "no open Pub/Sub connection to cut");
