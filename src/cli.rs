@@ -94,9 +94,10 @@ Drain:
                                 [default: auto: from the platform's variables; else docker inside a
                                 container, none outside]
       --platform-kill-after DUR The platform's real stop-to-SIGKILL window: docker stop -t, ECS
-                                stopTimeout, terminationGracePeriodSeconds (env RINIT_PLATFORM_KILL_AFTER).
-                                A stated (or Cloud Run's fixed) window is enforced: a grace that does
-                                not fit is refused. A default one is assumed: a grace past it gets a warning
+                                stopTimeout, terminationGracePeriodSeconds
+                                (env RINIT_PLATFORM_KILL_AFTER). A stated window (or Cloud Run's
+                                fixed one) is enforced: a grace that does not fit is refused. A
+                                default one is only assumed: a grace past it starts with a warning
       --stop-signals LIST       Signals that start the drain [default: TERM,INT,QUIT]
       --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s'; a negative
                                 offset counts back from the deadline ('QUIT@-3s')
