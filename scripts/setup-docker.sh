@@ -39,7 +39,7 @@ if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
     # Test images are tagged by the hash of their inputs, so every new build
     # of the binaries adds some; drop those not used for a day.
     docker image prune -a -f --filter label=rinit-test=1 --filter until=24h >/dev/null
-elif [ "${CI:-}" = "true" ]; then
+elif [ "${CI:-}" = "true" ] || [ "${CI:-}" = "1" ]; then
     echo "setup-docker: CI=true and no Docker engine answers" >&2
     exit 1
 else

@@ -127,7 +127,8 @@ Presets (offsets from the stop signal; negative ones count back from the deadlin
   resque    QUIT@0s,TERM@-3s   QUIT = finish the job and exit, TERM 3s before the deadline = kill it
 
 Exit status: the command's own; 128+N if it died by signal N (137 when rinit killed it at the
-deadline); 2 usage error; 126 command not executable; 127 command not found; 1 other start failure.
+deadline; -e maps any of these to 0, -e 137 included); 2 usage error; 126 command not executable;
+127 command not found; 1 other start failure.
 ";
 
 /// Every option rinit takes. The parse loop matches on these, so each lands
@@ -223,6 +224,8 @@ impl Args {
         use lexopt::Arg::{Long, Short, Value};
         let mut out = Args::default();
         let mut p = lexopt::Parser::from_args(args);
+        // getopt (and tini) read `-e=0` as the value `=0`, not `0`.
+        p.set_short_equals(false);
         while let Some(arg) = p.next().map_err(lexopt_error)? {
             let opt = match arg {
                 Value(command) => {
@@ -340,7 +343,7 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     let stated = or_env(&m.platform_kill_after, env, "RINIT_PLATFORM_KILL_AFTER")
         .map(|t| platform::parse_duration("--platform-kill-after", &t))
         .transpose()?;
-    let window = platform.window(stated);
+    let window = platform.window(stated)?;
     let grace = match or_env(&m.grace, env, "RINIT_GRACE") {
         Some(t) if t.trim() == "none" => Some(None),
         Some(t) => match platform::parse_duration("--grace", &t)? {
@@ -603,6 +606,8 @@ mod tests {
         assert_eq!(c.expect_exit, [3]);
         assert_eq!(c.command, ["sh", "-c", "x"]);
         assert_eq!(run(&["-", "x"]).unwrap().command, ["-", "x"]);
+        let e = run(&["-e=0", "x"]).unwrap_err();
+        assert!(e.text.contains("'=0'"), "getopt keeps the '=': {}", e.text);
         let odd = std::ffi::OsString::from_vec(vec![b'-', 0xff]);
         let e = parse([odd, "true".into()], &|_| None).unwrap_err();
         assert!(e.status == 2 && e.text.contains("UTF-8"), "{}", e.text);

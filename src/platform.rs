@@ -108,17 +108,28 @@ impl Platform {
     }
 
     /// The window rinit works with: the operator's word (`stated`) first,
-    /// then Cloud Run's fixed 10 s, then the platform's default.
-    pub fn window(self, stated: Option<Duration>) -> Window {
-        match (stated, self) {
+    /// then Cloud Run's fixed 10 s, then the platform's default. Cloud Run
+    /// kills at 10 s whatever is stated, so a longer stated window there is
+    /// refused rather than believed.
+    pub fn window(self, stated: Option<Duration>) -> Result<Window, String> {
+        const CLOUD_RUN: Duration = Duration::from_secs(10);
+        Ok(match (stated, self) {
+            (Some(d), Platform::CloudRun) if d > CLOUD_RUN => {
+                return Err(format!(
+                    "--platform-kill-after={} is longer than Cloud Run's fixed window: \
+                     Cloud Run kills PID 1 {} after SIGTERM, whatever is stated",
+                    fmt(d),
+                    fmt(CLOUD_RUN)
+                ))
+            }
             (Some(d), _) => Window::Known(d),
-            (None, Platform::CloudRun) => Window::Known(Duration::from_secs(10)),
+            (None, Platform::CloudRun) => Window::Known(CLOUD_RUN),
             (None, Platform::Docker) => Window::Assumed(Duration::from_secs(10)),
             (None, Platform::Ecs | Platform::Kubernetes) => {
                 Window::Assumed(Duration::from_secs(30))
             }
             (None, Platform::None) => Window::None,
-        }
+        })
     }
 
     /// Where a deployment on this platform raises its window.
@@ -187,8 +198,7 @@ pub fn resolve_grace(
     match (explicit, window) {
         (Some(None), _) => Ok(ok(None)),
         (Some(Some(g)), Window::Known(w)) if g + MIN_MARGIN > w => Err(format!(
-            "--grace={} cannot be honoured: {} kills PID 1 {} after SIGTERM ({}); \
-             use a grace of at most {}",
+            "--grace={} cannot be honoured: {} kills PID 1 {} after SIGTERM ({}); {}",
             fmt(g),
             match platform {
                 Platform::CloudRun => "Cloud Run".to_string(),
@@ -198,9 +208,13 @@ pub fn resolve_grace(
             fmt(w),
             match platform {
                 Platform::CloudRun => "a fixed window",
-                _ => "as --platform-kill-after states",
+                _ => "the window stated by --platform-kill-after or RINIT_PLATFORM_KILL_AFTER",
             },
-            fmt(w.saturating_sub(MIN_MARGIN)),
+            if w > MIN_MARGIN {
+                format!("use a grace of at most {}", fmt(w - MIN_MARGIN))
+            } else {
+                format!("a window of {} leaves no room for a drain", fmt(w))
+            },
         )),
         (Some(Some(g)), Window::Assumed(w)) if g + MIN_MARGIN > w => Ok(Grace {
             grace: Some(g),
@@ -230,7 +244,8 @@ pub fn resolve_grace(
 
 /// The longest duration rinit accepts anywhere: far beyond any platform's
 /// window, and small enough that no deadline arithmetic can overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// humantime's year (365.25 days), so the limit prints as `1year`.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
 
 /// Parses a humantime duration (`25s`, `1m30s`, `500ms`) for `what`
 /// (`--grace`, ...), refusing anything over `MAX_DURATION`.
@@ -364,21 +379,31 @@ mod tests {
 
     #[test]
     fn known_and_assumed_windows() {
-        assert_eq!(Platform::CloudRun.window(None), Window::Known(S(10)));
-        assert_eq!(Platform::Docker.window(None), Window::Assumed(S(10)));
-        assert_eq!(Platform::Ecs.window(None), Window::Assumed(S(30)));
-        assert_eq!(Platform::Kubernetes.window(None), Window::Assumed(S(30)));
-        assert_eq!(Platform::None.window(None), Window::None);
-        // Stated, the window is known whatever the platform.
+        assert_eq!(Platform::CloudRun.window(None), Ok(Window::Known(S(10))));
+        assert_eq!(Platform::Docker.window(None), Ok(Window::Assumed(S(10))));
+        assert_eq!(Platform::Ecs.window(None), Ok(Window::Assumed(S(30))));
+        assert_eq!(
+            Platform::Kubernetes.window(None),
+            Ok(Window::Assumed(S(30)))
+        );
+        assert_eq!(Platform::None.window(None), Ok(Window::None));
+        // Stated, the window is known whatever the platform...
         for p in [
             Platform::Docker,
             Platform::Ecs,
             Platform::Kubernetes,
-            Platform::CloudRun,
             Platform::None,
         ] {
-            assert_eq!(p.window(Some(S(60))), Window::Known(S(60)), "{p:?}");
+            assert_eq!(p.window(Some(S(60))), Ok(Window::Known(S(60))), "{p:?}");
         }
+        // ...but Cloud Run kills at 10 s whatever is stated: a shorter window
+        // is believed, a longer one refused, naming both numbers.
+        assert_eq!(
+            Platform::CloudRun.window(Some(S(8))),
+            Ok(Window::Known(S(8)))
+        );
+        let e = Platform::CloudRun.window(Some(S(30))).unwrap_err();
+        assert!(e.contains("30s") && e.contains("10s"), "{e}");
     }
 
     /// Every platform, its window known or assumed, a grace over or under it.
@@ -401,17 +426,23 @@ mod tests {
             (P::Kubernetes, Some(30), 30, true, false),
             (P::CloudRun, None, 9, false, false),
             (P::CloudRun, None, 10, true, false),
-            (P::CloudRun, Some(30), 25, false, false),
+            (P::CloudRun, Some(8), 7, false, false),
+            (P::CloudRun, Some(8), 8, true, false),
             (P::None, None, 3600, false, false),
             (P::None, Some(10), 25, true, false),
+            (P::Docker, Some(1), 1, true, false),
         ];
         for (platform, stated, g, refused, warned) in cases {
-            let r = resolve_grace(Some(Some(S(g))), platform, platform.window(stated.map(S)));
+            let r = resolve_grace(
+                Some(Some(S(g))),
+                platform,
+                platform.window(stated.map(S)).unwrap(),
+            );
             let what = format!("{platform:?} window {stated:?} grace {g}s: {r:?}");
             match r {
                 Err(e) => {
                     assert!(refused, "{what}");
-                    let w = fmt(platform.window(stated.map(S)).length().unwrap());
+                    let w = fmt(platform.window(stated.map(S)).unwrap().length().unwrap());
                     assert!(
                         e.contains(&format!("--grace={g}s")) && e.contains(&w),
                         "names both numbers: {e}"
@@ -435,7 +466,7 @@ mod tests {
             (Platform::Kubernetes, "30s", "terminationGracePeriodSeconds"),
         ];
         for (p, window, setting) in words {
-            let w = resolve_grace(Some(Some(S(45))), p, p.window(None))
+            let w = resolve_grace(Some(Some(S(45))), p, p.window(None).unwrap())
                 .unwrap()
                 .warning
                 .unwrap();
@@ -487,7 +518,7 @@ mod tests {
 
     #[test]
     fn default_grace() {
-        let d = |p: Platform, stated| resolve_grace(None, p, p.window(stated)).unwrap();
+        let d = |p: Platform, stated| resolve_grace(None, p, p.window(stated).unwrap()).unwrap();
         assert_eq!(d(Platform::Docker, None).grace, Some(S(8)));
         assert_eq!(d(Platform::Kubernetes, None).grace, Some(S(28)));
         assert_eq!(d(Platform::CloudRun, None).grace, Some(S(8)));

@@ -241,11 +241,9 @@ impl Supervisor {
             // (CONT): transparent to the job, so no drain, but an operator
             // reading the log must see why the worker paused.
             info!(phase = "maintenance", severity = "NOTICE", signal = %name(r.signo), sender_pid = sender,
-            "{}", if r.signo == libc::SIGTSTP {
-                "Cloud Run maintenance event: migration ahead; forwarding, not draining"
-            } else {
-                "Cloud Run maintenance event over; forwarding"
-            });
+            "Cloud Run maintenance event {}; {}, not draining",
+            if r.signo == libc::SIGTSTP { "ahead (live migration)" } else { "over" },
+            if forwarded == 0 { "dropped by --rewrite" } else { "forwarding" });
         } else if self.draining() {
             info!(phase = "signal", signal = %name(r.signo), sender_pid = sender, "received");
         } else {

@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_support::{assert_static, build_text, docker, docker_ok, engine, locked, Container};
-use rinit_test_support::{root_dir, run, text_phase, wait_for, Out, TempDir};
+use rinit_test_support::{ci, root_dir, run, text_phase, wait_for, Out, TempDir};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
@@ -37,10 +37,6 @@ const DEBIAN_IMAGE: &str = "rinit-test/debian:bookworm-minbase";
 /// Building an artifact: a release build at worst (seconds when scripts/test
 /// already built it), plus packaging.
 const DIST_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// A missing prerequisite: fails under CI=true, else skips with one line.
 /// Returns false when the caller should return.

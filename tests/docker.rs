@@ -708,8 +708,14 @@ impl Compose {
 }
 
 impl Drop for Compose {
+    /// Best effort and never a panic: this may run while a failed test unwinds.
     fn drop(&mut self) {
-        let _ = self.run(&["down", "-v", "-t", "1"], Duration::from_secs(60));
+        let mut cmd = std::process::Command::new("docker-compose");
+        cmd.arg("-p").arg(&self.project).arg("-f").arg(&self.file);
+        let _ = rinit_test_support::try_run(
+            cmd.args(["down", "-v", "-t", "1"]),
+            Duration::from_secs(60),
+        );
     }
 }
 
@@ -798,6 +804,13 @@ fn design_line_drains_under_compose_stop_grace_period() {
     );
     assert_design_line_start(&logs);
     assert_phases_in_order(&logs, &["start", "signal", "forward", "child_exit", "exit"]);
+    // `down` then removes what `stop` left, as a user's deploy script would.
+    let down = compose.run(&["down", "-v"], Duration::from_secs(60));
+    assert!(down.ok(), "docker-compose down: {}", down.stderr);
+    assert!(
+        !docker_support::docker(&["inspect", &id]).ok(),
+        "the container is gone after down"
+    );
 }
 
 /// Plain `docker stop` (10 s) of the design line: Docker's SIGKILL lands at

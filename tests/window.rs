@@ -338,6 +338,10 @@ fn cloud_run_maintenance_signals_are_forwarded_and_logged(mode: Mode) {
                 [("NOTICE", "SIGTSTP"), ("NOTICE", "SIGCONT")],
                 "{what}"
             );
+            for n in &notes {
+                let m = n["message"].as_str().unwrap_or_default();
+                assert!(m.contains("forwarding, not draining"), "{m}");
+            }
         } else {
             assert!(notes.is_empty(), "not on Cloud Run: {what}");
         }

@@ -96,7 +96,11 @@ pub fn check_stop(stop: &Stop) {
     }
 }
 
-/// A parser's error, as the user would see it.
+/// A sub-parser's error wrapped as `cli::parse` wraps it. `cli::usage`
+/// escapes control characters, so the one-line part holds by construction
+/// here; what this adds is the status and the prefix. The one-line property
+/// itself is checked end to end by the `cli` target and by the replay through
+/// the real binary (tests/fuzz_corpus.rs).
 fn check_rejection(err: String) {
     check_stop(&cli::usage(err));
 }
