@@ -5,55 +5,13 @@
 //! accepted round-trips. For `cli`, the real binary also runs each rejected
 //! command line and must print exactly that line and exit 2.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../fuzz/props/rinit.rs"]
 mod props;
 
-/// Every file of one target's corpus, sorted by name.
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .collect();
-    files.sort();
-    // A missing or emptied corpus would make this test pass on nothing.
-    assert!(
-        files.len() >= 20,
-        "{}: only {} inputs",
-        dir.display(),
-        files.len()
-    );
-    files
-        .into_iter()
-        .map(|p| {
-            let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p, data)
-        })
-        .collect()
-}
-
-/// Runs `check` on every input of `target`, naming each one that fails.
-fn replay(target: &str, check: fn(&[u8])) {
-    let inputs = corpus(target);
-    let failed: Vec<String> = inputs
-        .iter()
-        .filter(|(_, data)| std::panic::catch_unwind(|| check(data)).is_err())
-        .map(|(p, _)| p.display().to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} {target} inputs break a property (reproduce with `cargo fuzz run {target} FILE`):\n{}",
-        failed.len(),
-        inputs.len(),
-        failed.join("\n")
-    );
-}
+use rinit_test_support::corpus::{corpus, replay};
 
 #[test]
 fn cli_corpus() {

@@ -9,6 +9,7 @@
 
 pub mod ci;
 pub mod cmd;
+pub mod corpus;
 pub mod docker;
 pub mod faultproxy;
 pub mod fs;
