@@ -119,7 +119,9 @@ class Env:
             if r.returncode != 0:
                 raise NotMeasured(f"pip install failed: {r.stderr.strip().splitlines()[-1:]}")
 
-    def start_emulators(self):
+    def pubsub_classpath(self):
+        """The Pub/Sub emulator's class path, with the shim compiled in front
+        of the jar when the jar needs it (installs the emulator if missing)."""
         if not os.path.isdir(JAR_DIR) or not shutil.which("javac"):
             self.log("figure 8: apt-get install google-cloud-cli-pubsub-emulator default-jdk-headless")
             subprocess.run(["apt-get", "install", "-y", "-qq", "google-cloud-cli-pubsub-emulator",
@@ -141,6 +143,10 @@ class Env:
             subprocess.run(["javac", "--release", "8", "-cp", jar, "-d", shim, shim_src], check=True,
                            stderr=subprocess.DEVNULL)
             cp = f"{shim}:{jar}"
+        return cp
+
+    def start_emulators(self):
+        cp = self.pubsub_classpath()
         self.ps_port = free_port()
         ps = subprocess.Popen(["java", "-cp", cp, "com.google.cloud.pubsub.testing.v1.Main", "--host=127.0.0.1",
                                f"--port={self.ps_port}"], stdout=open(os.path.join(self.out, "pubsub.log"), "w"),
@@ -213,12 +219,13 @@ class Env:
         return found, len(names)
 
     # -- running a worker -------------------------------------------------
-    def start(self, kind, sub, bucket, tag):
-        env = dict(self.env, SUBSCRIPTION_ID=sub, BUCKET_NAME=bucket)
+    def start(self, kind, sub, bucket, tag, extra=None, short_lease=True):
+        env = dict(self.env, SUBSCRIPTION_ID=sub, BUCKET_NAME=bucket, **(extra or {}))
         if kind == "rust":
-            # A short lease (issue 4's advice for the emulator): what a killed or
-            # drained worker still held comes back in ~10 s, not 60 s.
-            env["LEASE_EXTENSION"] = "10s"
+            if short_lease:
+                # A short lease (issue 4's advice for the emulator): what a killed or
+                # drained worker still held comes back in ~10 s, not 60 s.
+                env["LEASE_EXTENSION"] = "10s"
             argv = [self.rinit, "--", self.worker]
         else:
             argv = [self.py, os.path.join(self.root, "bench", "python_worker.py")]

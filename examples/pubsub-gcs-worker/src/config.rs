@@ -37,7 +37,7 @@ pub struct Cli {
     object_prefix: String,
 
     /// Number of writes in progress at once.
-    #[arg(long, env = "CONCURRENCY", value_name = "N", default_value = "16")]
+    #[arg(long, env = "CONCURRENCY", value_name = "N", default_value = "128")]
     concurrency: String,
 
     /// Flow control: messages leased to this worker at once (>= concurrency).
@@ -45,9 +45,19 @@ pub struct Cli {
         long,
         env = "MAX_OUTSTANDING_MESSAGES",
         value_name = "N",
-        default_value = "100"
+        default_value = "1000"
     )]
     max_outstanding_messages: String,
+
+    /// Flow control: bytes of messages held at once (queued or being
+    /// written), e.g. 64MiB; a single larger message is taken alone.
+    #[arg(
+        long,
+        env = "MAX_OUTSTANDING_BYTES",
+        value_name = "SIZE",
+        default_value = "64MiB"
+    )]
+    max_outstanding_bytes: String,
 
     /// Time allowed after SIGTERM to finish in-flight writes and flush acks.
     #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DUR", default_value = "8s")]
@@ -121,6 +131,8 @@ pub struct Config {
     pub object_prefix: String,
     pub concurrency: usize,
     pub max_outstanding_messages: usize,
+    /// Bytes of message data held at once (see `worker::ByteBudget`).
+    pub max_outstanding_bytes: u64,
     pub drain_timeout: Duration,
     pub write_attempts: u32,
     pub write_attempt_timeout: Duration,
@@ -237,6 +249,15 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
              at least CONCURRENCY ({concurrency})"
         )));
     }
+    let max_outstanding_bytes = parse_size(&cli.max_outstanding_bytes)
+        .filter(|b| (MIN_OUTSTANDING_BYTES..=MAX_OUTSTANDING_BYTES).contains(b))
+        .ok_or_else(|| {
+            bad(
+                "MAX_OUTSTANDING_BYTES (--max-outstanding-bytes)",
+                &cli.max_outstanding_bytes,
+                "must be a size from 1MiB to 1TiB such as 64MiB, 500MB or 1048576",
+            )
+        })?;
     let drain_timeout = duration("DRAIN_TIMEOUT (--drain-timeout)", &cli.drain_timeout)?;
     let write_attempts = positive(
         "WRITE_ATTEMPTS (--write-attempts)",
@@ -281,6 +302,7 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         object_prefix: cli.object_prefix,
         concurrency,
         max_outstanding_messages,
+        max_outstanding_bytes,
         drain_timeout,
         // `positive` bounded it to 100, so the conversion cannot fail.
         write_attempts: u32::try_from(write_attempts).unwrap_or(100),
@@ -406,6 +428,38 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         _ => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
     };
     (!d.is_zero() && d <= Duration::from_secs(86_400)).then_some(d)
+}
+
+/// Bounds of MAX_OUTSTANDING_BYTES. Below 1 MiB the bound would serialize
+/// ordinary traffic; above 1 TiB it bounds nothing.
+const MIN_OUTSTANDING_BYTES: u64 = 1 << 20;
+const MAX_OUTSTANDING_BYTES: u64 = 1 << 40;
+
+/// Parses a size: bytes (`1048576`), or a number with a unit, decimal (`kB`,
+/// `MB`, `GB`, `TB`) or binary (`KiB`, `MiB`, `GiB`, `TiB`), case-insensitive,
+/// with optional space (`64MiB`, `1.5 GB`).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    let bytes = (n * factor as f64).round();
+    // Also refuses NaN and infinities (`as` would saturate them).
+    (bytes.is_finite() && (0.0..=u64::MAX as f64 / 2.0).contains(&bytes)).then_some(bytes as u64)
 }
 
 /// An upper bound of the seconds humantime adds up for `v`, read as it
@@ -547,6 +601,34 @@ mod tests {
     }
 
     #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("64 mib"), Some(64 << 20));
+        assert_eq!(parse_size("500MB"), Some(500_000_000));
+        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_size("2k"), Some(2000));
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("-1MiB"), None);
+        assert_eq!(parse_size("1..5MiB"), None);
+        assert_eq!(parse_size("10 parsecs"), None);
+        assert_eq!(parse_size("1e400"), None);
+        let mut a = BASE.to_vec();
+        a.extend(["--max-outstanding-bytes", "16MiB"]);
+        assert_eq!(run(&a).unwrap().max_outstanding_bytes, 16 << 20);
+        for bad in ["512KiB", "2TiB", "lots"] {
+            let mut a = BASE.to_vec();
+            a.extend(["--max-outstanding-bytes", bad]);
+            let e = run(&a).unwrap_err().0;
+            assert!(
+                e.starts_with("configuration error: MAX_OUTSTANDING_BYTES") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn full_config() {
         let c = run(&BASE).unwrap();
         assert_eq!(c.subscription, "projects/proj-1/subscriptions/sub-1");
@@ -578,7 +660,7 @@ mod tests {
         a.extend(["--log-format", "xml"]);
         assert!(run(&a).unwrap_err().0.contains("LOG_FORMAT"));
         let mut a = BASE.to_vec();
-        a.extend(["--concurrency", "500"]);
+        a.extend(["--concurrency", "5000"]);
         assert!(run(&a).unwrap_err().0.contains("MAX_OUTSTANDING_MESSAGES"));
         let e = run(&[
             "--project-id",

@@ -4,7 +4,8 @@
 //! (the library extends their leases while we hold their handlers). Each
 //! message goes through three places: a bounded channel (received, not
 //! started), a task in `tasks` that holds one of `concurrency` permits while
-//! it writes, and finally an ack or a nack.
+//! it writes, and finally an ack or a nack. From the stream to the ack or
+//! nack it also holds its size in a [`ByteBudget`] (MAX_OUTSTANDING_BYTES).
 //!
 //! TSTP makes the worker quiet: the stream is dropped at once, everything
 //! received but not started is nacked (Pub/Sub redelivers it now), the
@@ -150,6 +151,57 @@ impl Counts {
     }
 }
 
+/// Flow control by size (MAX_OUTSTANDING_BYTES). A message holds permits
+/// for its size from the moment the reader takes it off the stream until it
+/// is acked or nacked, so the messages queued and being written never add
+/// up to more than the bound, whatever their sizes. While the budget is
+/// spent the reader stops reading the stream: the library then stops
+/// reading gRPC, and the server, told the same bound, stops sending. One
+/// permit is one KiB (a u32 count covers the 1 TiB maximum); a message
+/// larger than the whole budget waits until it is all free and is then
+/// processed alone.
+#[derive(Clone)]
+struct ByteBudget {
+    permits: Arc<Semaphore>,
+    kib: u32,
+}
+
+/// A message taken off the stream: not acked or nacked yet, and holding its
+/// share of the byte budget until it is dropped.
+type Received = (Message, Handler, OwnedSemaphorePermit);
+
+impl ByteBudget {
+    fn new(bytes: u64) -> ByteBudget {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        ByteBudget {
+            permits: Arc::new(Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
+
+    /// A message's cost: data, attributes and ordering key, in KiB rounded
+    /// up, at least 1 and at most the whole budget.
+    fn cost(&self, m: &Message) -> u32 {
+        let attributes: usize = m.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let bytes = m.data.len() + attributes + m.ordering_key.len();
+        u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.kib)
+    }
+
+    /// Waits until `m` fits in what is left of the budget.
+    async fn acquire(&self, m: &Message) -> OwnedSemaphorePermit {
+        match self.permits.clone().acquire_many_owned(self.cost(m)).await {
+            Ok(p) => p,
+            // The semaphore is never closed; were it, waiting forever is
+            // the bound's meaning.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
 /// Shared, read-only state of the message tasks.
 struct Ctx {
     storage: Storage,
@@ -247,6 +299,7 @@ pub async fn run(cfg: Config, mut signals: mpsc::UnboundedReceiver<StopSignal>) 
         object_prefix = %cfg.object_prefix,
         concurrency = cfg.concurrency,
         max_outstanding_messages = cfg.max_outstanding_messages,
+        max_outstanding_bytes = cfg.max_outstanding_bytes,
         drain_timeout_ms = cfg.drain_timeout.as_millis() as u64,
         unavailable_exit_after_ms = cfg.unavailable_exit_after.as_millis() as u64,
         pubsub = endpoint_label(&cfg.pubsub_endpoint),
@@ -319,7 +372,7 @@ struct Abandoned {
 struct Subscription {
     /// Received, not started. Filled by `reader`; closes once the stream
     /// has stopped and everything it delivered is in here.
-    queue: mpsc::Receiver<(Message, Handler)>,
+    queue: mpsc::Receiver<Received>,
     /// Reads the stream; its result says why the stream ended.
     reader: JoinHandle<Option<String>>,
     stream: ShutdownToken,
@@ -332,6 +385,9 @@ struct Worker {
     subscriber: Subscriber,
     subscription: String,
     max_outstanding_messages: usize,
+    max_outstanding_bytes: u64,
+    /// Shared by every stream: a stopped stream's messages may still be held.
+    bytes: ByteBudget,
     lease_extension: Duration,
     concurrency: usize,
     permits: Arc<Semaphore>,
@@ -341,7 +397,7 @@ struct Worker {
     /// The last stream, stopped, while its queue has not been emptied.
     stopped: Option<Subscription>,
     /// One message waiting for a write permit.
-    next: Option<(Message, Handler)>,
+    next: Option<Received>,
     /// The library's flush of each stopped stream: completes once every
     /// handler of that stream has been consumed and its acks and nacks sent.
     flushes: JoinSet<()>,
@@ -384,6 +440,8 @@ impl Worker {
             subscriber,
             subscription: cfg.subscription.clone(),
             max_outstanding_messages: cfg.max_outstanding_messages,
+            max_outstanding_bytes: cfg.max_outstanding_bytes,
+            bytes: ByteBudget::new(cfg.max_outstanding_bytes),
             lease_extension: cfg.lease_extension,
             concurrency: cfg.concurrency,
             permits: Arc::new(Semaphore::new(cfg.concurrency)),
@@ -402,7 +460,7 @@ impl Worker {
     /// a previous, stopped stream still had queued.
     async fn open_stream(&mut self) -> Subscription {
         if let Some(mut old) = self.stopped.take() {
-            while let Some((_, handler)) = old.queue.recv().await {
+            while let Some((_, handler, _bytes)) = old.queue.recv().await {
                 self.counts.received += 1;
                 self.nack_unstarted(handler);
             }
@@ -411,6 +469,9 @@ impl Worker {
             .subscriber
             .subscribe(self.subscription.clone())
             .set_max_outstanding_messages(self.max_outstanding_messages as i64)
+            .set_max_outstanding_bytes(
+                i64::try_from(self.max_outstanding_bytes).unwrap_or(i64::MAX),
+            )
             .set_max_lease_extension(self.lease_extension)
             .set_shutdown_behavior(ShutdownBehavior::WaitForProcessing)
             .build();
@@ -420,12 +481,15 @@ impl Worker {
         // would cancel it at every task completion: each cancelled open
         // leaves a server-side stream that may be dealt messages nobody
         // reads. The bounded channel is the "received, not started" queue.
-        let (tx, queue) = mpsc::channel::<(Message, Handler)>(self.max_outstanding_messages);
+        let (tx, queue) = mpsc::channel::<Received>(self.max_outstanding_messages);
+        let budget = self.bytes.clone();
         let reader = tokio::spawn(async move {
             loop {
                 match stream.next().await {
-                    Some(Ok(item)) => {
-                        if tx.send(item).await.is_err() {
+                    Some(Ok((message, handler))) => {
+                        // While the budget is spent the stream is not read.
+                        let bytes = budget.acquire(&message).await;
+                        if tx.send((message, handler, bytes)).await.is_err() {
                             return None;
                         }
                     }
@@ -465,11 +529,11 @@ impl Worker {
                     self.counts.record(done);
                 }
                 permit = self.permits.clone().acquire_owned(), if self.next.is_some() => {
-                    let (Ok(permit), Some((message, handler))) = (permit, self.next.take()) else {
+                    let (Ok(permit), Some((message, handler, bytes))) = (permit, self.next.take()) else {
                         continue;
                     };
                     let shutdown = self.drain.subscribe();
-                    self.tasks.spawn(process(self.ctx.clone(), message, handler, permit, shutdown));
+                    self.tasks.spawn(process(self.ctx.clone(), message, handler, permit, bytes, shutdown));
                 }
                 item = sub.queue.recv(), if self.next.is_none() => match item {
                     Some(item) => {
@@ -506,7 +570,7 @@ impl Worker {
         }
         let token = sub.stream.clone();
         self.flushes.spawn(async move { token.shutdown().await });
-        if let Some((_, handler)) = self.next.take() {
+        if let Some((_, handler, _bytes)) = self.next.take() {
             self.nack_unstarted(handler);
         }
         self.stopped = Some(sub);
@@ -562,7 +626,7 @@ impl Worker {
                 },
                 Some(down) = self.give_up.recv() => return Some(self.unavailable(down)),
                 item = recv_queue(&mut self.stopped) => match item {
-                    Some((_, handler)) => {
+                    Some((_, handler, _bytes)) => {
                         self.counts.received += 1;
                         self.nack_unstarted(handler);
                     }
@@ -632,7 +696,7 @@ impl Worker {
                 Some(sig) = signals.recv() => run.on_signal(sig)?,
                 _ = tokio::time::sleep_until(run.deadline) => return Err(Abandoned::timeout()),
                 item = recv_queue(&mut self.stopped) => match item {
-                    Some((_, handler)) => {
+                    Some((_, handler, _bytes)) => {
                         self.counts.received += 1;
                         self.nack_unstarted(handler);
                     }
@@ -696,7 +760,7 @@ impl Worker {
 
 /// The next queued message of a stopped stream; pending forever when there
 /// is none, so it can sit in a `select!` without a guard.
-async fn recv_queue(sub: &mut Option<Subscription>) -> Option<(Message, Handler)> {
+async fn recv_queue(sub: &mut Option<Subscription>) -> Option<Received> {
     match sub {
         Some(sub) => sub.queue.recv().await,
         None => std::future::pending().await,
@@ -764,6 +828,8 @@ async fn process(
     message: Message,
     handler: Handler,
     permit: OwnedSemaphorePermit,
+    // Held until the ack or nack below: the message is outstanding until then.
+    _bytes: OwnedSemaphorePermit,
     mut shutdown: Shutdown,
 ) -> TaskOutcome {
     let spec = store::object_spec(&ctx.prefix, &message);
@@ -820,5 +886,70 @@ async fn process(
             handler.nack();
             TaskOutcome::NackedUnstorable
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    fn msg(bytes: usize) -> Message {
+        Message::new().set_data(bytes::Bytes::from(vec![b'x'; bytes]))
+    }
+
+    #[test]
+    fn cost_is_kib_rounded_up_and_capped_at_the_budget() {
+        let b = ByteBudget::new(4 << 20);
+        assert_eq!(b.cost(&msg(0)), 1);
+        assert_eq!(b.cost(&msg(1024)), 1);
+        assert_eq!(b.cost(&msg(1025)), 2);
+        let with_attrs = msg(1000).set_attributes([("k".repeat(20), "v".repeat(10))]);
+        assert_eq!(b.cost(&with_attrs), 2);
+        assert_eq!(b.cost(&msg(9 << 20)), 4096);
+    }
+
+    /// Four messages of 1000 KiB fill a 4 MiB budget: the fifth waits
+    /// until one of them is released (acked or nacked).
+    #[tokio::test]
+    async fn large_messages_stay_under_the_bound() {
+        let b = ByteBudget::new(4 << 20);
+        let m = msg(1000 * 1024);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(b.acquire(&m).await);
+        }
+        assert!(timeout(Duration::from_millis(50), b.acquire(&m))
+            .await
+            .is_err());
+        held.pop();
+        let fifth = timeout(Duration::from_secs(1), b.acquire(&m)).await;
+        assert!(fifth.is_ok(), "a fifth message fits once one is released");
+    }
+
+    /// A message larger than the whole budget is not refused: it waits until
+    /// nothing else is held, and nothing else is taken while it is.
+    #[tokio::test]
+    async fn a_message_larger_than_the_bound_goes_alone() {
+        let b = ByteBudget::new(4 << 20);
+        let small = b.acquire(&msg(10)).await;
+        let big = msg(6 << 20);
+        assert!(timeout(Duration::from_millis(50), b.acquire(&big))
+            .await
+            .is_err());
+        drop(small);
+        let held = timeout(Duration::from_secs(1), b.acquire(&big)).await;
+        assert!(
+            held.is_ok(),
+            "the large message is taken once the budget is free"
+        );
+        assert!(timeout(Duration::from_millis(50), b.acquire(&msg(1)))
+            .await
+            .is_err());
+        drop(held);
+        assert!(timeout(Duration::from_secs(1), b.acquire(&msg(1)))
+            .await
+            .is_ok());
     }
 }
