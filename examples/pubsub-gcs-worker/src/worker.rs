@@ -403,6 +403,9 @@ struct Worker {
     flushes: JoinSet<()>,
     /// Where the stream connects, for the error line when it fails.
     pubsub_endpoint: String,
+    /// Shared with the probe: a stream that fails for good reports through
+    /// it too, since the worker may exit before the probe's next call.
+    pubsub_health: Arc<Health>,
     /// Yields once, when Pub/Sub has been unusable for too long.
     give_up: mpsc::Receiver<Duration>,
 }
@@ -411,12 +414,16 @@ impl Worker {
     /// Also starts the Pub/Sub probe, which runs until the process exits.
     fn new(cfg: &Config, subscriber: Subscriber, storage: Storage, probe: PubsubProbe) -> Worker {
         let pubsub_endpoint = health::endpoint_url(&cfg.pubsub_endpoint, health::PUBSUB_URL);
-        let pubsub_health =
-            Health::new("Pub/Sub", pubsub_endpoint.clone(), cfg.subscription.clone());
+        let pubsub_health = Arc::new(Health::new(
+            "Pub/Sub",
+            pubsub_endpoint.clone(),
+            cfg.subscription.clone(),
+        ));
+        let probe_health = Arc::clone(&pubsub_health);
         let (give_up_tx, give_up) = mpsc::channel(1);
         let give_up_after = cfg.unavailable_exit_after;
         tokio::spawn(async move {
-            let down = health::watch_pubsub(probe, &pubsub_health, give_up_after).await;
+            let down = health::watch_pubsub(probe, &probe_health, give_up_after).await;
             let _ = give_up_tx.send(down).await;
         });
         Worker {
@@ -452,6 +459,7 @@ impl Worker {
             next: None,
             flushes: JoinSet::new(),
             pubsub_endpoint,
+            pubsub_health,
             give_up,
         }
     }
@@ -483,6 +491,7 @@ impl Worker {
         // reads. The bounded channel is the "received, not started" queue.
         let (tx, queue) = mpsc::channel::<Received>(self.max_outstanding_messages);
         let budget = self.bytes.clone();
+        let health = Arc::clone(&self.pubsub_health);
         let reader = tokio::spawn(async move {
             loop {
                 match stream.next().await {
@@ -494,7 +503,10 @@ impl Worker {
                         }
                     }
                     Some(Err(e)) => {
-                        return Some(format!("subscription stream failed permanently: {e}"))
+                        if let Some(kind) = health::assess(&e) {
+                            health.failure(kind, &health::describe_call(&e));
+                        }
+                        return Some(format!("subscription stream failed permanently: {e}"));
                     }
                     // Either our shutdown (expected) or the end of the stream.
                     None => return Some("subscription stream ended".to_string()),

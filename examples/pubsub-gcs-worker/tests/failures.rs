@@ -5,7 +5,9 @@
 //! one per retry; an INFO line when the service answers, first or again; and
 //! UNAVAILABLE_EXIT_AFTER bounds a Pub/Sub outage with exit 1.
 //!
-//! Each failure is real: an unresolvable name, a closed loopback port, a
+//! Each failure is real: an unresolvable name (asked of a resolver on
+//! 127.0.0.1 where none listens, so no query leaves the machine), a closed
+//! loopback port, a
 //! TCP listener that answers a TLS handshake with plain text, small local
 //! HTTP/2 and HTTP/1.1 servers answering 401/403, and a missing subscription
 //! and bucket on the emulators. Timings come from the worker's own log
@@ -15,10 +17,14 @@ mod common;
 
 use common::{eventually, n, GcsKind, Running, TestEnv, TestMessage, PROJECT};
 use serde_json::Value;
+use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
+
+use rinit_test_support::TempDir;
 
 /// A worker with JSON logs, pointed at the given hosts, outside any
 /// emulator environment.
@@ -155,12 +161,51 @@ fn closed_port() -> u16 {
     common::free_port()
 }
 
+/// `cmd` in a private mount namespace whose /etc/resolv.conf names only
+/// 127.0.0.1, where no DNS server listens: a lookup fails at once, as with
+/// a dead resolver, and sends nothing off the machine.
+fn with_dead_resolver(mut cmd: Command, dir: &TempDir) -> Command {
+    dir.write("resolv.conf", "nameserver 127.0.0.1\noptions attempts:1\n");
+    let source = CString::new(dir.file("resolv.conf")).expect("a path without NUL");
+    let (none, root, target) = (c"none", c"/", c"/etc/resolv.conf");
+    // SAFETY: only unshare and mount, async-signal-safe syscalls, between
+    // fork and exec; the strings were made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                none.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))
+        });
+    }
+    cmd
+}
+
 /// DNS: the name does not resolve.
 #[test]
 fn pubsub_dns_failure_is_reported_then_exits_1() {
+    let dir = TempDir::new("dns");
     let w = Running::spawn(
         "worker-dns",
-        worker("nonexistent.invalid:1", "127.0.0.1:9", "6s"),
+        with_dead_resolver(worker("nonexistent.invalid:1", "127.0.0.1:9", "6s"), &dir),
     );
     let r = assert_first_report(
         &w,
