@@ -367,11 +367,16 @@ fn accept_loop(listener: TcpListener, port: u16, sh: Arc<Shared>) {
             continue;
         }
         let Some(l) = listener.as_ref() else {
-            // std sets SO_REUSEADDR, so the port can be bound again at once.
+            // std sets SO_REUSEADDR, so the port can be bound again at once,
+            // unless an outgoing connection took it as its local port
+            // meanwhile: then try again shortly, never in a hot loop.
             listener = TcpListener::bind(("127.0.0.1", port)).ok();
-            if let Some(l) = &listener {
-                let _ = l.set_nonblocking(true);
-                sh.listening.store(true, Ordering::SeqCst);
+            match &listener {
+                Some(l) => {
+                    let _ = l.set_nonblocking(true);
+                    sh.listening.store(true, Ordering::SeqCst);
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
             }
             continue;
         };

@@ -188,6 +188,8 @@ struct Outage {
     period: Duration,
     /// Failures since the last line.
     unreported: u64,
+    /// The kind the last line named.
+    reported: Option<Kind>,
 }
 
 impl Health {
@@ -241,11 +243,16 @@ impl Health {
             next_report: now,
             period: FIRST_PERIOD,
             unreported: 0,
+            reported: None,
         });
         outage.unreported += 1;
-        if now < outage.next_report {
+        // A permanent kind not yet named is news (a 403 after timeouts): it
+        // is reported at once; anything else waits for the period.
+        let news = kind.permanent() && outage.reported != Some(kind);
+        if now < outage.next_report && !news {
             return;
         }
+        outage.reported = Some(kind);
         let down_ms = now.duration_since(outage.since).as_millis() as u64;
         let (service, endpoint, resource) = (self.service, &self.endpoint, &self.resource);
         let failures = outage.unreported;
@@ -448,6 +455,12 @@ mod tests {
             h.state().down.as_ref().map(|o| o.period),
             Some(FIRST_PERIOD * 2)
         );
+        // A permanent kind not yet named is reported inside the period,
+        // once: the same kind again waits.
+        h.failure(Kind::NotFound, "e");
+        assert_eq!(h.state().down.as_ref().map(|o| o.unreported), Some(0));
+        h.failure(Kind::NotFound, "e");
+        assert_eq!(h.state().down.as_ref().map(|o| o.unreported), Some(1));
         h.success();
         assert!(!h.is_down());
         assert_eq!(h.next_probe_in(), HEALTHY_PROBE_PERIOD);
