@@ -262,12 +262,19 @@ fn pubsub_black_hole_is_a_timeout_within_5s() {
         "worker-black-hole",
         worker(&format!("127.0.0.1:{port}"), "127.0.0.1:9", "5m"),
     );
-    assert_first_report(
+    let report = assert_first_report(
         &w,
         "Pub/Sub unavailable (timeout)",
         "WARNING",
         &format!("http://127.0.0.1:{port}"),
-        "deadline",
+        "",
+    );
+    // Two clocks can fire first on a loaded machine: the library's deadline
+    // or the probe's own 4 s bound. Either way the error says it timed out.
+    let error = report["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        error.contains("deadline") || error.contains("no answer within"),
+        "the error names the timeout: {report}"
     );
 }
 
