@@ -10,6 +10,7 @@ use common::{
     assert_summary_consistent, eventually, n, pseudo_random_bytes, GcsKind, Running, TestEnv,
     TestMessage,
 };
+use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -315,9 +316,16 @@ fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
         .map(|i| TestMessage::new(pseudo_random_bytes(i, 20_000)))
         .collect();
     let ids = env.publish("topic-d", &msgs);
+    // Storage behind a proxy that holds each chunk 25 ms, so a write takes
+    // about as long as one to real Cloud Storage and the TSTP below lands
+    // mid-way on any machine (the in-memory emulator stores all 200 in well
+    // under a second, which once let every write finish before the TSTP).
+    let slow = FaultProxy::tcp(env.gcs_port);
+    slow.set_default(Fault::Delay(Duration::from_millis(25)));
     let mut cmd = env.worker_command("sub-d", "bucket-d");
     cmd.env("CONCURRENCY", "2")
-        .env("MAX_OUTSTANDING_MESSAGES", "10");
+        .env("MAX_OUTSTANDING_MESSAGES", "10")
+        .env("STORAGE_EMULATOR_HOST", format!("http://{}", slow.host()));
     let mut w = Running::spawn("worker-tstp", cmd);
     wait_objects(&env, "bucket-d", 5, Duration::from_secs(60));
     w.signal(libc::SIGTSTP);
