@@ -13,8 +13,6 @@
 
 #![allow(dead_code)] // Each includer uses some of these.
 
-use std::time::Duration;
-
 // The includer provides the worker's `config` module at its root: the fuzz
 // target compiles examples/pubsub-gcs-worker/src/config.rs in directly, the
 // replay test takes it from the worker's library.
@@ -56,7 +54,7 @@ fn is_one_line(text: &str) -> bool {
 /// operator would: the full subscription name, durations in humantime's form,
 /// each emulator as its URL.
 fn print_back(cfg: &Config) -> (Vec<String>, Vec<(String, String)>) {
-    let dur = |d: Duration| humantime::format_duration(d).to_string();
+    let dur = rinit::platform::fmt;
     let args = vec![
         "pubsub-gcs-worker".to_string(),
         format!("--project-id={}", cfg.project_id),

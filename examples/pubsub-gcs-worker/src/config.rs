@@ -413,19 +413,16 @@ fn positive(what: &str, v: &str, max: usize) -> Result<usize, ConfigError> {
     }
 }
 
-/// Parses a duration in humantime's format, the one rinit uses (`500ms`,
-/// `8s`, `1m30s`, `2h`), or a bare number of seconds, which the worker has
+/// Parses a duration exactly as rinit does (`rinit::platform::parse_duration`:
+/// humantime's `500ms`, `8s`, `1m30s`, `2h`, guarded against the sums that
+/// make humantime panic), or a bare number of seconds, which the worker has
 /// always accepted. Zero and anything over 24 h are refused: every duration
 /// here is a timeout or a hold.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
-    // humantime 2.4 panics when absurd values add up to u64::MAX seconds
-    // plus a carried second ("0.5s18446744073709551615.5s", found by
-    // fuzzing, issue 13): such texts are tried as bare seconds only.
-    let humantime_safe = humantime_bound_secs(v) < 1 << 63;
-    let d = match humantime_safe.then(|| humantime::parse_duration(v)) {
-        Some(Ok(d)) => d,
-        _ => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
+    let d = match rinit::platform::parse_duration("duration", v) {
+        Ok(d) => d,
+        Err(_) => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
     };
     (!d.is_zero() && d <= Duration::from_secs(86_400)).then_some(d)
 }
@@ -460,53 +457,6 @@ pub fn parse_size(v: &str) -> Option<u64> {
     let bytes = (n * factor as f64).round();
     // Also refuses NaN and infinities (`as` would saturate them).
     (bytes.is_finite() && (0.0..=u64::MAX as f64 / 2.0).contains(&bytes)).then_some(bytes as u64)
-}
-
-/// An upper bound of the seconds humantime adds up for `v`, read as it
-/// reads numbers (whitespace between digits joins them, a fraction adds
-/// less than one unit), with every unit from seconds up counted as a year.
-/// Every duration the worker accepts is far below 2^63 s; at or above it,
-/// humantime could overflow. (rinit's platform.rs has the same guard.)
-fn humantime_bound_secs(v: &str) -> u64 {
-    const YEAR: u64 = 31_557_600;
-    let mut total: u64 = 0;
-    let mut chars = v.chars().peekable();
-    while chars.peek().is_some() {
-        let (mut n, mut fraction, mut progress) = (0u64, false, false);
-        while let Some(&c) = chars.peek() {
-            match c.to_digit(10) {
-                Some(d) if !fraction => n = n.saturating_mul(10).saturating_add(d.into()),
-                Some(_) => {}
-                None if c == '.' && !fraction => fraction = true,
-                None if c.is_whitespace() => {}
-                None => break,
-            }
-            progress = true;
-            chars.next();
-        }
-        let mut unit = String::new();
-        while let Some(&c) = chars
-            .peek()
-            .filter(|&&c| c.is_ascii_alphabetic() || c == 'µ')
-        {
-            unit.push(c);
-            chars.next();
-        }
-        let secs = if unit.starts_with('n') {
-            n / 1_000_000_000 + 1
-        } else if unit.starts_with(['u', 'µ']) {
-            n / 1_000_000 + 1
-        } else if unit.starts_with("ms") || unit.starts_with("milli") {
-            n / 1_000 + 1
-        } else {
-            n.saturating_add(1).saturating_mul(YEAR)
-        };
-        total = total.saturating_add(secs);
-        if !progress && unit.is_empty() {
-            chars.next();
-        }
-    }
-    total
 }
 
 fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
