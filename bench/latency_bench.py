@@ -130,12 +130,7 @@ class Net:
 
     def down(self):
         for p, _ in self.wires.values():
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            wb.stop_process(p)
         self.wires = {}
         for ns, *_ in PAIRS.values():
             sh("ip", "netns", "del", ns, check=False)

@@ -49,6 +49,16 @@ GRACE_S = 8.0  # rinit's default grace (docker platform: 10 s window minus 2 s)
 RESTART_WAIT_S = 45  # the restarted worker gets this long to store the rest
 
 
+def stop_process(p, grace=10):
+    """SIGTERM, then SIGKILL if `p` has not exited after `grace` seconds."""
+    p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 class NotMeasured(Exception):
     pass
 
@@ -174,12 +184,7 @@ class Env:
     def stop(self):
         for p in self.procs:
             if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop_process(p)
 
     # -- Pub/Sub and GCS chores ------------------------------------------
     def client(self, *args):

@@ -477,8 +477,7 @@ impl Worker {
             // dropped, which nacks it.
             old.queue.close();
             while let Ok((_, handler, _bytes)) = old.queue.try_recv() {
-                self.counts.received += 1;
-                self.nack_unstarted(handler);
+                self.nack_queued(handler);
             }
         }
         let mut stream = self
@@ -646,10 +645,7 @@ impl Worker {
                 },
                 Some(down) = self.give_up.recv() => return Some(self.unavailable(down)),
                 item = recv_queue(&mut self.stopped) => match item {
-                    Some((_, handler, _bytes)) => {
-                        self.counts.received += 1;
-                        self.nack_unstarted(handler);
-                    }
+                    Some((_, handler, _bytes)) => self.nack_queued(handler),
                     None => self.stopped = None,
                 },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
@@ -697,6 +693,13 @@ impl Worker {
         }
     }
 
+    /// A message still in a stopped stream's queue: received by the worker
+    /// only now, and nacked as never started.
+    fn nack_queued(&mut self, handler: Handler) {
+        self.counts.received += 1;
+        self.nack_unstarted(handler);
+    }
+
     /// Received but never started: nacked now so Pub/Sub redelivers it at
     /// once instead of after the ack deadline.
     fn nack_unstarted(&mut self, handler: Handler) {
@@ -718,10 +721,7 @@ impl Worker {
                 Some(sig) = signals.recv() => run.on_signal(sig)?,
                 _ = tokio::time::sleep_until(run.deadline) => return Err(Abandoned::timeout()),
                 item = recv_queue(&mut self.stopped) => match item {
-                    Some((_, handler, _bytes)) => {
-                        self.counts.received += 1;
-                        self.nack_unstarted(handler);
-                    }
+                    Some((_, handler, _bytes)) => self.nack_queued(handler),
                     None => self.stopped = None,
                 },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
