@@ -1,8 +1,8 @@
 //! What rinit's tests and the reference worker's tests share, in one place so
 //! that each rule exists once: a temp dir, a poll with a deadline, reading
 //! /proc, reading rinit's log lines (one strictness), deciding "is this CI?"
-//! (one rule), running commands with a timeout, the Docker helpers, and a
-//! fault-injecting proxy.
+//! (one rule), running commands with a timeout, the Docker helpers, a
+//! fault-injecting proxy, and a single-node Docker Swarm.
 //!
 //! Test code: it panics with a message instead of returning errors, since a
 //! failed helper is a failed test.
@@ -16,6 +16,7 @@ pub mod fs;
 pub mod logs;
 pub mod procfs;
 pub mod signals;
+pub mod swarm;
 pub mod wait;
 
 pub use ci::ci;
