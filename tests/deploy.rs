@@ -11,9 +11,17 @@
 //!   own, and the worker's drain limit ends inside the grace, read from the
 //!   files with this test's own parsing;
 //! - rinit itself, given each file's command line and variables on that
-//!   platform, starts with that grace and that window, known.
+//!   platform, starts with that grace and that window, known;
+//! - the recipe for images one cannot rebuild works as written: Docker plays
+//!   the kubelet (the init container's command into a volume, then the app
+//!   container's command, args, variables and read-only mount, from the
+//!   YAML) around an image without rinit, and `docker stop` finds rinit as
+//!   PID 1 draining it.
 
-use rinit_test_support::{root_dir, run, Out, TempDir};
+use rinit_test_support::docker::{
+    assert_static, build, build_text, docker, docker_ok, engine, Container,
+};
+use rinit_test_support::{phase, root_dir, run, wait_for, Out, TempDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -464,4 +472,234 @@ fn rinit_starts_with_each_files_grace_and_window_known() {
             out.stderr
         );
     }
+}
+
+/// A pod's container, as the kubelet would start it in Docker: entrypoint
+/// (its `command`'s first word), the rest of the command and its `args`,
+/// its environment, and its volume mounts (`NAME:PATH[:ro]`).
+struct PodContainer {
+    entrypoint: String,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<(String, String, bool)>,
+}
+
+impl PodContainer {
+    fn of(c: &Value) -> PodContainer {
+        let words = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| w.as_str().expect("string").to_string())
+                .collect()
+        };
+        let command = words(&c["command"]);
+        PodContainer {
+            entrypoint: command[0].clone(),
+            argv: command[1..]
+                .iter()
+                .cloned()
+                .chain(words(&c["args"]))
+                .collect(),
+            env: env_list(&c["env"]),
+            mounts: c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    (
+                        m["name"].as_str().expect("name").to_string(),
+                        m["mountPath"].as_str().expect("mountPath").to_string(),
+                        m["readOnly"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// `docker run` options, image, and command for this container, with
+    /// the pod's volume `volume` as the Docker volume `docker_volume`.
+    fn run_args(&self, image: &str, volume: &str, docker_volume: &str) -> Vec<String> {
+        let mut a = vec!["--entrypoint".to_string(), self.entrypoint.clone()];
+        for (name, path, ro) in &self.mounts {
+            assert_eq!(name, volume, "one volume in the recipe");
+            a.push("-v".into());
+            a.push(format!(
+                "{docker_volume}:{path}{}",
+                if *ro { ":ro" } else { "" }
+            ));
+        }
+        for (k, v) in &self.env {
+            a.push("-e".into());
+            a.push(format!("{k}={v}"));
+        }
+        a.push(image.to_string());
+        a.extend(self.argv.iter().cloned());
+        a
+    }
+}
+
+/// A Docker volume (the emptyDir's stand-in), removed on drop.
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = docker(&["volume", "rm", "-f", &self.0]);
+    }
+}
+
+/// Images for the recipe: the rinit image as scripts/dist builds it
+/// (packaging/Dockerfile), the copier from the recipe's own Dockerfile on a
+/// local busybox base, and a "vendor" image that has never heard of rinit.
+fn recipe_images() -> (String, String) {
+    let rinit = PathBuf::from(env!("CARGO_BIN_EXE_rinit"));
+    assert_static(&rinit, "rinit must be built static (.cargo/config.toml)");
+    let busybox = Path::new("/bin/busybox");
+    assert_static(
+        busybox,
+        "run scripts/setup-docker.sh (Debian's busybox-static)",
+    );
+    let ctx = TempDir::new("recipe-rinit");
+    ctx.copy_in(&rinit, "rinit");
+    let rinit_image = build(
+        "rinit-test/rinit-image",
+        &root_dir().join("packaging/Dockerfile"),
+        ctx.path(),
+        &[("VERSION", "0.0.0-test")],
+    );
+    let base = TempDir::new("recipe-busybox");
+    base.copy_in(busybox, "busybox");
+    let busybox_base = build_text(
+        "rinit-test/busybox-cp",
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nCOPY busybox /bin/cp\n",
+        &base,
+    );
+    let empty = TempDir::new("recipe-copier");
+    let copier = build(
+        "rinit-test/rinit-copier",
+        &root_dir().join("deploy/kubernetes/rinit-copier.Dockerfile"),
+        empty.path(),
+        &[("BASE", &busybox_base), ("RINIT_IMAGE", &rinit_image)],
+    );
+    // Drains for 1 s on SIGTERM, then exits 0; says each step.
+    let app = TempDir::new("recipe-vendor");
+    app.copy_in(busybox, "busybox").write(
+        "vendor-worker",
+        "#!/bin/sh\n\
+         trap 'echo \"vendor-worker: draining\"; sleep 1; echo \"vendor-worker: drained\"; exit 0' TERM\n\
+         echo \"vendor-worker: started $*\"\n\
+         while true; do sleep 0.1; done\n",
+    );
+    std::fs::set_permissions(
+        app.join("vendor-worker"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let vendor = build_text(
+        "rinit-test/vendor-worker",
+        "FROM scratch\n\
+         COPY busybox /bin/busybox\n\
+         COPY busybox /bin/sh\n\
+         COPY busybox /bin/sleep\n\
+         COPY vendor-worker /usr/local/bin/vendor-worker\n\
+         ENTRYPOINT [\"/usr/local/bin/vendor-worker\"]\n\
+         CMD [\"--queue\", \"jobs\"]\n",
+        &app,
+    );
+    (copier, vendor)
+}
+
+#[test]
+fn unmodified_image_recipe_runs_rinit_from_the_shared_volume_in_docker() {
+    if !engine("unmodified_image_recipe_runs_rinit_from_the_shared_volume_in_docker") {
+        return;
+    }
+    let file = "deploy/kubernetes/unmodified-image.yaml";
+    let doc = &documents(&root_dir().join(file))[0];
+    let pod = &doc["spec"]["template"]["spec"];
+    let volume = pod["volumes"][0]["name"].as_str().expect("a volume");
+    assert!(
+        pod["volumes"][0]["emptyDir"].is_object(),
+        "{file}: an emptyDir"
+    );
+    let init = PodContainer::of(&pod["initContainers"][0]);
+    let main = PodContainer::of(rinit_container(pod));
+    let window = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("period");
+    let (copier, vendor) = recipe_images();
+    assert!(
+        !docker(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/busybox",
+            &vendor,
+            "test",
+            "-e",
+            "/opt/rinit/rinit"
+        ])
+        .ok(),
+        "the vendor image must not hold rinit itself"
+    );
+
+    let vol = Volume(format!("rinit-test-recipe-{}", std::process::id()));
+    docker_ok(&["volume", "create", "--label", "rinit-test=1", &vol.0]);
+    // The init container, to completion, as the kubelet runs it first.
+    let copy = Container::run("recipe-init", &init.run_args(&copier, volume, &vol.0));
+    assert_eq!(
+        copy.wait(Duration::from_secs(60)),
+        0,
+        "init container:\n{}",
+        copy.logs()
+    );
+    // The app container, with the pod's variables a kubelet sets.
+    let mut args = vec![
+        "-e".to_string(),
+        "KUBERNETES_SERVICE_HOST=127.0.0.1".to_string(),
+    ];
+    args.extend(main.run_args(&vendor, volume, &vol.0));
+    let c = Container::run("recipe-app", &args);
+    wait_for("the vendor worker's start", Duration::from_secs(30), || {
+        c.logs()
+            .contains("vendor-worker: started --queue jobs")
+            .then_some(())
+    });
+    let took = c.stop(u32::try_from(window).expect("seconds"));
+    let logs = c.logs();
+    assert_eq!(c.state().exit_code, 0, "{logs}");
+    assert_eq!(
+        c.signals_sent(),
+        ["15"],
+        "SIGTERM only, never Docker's SIGKILL"
+    );
+    assert!(
+        logs.contains("vendor-worker: drained"),
+        "the worker drained:\n{logs}"
+    );
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("rinit's JSON line"))
+        .collect();
+    let start = phase(&lines, "start");
+    assert!(
+        start.len() == 1
+            && start[0]["mode"] == "pid1"
+            && start[0]["platform"] == "kubernetes"
+            && start[0]["grace"] == "25s"
+            && start[0]["kill_after"] == "30s"
+            && start[0]["window"] == "known",
+        "rinit as PID 1 with the recipe's grace and window:\n{logs}"
+    );
+    let exit = phase(&lines, "exit");
+    assert!(
+        exit.len() == 1 && exit[0]["status"] == 0 && exit[0]["escalated"] == false,
+        "{logs}"
+    );
+    eprintln!(
+        "recipe: rinit from the volume as PID 1, stop {} ms, exit 0",
+        took.as_millis()
+    );
 }
