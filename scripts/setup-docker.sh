@@ -36,6 +36,18 @@ if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
     # its own); running ones may belong to a test run going on right now.
     stale=$(docker ps -aq --filter label=rinit-test=1 --filter status=exited --filter status=created)
     [ -z "$stale" ] || docker rm -f $stale >/dev/null
+    # A swarm a killed run of tests/swarm.rs left behind (its node carries the
+    # label rinit-test=1; a swarm without it is not ours and stays), unless a
+    # swarm test holds its lock right now. Leaving removes its services.
+    (
+        flock -n 8 || exit 0
+        [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ] || exit 0
+        node="$(docker info --format '{{.Swarm.NodeID}}')"
+        [ "$(docker node inspect --format '{{index .Spec.Labels "rinit-test"}}' "$node")" = 1 ] || exit 0
+        echo "setup-docker: leaving a swarm left behind by a killed test run"
+        docker swarm leave --force >/dev/null
+        docker network rm docker_gwbridge >/dev/null 2>&1 || true
+    ) 8>"${TMPDIR:-/tmp}/rinit-swarm.lock"
     # Test images are tagged by the hash of their inputs, so every new build
     # of the binaries adds some; drop those not used for a day.
     docker image prune -a -f --filter label=rinit-test=1 --filter until=24h >/dev/null
