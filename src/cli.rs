@@ -57,20 +57,7 @@ pub struct Stop {
 /// rejection is always exactly one line (found by fuzzing, issue 13).
 pub fn usage(msg: impl std::fmt::Display) -> Stop {
     let mut text = String::from("rinit: ");
-    for c in msg.to_string().chars() {
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-            // As Rust writes them (`\n`, `\u{1b}`); by hand, which costs
-            // the binary less than `char::escape_default`.
-            match c {
-                '\n' => text.push_str("\\n"),
-                '\r' => text.push_str("\\r"),
-                '\t' => text.push_str("\\t"),
-                c => text.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            }
-        } else {
-            text.push(c);
-        }
-    }
+    log::escape_into(&mut text, &msg.to_string());
     text.push_str(" (see 'rinit --help')");
     Stop {
         status: USAGE,
