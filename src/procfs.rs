@@ -160,12 +160,20 @@ fn parse_stat(stat: &[u8]) -> Option<Process> {
     })
 }
 
+/// The value of a `/proc/PID/status` line (`NSpid:`, `SigCgt:`), read as
+/// bytes: its `Name:` line holds the process name, which need not be UTF-8.
+fn status_field<'a>(status: &'a [u8], key: &str) -> Option<&'a str> {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(key.as_bytes()))?;
+    std::str::from_utf8(line).ok()
+}
+
 /// The pids of an `NSpid:` line, from /proc's namespace down to the
 /// process's own.
 fn nspid(status: &[u8]) -> Option<Vec<i32>> {
-    let text = std::str::from_utf8(status).ok()?;
-    let line = text.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    line.split_ascii_whitespace()
+    status_field(status, "NSpid:")?
+        .split_ascii_whitespace()
         .map(|v| v.parse().ok())
         .collect()
 }
@@ -183,13 +191,8 @@ impl Process {
             return Some(false);
         }
         let status = fs::read(format!("/proc/{}/status", self.proc_pid)).ok()?;
-        let text = std::str::from_utf8(&status).ok()?;
         let bit = 1u64 << (signo - 1);
-        let mask = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        };
+        let mask = |name: &str| u64::from_str_radix(status_field(&status, name)?.trim(), 16).ok();
         let handled = mask("SigCgt:")? | mask("SigIgn:")? | mask("SigBlk:")?;
         Some(handled & bit == 0)
     }
@@ -296,10 +299,16 @@ mod tests {
         assert_eq!(parse_stat(z.as_bytes()).expect("zombie").zombie, Some(9));
     }
 
+    /// A status file whose name is not UTF-8 still gives its fields.
     #[test]
     fn nspid_lines() {
-        let status = b"Name:\tx\nNSpid:\t4242\t7\t1\nNSpgid:\t1\n";
+        let status =
+            b"Name:\tworker-x\xc3\nNSpid:\t4242\t7\t1\nNSpgid:\t1\nSigCgt:\t0000000000004000\n";
         assert_eq!(nspid(status), Some(vec![4242, 7, 1]));
+        assert_eq!(
+            status_field(status, "SigCgt:").map(str::trim),
+            Some("0000000000004000")
+        );
         assert_eq!(nspid(b"Name:\tx\n"), None);
     }
 
