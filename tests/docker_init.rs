@@ -416,9 +416,9 @@ fn logs(d: &PrivateDockerd, id: &str) -> String {
 
 /// Asserts PID 1 of container `id` is the rinit the daemon mounts: its
 /// command line is `/sbin/docker-init -- <command>`, its executable has
-/// rinit's bytes, and rinit's start line says it runs as PID 1 with `grace`
-/// (which only the environment can have set).
-fn assert_pid1_is_rinit(d: &PrivateDockerd, id: &str, command: &[&str], grace: &str) {
+/// rinit's bytes, and rinit's start line has each of `fields` (`grace=3s`:
+/// only the environment can have set it).
+fn assert_pid1_is_rinit(d: &PrivateDockerd, id: &str, command: &[&str], fields: &[&str]) {
     let mut want = vec!["/sbin/docker-init", "--"];
     want.extend_from_slice(command);
     assert_eq!(pid1_cmdline(d, id), want, "PID 1's command line");
@@ -433,16 +433,21 @@ fn assert_pid1_is_rinit(d: &PrivateDockerd, id: &str, command: &[&str], grace: &
         "PID 1's executable is the init-path rinit ({})",
         inside.stderr
     );
-    let logs = logs(d, id);
+    let logs = wait_for("rinit's start line", Duration::from_secs(10), || {
+        let logs = logs(d, id);
+        (!text_phase(&logs, "start").is_empty()).then_some(logs)
+    });
     let start = text_phase(&logs, "start");
     assert!(
-        start
-            .first()
-            .is_some_and(|l| l.contains(&format!("started {}", command[0]))
-                && l.contains(&format!("grace={grace} "))
-                && l.contains("platform=docker")
-                && l.contains("mode=pid1")),
-        "rinit's start line: {start:?}\n{logs}"
+        start.first().is_some_and(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            l.contains(&format!("started {} ", command[0]))
+                && ["platform=docker", "mode=pid1"]
+                    .iter()
+                    .chain(fields)
+                    .all(|f| words.contains(f))
+        }),
+        "rinit's start line should have {fields:?}: {start:?}\n{logs}"
     );
 }
 
@@ -535,6 +540,21 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
     );
     drop(plain);
 
+    // --init with no RINIT_GRACE: rinit's own default inside Docker, 2 s
+    // under the 10 s it assumes Docker gives.
+    let default = Container::run_on(
+        d.host(),
+        "init-default",
+        &["--init", image, "--sleep", "60000"],
+    );
+    assert_pid1_is_rinit(
+        d,
+        &default.name,
+        &["/probe", "--sleep", "60000"],
+        &["grace=8s", "kill_after=10s", "window=assumed"],
+    );
+    drop(default);
+
     let ignores_cmd = [
         "/probe",
         "--ready",
@@ -560,8 +580,9 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
             (!data.read("ready").is_empty()).then_some(())
         });
     }
-    assert_pid1_is_rinit(d, &c_ignores.name, &ignores_cmd, "3s");
-    assert_pid1_is_rinit(d, &c_drains.name, &drains_cmd, "3s");
+    let fields = ["grace=3s", "kill_after=10s", "window=assumed"];
+    assert_pid1_is_rinit(d, &c_ignores.name, &ignores_cmd, &fields);
+    assert_pid1_is_rinit(d, &c_drains.name, &drains_cmd, &fields);
 
     let (took, code, logs, signals) = stop(&c_drains);
     assert_eq!(code, 0, "a clean drain");
@@ -622,7 +643,7 @@ fn check_compose_init_true(d: &PrivateDockerd, image: &str) {
                image: {image}\n    \
                command: [\"--ready\", \"/data/ready\", \"--done\", \"/data/done\", \"{}\", \"{}\"]\n    \
                init: true\n    \
-               environment:\n      RINIT_GRACE: 2s\n    \
+               environment:\n      RINIT_GRACE: 2s\n      RINIT_PLATFORM_KILL_AFTER: 10s\n    \
                stop_grace_period: 10s\n    \
                network_mode: host\n    \
                labels:\n      rinit-test: \"1\"\n    \
@@ -654,7 +675,8 @@ fn check_compose_init_true(d: &PrivateDockerd, image: &str) {
         assert_eq!(init.trim(), "true", "{name}: init: true reached the engine");
         let mut command = vec!["/probe", "--ready", "/data/ready", "--done", "/data/done"];
         command.extend_from_slice(extra);
-        assert_pid1_is_rinit(d, &id, &command, "2s");
+        let fields = ["grace=2s", "kill_after=10s", "window=known"];
+        assert_pid1_is_rinit(d, &id, &command, &fields);
         ids.push(id);
     }
     let t0 = Instant::now();
