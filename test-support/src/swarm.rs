@@ -218,10 +218,12 @@ pub fn wait_update_completed(service: &str, before: &str, timeout: Duration) {
         let s = update_status(service);
         let started = s["StartedAt"].as_str().unwrap_or("");
         let state = s["State"].as_str().unwrap_or("");
+        // Swarm clears the status (null) between an update's request and
+        // its start.
         if started != before {
             match state {
                 "completed" => return,
-                "updating" => {}
+                "updating" | "" => {}
                 _ => panic!("{service}: the update ended {state}: {s}"),
             }
         }

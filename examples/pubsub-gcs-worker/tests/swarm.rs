@@ -107,6 +107,16 @@ impl Drop for Tags {
     }
 }
 
+/// Clears the flag on drop: the publisher stops when the steps end,
+/// panicking or not.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 /// A step of the deploy and the engine-time window it ran in.
 struct Step {
     name: String,
@@ -223,7 +233,10 @@ fn check_stop(watch: &Watch, r: &Replica, step: usize) -> Stopped {
     );
     let exit = text_phase(&logs, "exit");
     assert!(
-        exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
+        exit.len() == 1
+            && text_field(exit[0], "status").as_deref() == Some("0")
+            && text_field(exit[0], "escalated").as_deref() == Some("false")
+            && text_field(exit[0], "killed_by_forward").as_deref() == Some("0"),
         "{what}: rinit's exit line:\n{logs}"
     );
     assert!(
@@ -308,6 +321,8 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     let mut steps: Vec<Step> = Vec::new();
     let (ids, msgs) = std::thread::scope(|scope| {
         let publisher = scope.spawn(|| env.publish_until(TOPIC, 0, PER_TICK, TICK, &publishing));
+        // A failed step ends the flow too, or the scope would wait for it.
+        let _stop = StopOnDrop(&publishing);
         let mut step = |name: String, stops: usize, act: &dyn Fn(u128)| {
             std::thread::sleep(SETTLE);
             let from = now_ns();
@@ -508,8 +523,8 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     );
 
     let mut table = String::from(
-        "| step | stops | with writes in flight | rinit drain_ms median / max | SIGTERM to exit, ms median / max |\n\
-         |---|---|---|---|---|\n",
+        "| step | step took, s (median) | stops | with writes in flight | rinit drain_ms median / max | SIGTERM to exit, ms median / max |\n\
+         |---|---|---|---|---|---|\n",
     );
     // One row per kind of step (the rounds of the bench add up).
     let mut names: Vec<&str> = Vec::new();
@@ -523,8 +538,16 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
             .iter()
             .filter(|x| steps[x.step].name == name)
             .collect();
+        let (took, _) = median_max(
+            steps
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| ((s.to - s.from) / 1_000_000) as u64)
+                .collect(),
+        );
+        let took = took as f64 / 1000.0;
         if mine.is_empty() {
-            table += &format!("| {name} | 0 | | | |\n");
+            table += &format!("| {name} | {took:.1} | 0 | | | |\n");
             continue;
         }
         let writing = mine
@@ -534,7 +557,7 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
         let (dm, dx) = median_max(mine.iter().map(|x| x.rinit_drain_ms).collect());
         let (km, kx) = median_max(mine.iter().map(|x| x.kill_to_die_ms).collect());
         table += &format!(
-            "| {name} | {} | {writing} | {dm} / {dx} | {km} / {kx} |\n",
+            "| {name} | {took:.1} | {} | {writing} | {dm} / {dx} | {km} / {kx} |\n",
             mine.len()
         );
     }
