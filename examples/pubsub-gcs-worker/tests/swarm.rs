@@ -193,6 +193,23 @@ fn wait_live(watch: &Watch, what: &str, want: usize, ok: impl Fn(&Replica) -> bo
     });
 }
 
+/// The most containers running at once between `from` and `to`.
+fn most_running(all: &[Replica], from: u128, to: u128) -> usize {
+    let running_at = |t: u128| {
+        all.iter()
+            .filter(|r| r.started <= t && r.died.is_none_or(|d| d > t))
+            .count()
+    };
+    // The count only rises at a start.
+    all.iter()
+        .map(|r| r.started)
+        .filter(|t| (from..=to).contains(t))
+        .chain([from])
+        .map(running_at)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The median and max of `v` (not empty).
 fn median_max(mut v: Vec<u64>) -> (u64, u64) {
     v.sort_unstable();
@@ -523,8 +540,8 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     );
 
     let mut table = String::from(
-        "| step | step took, s (median) | stops | with writes in flight | rinit drain_ms median / max | SIGTERM to exit, ms median / max |\n\
-         |---|---|---|---|---|---|\n",
+        "| step | step took, s (median) | most running at once | stops | with writes in flight | rinit drain_ms median / max | SIGTERM to exit, ms median / max |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     // One row per kind of step (the rounds of the bench add up).
     let mut names: Vec<&str> = Vec::new();
@@ -546,8 +563,14 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
                 .collect(),
         );
         let took = took as f64 / 1000.0;
+        let most = steps
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| most_running(&all, s.from, s.to))
+            .max()
+            .unwrap_or(0);
         if mine.is_empty() {
-            table += &format!("| {name} | {took:.1} | 0 | | | |\n");
+            table += &format!("| {name} | {took:.1} | {most} | 0 | | | |\n");
             continue;
         }
         let writing = mine
@@ -557,7 +580,7 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
         let (dm, dx) = median_max(mine.iter().map(|x| x.rinit_drain_ms).collect());
         let (km, kx) = median_max(mine.iter().map(|x| x.kill_to_die_ms).collect());
         table += &format!(
-            "| {name} | {took:.1} | {} | {writing} | {dm} / {dx} | {km} / {kx} |\n",
+            "| {name} | {took:.1} | {most} | {} | {writing} | {dm} / {dx} | {km} / {kx} |\n",
             mine.len()
         );
     }
