@@ -17,7 +17,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -206,24 +205,9 @@ struct BuildLock {
 
 impl BuildLock {
     fn take() -> BuildLock {
-        let path = std::env::temp_dir().join("rinit-docker-tests.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let t0 = Instant::now();
-        // SAFETY: flock on a file descriptor we own.
-        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            assert!(
-                t0.elapsed() < BUILD_TIMEOUT,
-                "waited {BUILD_TIMEOUT:?} for {} (another test building images?)",
-                path.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        BuildLock {
+            _held: crate::fs::lock_file("rinit-docker-tests.lock", BUILD_TIMEOUT),
         }
-        BuildLock { _held: file }
     }
 }
 

@@ -82,3 +82,28 @@ pub fn root_dir() -> PathBuf {
     }
     dir
 }
+
+/// An exclusive `flock` on `name` in the system temp dir, shared by every
+/// test process (and by scripts that `flock` the same file), held until
+/// the returned file is dropped. Waits up to `timeout` for it.
+pub fn lock_file(name: &str, timeout: std::time::Duration) -> std::fs::File {
+    use std::os::unix::io::AsRawFd;
+    let path = std::env::temp_dir().join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let t0 = std::time::Instant::now();
+    // SAFETY: flock on a file descriptor we own.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        assert!(
+            t0.elapsed() < timeout,
+            "waited {timeout:?} for {} (held by another test)",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    file
+}

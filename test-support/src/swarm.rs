@@ -15,11 +15,11 @@
 //! `--no-resolve-image`): these machines reach none.
 
 use crate::docker::{docker, docker_ok};
+use crate::fs::lock_file;
 use crate::{run, TempDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +69,8 @@ impl Swarm {
     /// makes a new one on loopback. Panics if the engine is in a swarm these
     /// tests did not make.
     pub fn init() -> Swarm {
-        let lock = take_lock();
+        // Another swarm test ends within its own timeouts.
+        let lock = lock_file("rinit-swarm.lock", Duration::from_secs(900));
         let state = swarm_state();
         if state != "inactive" {
             let node = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
@@ -120,22 +121,6 @@ impl Drop for Swarm {
     fn drop(&mut self) {
         leave(self.made_gwbridge);
     }
-}
-
-/// An exclusive `flock` on the swarm lock file, waited for.
-fn take_lock() -> File {
-    let path = std::env::temp_dir().join("rinit-swarm.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    // SAFETY: flock on a file descriptor we own. Blocking: another swarm
-    // test ends within its own timeouts (nextest ends a hung one).
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock {}", path.display());
-    file
 }
 
 /// A stack deployed from Compose files, removed on drop.
@@ -198,7 +183,7 @@ impl Drop for Stack {
 }
 
 /// A service's `UpdateStatus` (`null` before its first update).
-pub fn update_status(service: &str) -> Value {
+fn update_status(service: &str) -> Value {
     let text = docker_ok(&[
         "service",
         "inspect",
@@ -209,10 +194,15 @@ pub fn update_status(service: &str) -> Value {
     serde_json::from_str(text.trim()).expect("UpdateStatus is JSON")
 }
 
-/// Waits until the update begun after `before` (the `StartedAt` of the
-/// previous one, "" if none) has completed; panics if Swarm paused it or
-/// rolled it back.
-pub fn wait_update_completed(service: &str, before: &str, timeout: Duration) {
+/// Runs `request` (which asks Swarm to update `service`: a redeploy, a
+/// `docker service update`) and waits until that update has completed;
+/// panics if Swarm paused it or rolled it back.
+pub fn update(service: &str, timeout: Duration, request: impl FnOnce()) {
+    let before = update_status(service)["StartedAt"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    request();
     let t0 = Instant::now();
     loop {
         let s = update_status(service);

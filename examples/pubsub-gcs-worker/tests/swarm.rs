@@ -30,9 +30,7 @@ use common::containers::{summary, worker_image};
 use common::{assert_summary_consistent, n, TestEnv, PROJECT};
 use rinit_test_support::docker::{docker, docker_ok, engine};
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
-use rinit_test_support::swarm::{
-    update_status, wait_update_completed, Event, Stack, Swarm, TaskPoll, Watch,
-};
+use rinit_test_support::swarm::{update, Event, Stack, Swarm, TaskPoll, Watch};
 use rinit_test_support::{root_dir, text_field, text_phase, wait_every, TempDir};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -358,12 +356,9 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
                 "rolling update to a new tag (start-first)".into(),
                 REPLICAS,
                 &|from| {
-                    let before = update_status(&service)["StartedAt"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    stack.redeploy(&files, &vars(tag));
-                    wait_update_completed(&service, &before, STEP_TIMEOUT);
+                    update(&service, STEP_TIMEOUT, || {
+                        stack.redeploy(&files, &vars(tag))
+                    });
                     wait_live(&watch, "the new tag on every replica", REPLICAS, |r| {
                         r.image == tag && r.started > from
                     });
@@ -373,21 +368,18 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
                 "docker service update --force (stop-first)".into(),
                 REPLICAS,
                 &|from| {
-                    let before = update_status(&service)["StartedAt"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    docker_ok(&[
-                        "service",
-                        "update",
-                        "--force",
-                        "--update-order",
-                        "stop-first",
-                        "--no-resolve-image",
-                        "--detach",
-                        &service,
-                    ]);
-                    wait_update_completed(&service, &before, STEP_TIMEOUT);
+                    update(&service, STEP_TIMEOUT, || {
+                        docker_ok(&[
+                            "service",
+                            "update",
+                            "--force",
+                            "--update-order",
+                            "stop-first",
+                            "--no-resolve-image",
+                            "--detach",
+                            &service,
+                        ]);
+                    });
                     wait_live(&watch, "three new replicas", REPLICAS, |r| r.started > from);
                 },
             );
