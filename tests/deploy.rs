@@ -1,5 +1,5 @@
 //! The deployment files users copy (deploy/, issue 19 part 2, and issue
-//! 18's recipe for images one cannot rebuild), checked three ways:
+//! 18's recipe for images one cannot rebuild), checked four ways:
 //!
 //! - each passes its platform's own validator, offline
 //!   (`scripts/check-deploy`: Kubernetes' JSON schemas, the ECS API's model

@@ -82,8 +82,8 @@ impl Swarm {
                 node.stdout.trim(),
             ]);
             assert!(
-                state != "active" || ours.stdout.trim() == "1",
-                "the Docker engine is in a swarm these tests did not make (node without the \
+                state == "active" && ours.stdout.trim() == "1",
+                "the Docker engine is in a swarm ({state}) these tests did not make (no node \
                  label {LABEL}=1): refusing to leave it; run the swarm test on another engine"
             );
             eprintln!("leaving a swarm ({state}) left behind by an earlier test run");
