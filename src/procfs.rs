@@ -35,6 +35,8 @@ pub struct Process {
     pub comm: String,
     /// Dead, waiting to be reaped: its wait status.
     pub zombie: Option<i32>,
+    /// Its wait status once it has begun to exit (0 before).
+    exit_code: i32,
     /// Its pid as /proc names it (differs from `pid` under a foreign /proc).
     proc_pid: i32,
 }
@@ -148,14 +150,17 @@ fn parse_stat(stat: &[u8]) -> Option<Process> {
     let f: Vec<&str> = rest.split_ascii_whitespace().collect();
     let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<i64>().ok());
     let zombie = matches!(f.first(), Some(&"Z") | Some(&"X"));
+    // Field 52, exit_code: the wait status, set as the process begins to
+    // exit (Linux 3.5; shown only to who may ptrace it, else 0).
+    let exit_code = num(52).unwrap_or(0) as i32;
     Some(Process {
         pid: 0,
         ppid: num(4)? as i32,
         pgid: num(5)? as i32,
         start: num(22)? as u64,
         comm,
-        // Field 52, exit_code: the wait status, for a zombie (Linux 3.5).
-        zombie: zombie.then(|| num(52).unwrap_or(0) as i32),
+        zombie: zombie.then_some(exit_code),
+        exit_code,
         proc_pid: 0,
     })
 }
@@ -179,22 +184,29 @@ fn nspid(status: &[u8]) -> Option<Vec<i32>> {
 }
 
 impl Process {
-    /// Whether `signo`, sent now, ends this process: a signal whose default
-    /// action is to terminate, which it neither catches, ignores nor
-    /// blocks. A zombie has already ended: by `signo`, or not. `None` when
-    /// the process is gone and cannot tell.
+    /// Whether `signo`, just sent, ends this process. A signal whose action
+    /// is to terminate, not caught, ignored or blocked, is turned by the
+    /// kernel into the process's death inside the `kill(2)` itself: a
+    /// SIGKILL pending on each of its threads, then (once it runs) an exit
+    /// code of `signo`, kept while it is a zombie. Those are read in that
+    /// order, so a process moving from one to the next between the reads is
+    /// still seen. Reading the signal masks instead would be wrong for a
+    /// process in `sigwait`, which the kernel shows unblocked while it
+    /// waits. `None` when the process is gone and cannot tell.
     pub fn ended_by(&self, signo: i32) -> Option<bool> {
-        if let Some(status) = self.zombie {
-            return Some(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == signo);
-        }
         if !terminates_by_default(signo) {
             return Some(false);
         }
-        let status = fs::read(format!("/proc/{}/status", self.proc_pid)).ok()?;
-        let bit = 1u64 << (signo - 1);
-        let mask = |name: &str| u64::from_str_radix(status_field(&status, name)?.trim(), 16).ok();
-        let handled = mask("SigCgt:")? | mask("SigIgn:")? | mask("SigBlk:")?;
-        Some(handled & bit == 0)
+        if self.zombie.is_none() {
+            let status = fs::read(format!("/proc/{}/status", self.proc_pid)).ok()?;
+            let pending = u64::from_str_radix(status_field(&status, "SigPnd:")?.trim(), 16).ok()?;
+            if pending & 1 << (libc::SIGKILL - 1) != 0 {
+                return Some(true);
+            }
+        }
+        let stat = fs::read(format!("/proc/{}/stat", self.proc_pid)).ok()?;
+        let code = parse_stat(&stat)?.exit_code;
+        Some(libc::WIFSIGNALED(code) && libc::WTERMSIG(code) == signo)
     }
 
     /// Sends `signo` to this process and no other. rinit's own children are

@@ -407,11 +407,11 @@ impl Supervisor {
     }
 
     /// Logs each member of the child's group that `signo` (just forwarded
-    /// to the group) ends: it neither handles, ignores nor blocks it. A job
-    /// runner's pool processes dying of the TERM meant for the runner is
-    /// work lost, and must not look like a clean drain. Read right after
-    /// the kill: a process that another parent reaps in between is missed;
-    /// rinit's own children never are (it reaps only after this).
+    /// to the group) ends because it does not handle it. A job runner's pool
+    /// processes dying of the TERM meant for the runner is work lost, and
+    /// must not look like a clean drain. Read right after the kill
+    /// (`Process::ended_by`): a process that another parent reaps in between
+    /// is missed; rinit's own children never are (it reaps only after this).
     fn note_forward_kills(&mut self, signo: i32) {
         let members = if self.main_alive() {
             self.group_members(true)
