@@ -475,10 +475,18 @@ impl Supervisor {
     /// SIGKILL, widest first so the deadline holds however many processes
     /// there are: as PID 1 the whole namespace (daemons that escaped the group
     /// with setsid included), the child and its group while it pins them,
-    /// then each survivor by pid, which also names them in the log (`first`;
-    /// rechecks log at debug). Every kill is checked: one that fails (a root
-    /// process when rinit runs as a user) is an ERROR, never "killed".
+    /// then each process by pid. At the deadline (`first`) the processes are
+    /// listed before the wide kills, so the log names everything that was
+    /// running, even what another parent reaps the moment it dies (a `docker
+    /// exec`'d process); rechecks list what is still alive and log at debug.
+    /// Every kill is checked: one that fails (a root process when rinit runs
+    /// as a user) is an ERROR, never "killed".
     fn kill_rest(&mut self, first: bool) {
+        let running = if first {
+            procfs::scan(self.scope(), false)
+        } else {
+            None
+        };
         if self.pid1 {
             let _ = procfs::kill(-1, libc::SIGKILL);
         }
@@ -488,21 +496,22 @@ impl Supervisor {
             }
             let _ = procfs::kill(self.child, libc::SIGKILL);
         }
-        // Listed after the wide kills, so the dying count: they were running at the deadline.
-        for p in procfs::scan(self.scope(), first).unwrap_or_default() {
-            let r = match p.zombie {
-                Some(_) => Ok(()),
-                None => p.signal(libc::SIGKILL),
+        let left = running.or_else(|| procfs::scan(self.scope(), false));
+        for p in left.unwrap_or_default() {
+            let r = match p.signal(libc::SIGKILL) {
+                // Gone already: the wide kill got it.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                r => r,
             };
-            match r {
-                Ok(()) if first => warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL"),
-                Ok(()) => debug!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL (recheck)"),
-                // Gone since the scan: nothing left to kill.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) if first => {
+            match (r, first) {
+                (Ok(()), true) => warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL"),
+                (Ok(()), false) => {
+                    debug!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL (recheck)")
+                }
+                (Err(e), true) => {
                     error!(phase = "kill", pid = p.pid, comm = %p.comm, error = %e, "cannot SIGKILL")
                 }
-                Err(e) => {
+                (Err(e), false) => {
                     debug!(phase = "kill", pid = p.pid, comm = %p.comm, error = %e, "cannot SIGKILL (recheck)")
                 }
             }

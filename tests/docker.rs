@@ -789,3 +789,93 @@ fn design_line_under_plain_docker_stop_was_warned_about() {
         "rinit never got to exit by itself:\n{logs}"
     );
 }
+
+/// Issue 21: rinit runs as uid 1000 (`docker run --user`) and a root
+/// process joins the container (`docker exec -u 0`). At rinit's deadline the
+/// kill of that process fails (EPERM): the log must say so, naming it, and
+/// rinit must exit soon after its grace anyway (as PID 1 its exit ends the
+/// namespace, the root process with it), not when Docker's own SIGKILL comes
+/// at `-t 20`. The twin: the same process as uid 1000 is killed.
+#[test]
+fn docker_exec_root_process_under_a_non_root_rinit() {
+    if !engine("docker_exec_root_process_under_a_non_root_rinit") {
+        return;
+    }
+    let image = probe_image();
+    for exec_user in ["0", "1000"] {
+        let (c, data) = run_with_data(
+            &format!("eperm-{exec_user}"),
+            &[
+                "--user",
+                "1000:1000",
+                image,
+                "/rinit",
+                "--grace=3s",
+                "--",
+                "/probe",
+                "--ready",
+                "/data/ready",
+                "--ignore",
+                "TERM",
+            ],
+        );
+        wait_ready(&data, "ready");
+        docker_support::docker_ok(&[
+            "exec",
+            "-d",
+            "-u",
+            exec_user,
+            &c.name,
+            "/probe",
+            "--ready",
+            "/data/joined",
+        ]);
+        wait_ready(&data, "joined");
+        let joined = format!("pid={} ", data.read("joined").trim());
+        let Stopped { took, state, logs } = stop_and_read(&c, 20);
+        assert_eq!(state.exit_code, 137, "{logs}");
+        assert!(
+            took >= Duration::from_millis(2900) && took < Duration::from_secs(7),
+            "docker stop -t 20 took {:.3} s: rinit's grace is 3 s",
+            secs(took)
+        );
+        assert_eq!(c.signals_sent(), ["15"], "Docker never had to SIGKILL");
+        let about_sleep: Vec<&str> = text_phase(&logs, "kill")
+            .into_iter()
+            .filter(|l| l.contains(&joined))
+            .collect();
+        if exec_user == "0" {
+            assert!(
+                about_sleep
+                    .iter()
+                    .any(|l| l.contains(" ERROR kill: cannot SIGKILL ")),
+                "{logs}"
+            );
+            assert!(
+                about_sleep
+                    .iter()
+                    .any(|l| l.contains("still there after SIGKILL")),
+                "{logs}"
+            );
+            assert!(
+                !about_sleep
+                    .iter()
+                    .any(|l| l.contains(" WARNING kill: SIGKILL ")),
+                "a failed kill logged as done:\n{logs}"
+            );
+        } else {
+            assert!(
+                about_sleep
+                    .iter()
+                    .any(|l| l.contains(" WARNING kill: SIGKILL ")),
+                "{logs}"
+            );
+            assert!(!logs.contains(" ERROR "), "{logs}");
+        }
+        let exit = text_phase(&logs, "exit");
+        assert!(
+            exit.len() == 1 && exit[0].contains("status=137"),
+            "{exit:?}"
+        );
+    }
+}
