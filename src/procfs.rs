@@ -312,6 +312,32 @@ mod tests {
     }
 
     /// A status file whose name is not UTF-8 still gives its fields.
+    /// A name of any bytes (the kernel keeps up to 15, none NUL): the stat
+    /// line parses, the fields after the name are right, the name is shown
+    /// as `bytes_text` shows it.
+    #[test]
+    fn stat_parses_any_name() {
+        for mut name in crate::log::tests::tricky_bytes(7, 3000, 15) {
+            name.retain(|&b| b != 0);
+            name.truncate(15);
+            let mut stat = b"42 (".to_vec();
+            stat.extend_from_slice(&name);
+            stat.extend_from_slice(
+                b") S 1 40 40 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 987 1 2 3 4 5 6 7 8",
+            );
+            stat.extend_from_slice(
+                b" 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 0\n",
+            );
+            let p = parse_stat(&stat).unwrap_or_else(|| panic!("{name:?}"));
+            assert_eq!(p.comm, bytes_text(&name), "{name:?}");
+            assert_eq!(
+                (p.ppid, p.pgid, p.start, p.zombie),
+                (1, 40, 987, None),
+                "{name:?}"
+            );
+        }
+    }
+
     #[test]
     fn nspid_lines() {
         let status =

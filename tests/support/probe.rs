@@ -67,7 +67,11 @@ fn die(msg: &str) -> ! {
 
 fn parse() -> Opts {
     let mut o = Opts::default();
-    let mut args = std::env::args().skip(1);
+    // args_os: argv[0] may be a name of any bytes (tests/hardening.rs).
+    let mut args = std::env::args_os().skip(1).map(|a| {
+        a.into_string()
+            .unwrap_or_else(|_| die("probe: an argument is not UTF-8"))
+    });
     while let Some(a) = args.next() {
         let mut val = || {
             args.next()
