@@ -281,6 +281,22 @@ fn terminates_by_default(signo: i32) -> bool {
     ) && (1..=64).contains(&signo)
 }
 
+/// Now, in the unit of `Process::start`: clock ticks since boot
+/// (`CLOCK_BOOTTIME`, which /proc's start times count in too).
+pub fn now_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime and sysconf write nothing of ours but `ts`.
+    let hz = unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        libc::sysconf(libc::_SC_CLK_TCK)
+    }
+    .max(1) as u64;
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
+}
+
 /// As PID 1: whether any other process is left in the namespace, zombies
 /// of other parents included. `kill(-1, 0)` counts every process PID 1 can
 /// see whether or not it may signal it, and needs no /proc.

@@ -88,9 +88,9 @@ struct Supervisor {
     main: Option<Exit>,
     /// The drain, once a stop (or the main child's exit) began one.
     drain: Option<Drain>,
-    /// Once the child is reaped: the (pid, start) of the members last seen
-    /// in its group, the proof that the group's id is still its group's.
-    group: Vec<(i32, u64)>,
+    /// Once the child is reaped: a time (`procfs::now_ticks`) at which its
+    /// group was still its group, the proof for `members_now`.
+    group_proof: u64,
     /// Processes a forwarded signal ended during the drain (pids): a
     /// runner's helpers that die of the stop signal are lost work.
     forward_kills: Vec<i32>,
@@ -111,7 +111,7 @@ impl Supervisor {
             isolation,
             main: None,
             drain: None,
-            group: Vec::new(),
+            group_proof: 0,
             forward_kills: Vec::new(),
         }
     }
@@ -192,18 +192,12 @@ impl Supervisor {
     /// when the main child has just gone and others remain.
     fn on_reap(&mut self) -> Option<i32> {
         let job_control = self.isolation == Isolation::Foreground && !self.pid1;
-        if self.main_alive() && matches!(self.target, Target::Group(_)) && reap::exited(self.child)
-        {
-            // Its unreaped zombie still pins the group's id: whoever is in
-            // the group now is in the child's group.
-            self.group = self
-                .group_members(false)
-                .iter()
-                .map(|p| (p.pid, p.start))
-                .collect();
-        }
+        // Until the child is reaped its zombie pins the group's id: taken
+        // before the reap, this time is one at which the group was its own.
+        let before = procfs::now_ticks();
         let reaped = reap::reap_zombies(self.child, job_control);
         if let Some(exit) = reaped.main {
+            self.group_proof = before;
             self.log_child_exit(exit);
             self.main = Some(exit);
         }
@@ -387,21 +381,27 @@ impl Supervisor {
     }
 
     /// Once the child is reaped: the members of its group, if rinit can
-    /// still prove the group is the child's: one of the members it saw in it
-    /// last time (same pid, same start time) is still in it, and while a
-    /// member is in a group its id cannot be reused. Otherwise none, for
-    /// good: the number may since have become someone else's group.
+    /// still prove the group is the child's. A group's id can be reused only
+    /// once no process is left in the group (or the session the child led),
+    /// and a process can join a group only in its own session, so a reused
+    /// group holds only processes started after the reuse. One member that
+    /// started by a time the group was known to be the child's (the reap,
+    /// then each scan that proved it) proves it is the child's still.
+    /// Otherwise none, for good: the number may since have become someone
+    /// else's group. Start times count in clock ticks (10 ms): a reuse
+    /// within the tick of the proof would take the whole pid space wrapping
+    /// in 10 ms, or root writing `ns_last_pid` at that very moment.
     fn members_now(&mut self) -> Vec<Process> {
-        if self.group.is_empty() {
-            return Vec::new();
-        }
-        let now = self.group_members(false);
-        if now.iter().any(|p| self.group.contains(&(p.pid, p.start))) {
-            self.group = now.iter().map(|p| (p.pid, p.start)).collect();
-            now
+        let now = procfs::now_ticks();
+        let members = self.group_members(false);
+        if members.iter().any(|p| p.start <= self.group_proof) {
+            self.group_proof = now;
+            members
         } else {
-            debug!(phase = "forward", target = %self.target.describe(), "the group is gone; never signalled again");
-            self.group.clear();
+            if self.group_proof > 0 {
+                debug!(phase = "forward", target = %self.target.describe(), "the group is gone; never signalled again");
+            }
+            self.group_proof = 0;
             Vec::new()
         }
     }

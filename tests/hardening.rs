@@ -496,6 +496,10 @@ fn a_reused_group_id_gets_nothing() {
     let t0 = Instant::now();
     // The main child is gone once rinit TERMs the daemon (which ignores it).
     run.wait_log("main child gone", 1);
+    // Past the clock tick (10 ms) of the reap: rinit's proof that a group is
+    // still the child's counts start times in ticks (supervisor.rs,
+    // `members_now`).
+    std::thread::sleep(Duration::from_millis(50));
     let rinit = run.rinit_pid();
     let script = format!(
         "echo 1 > /proc/sys/kernel/ns_last_pid && exec setsid -f {} --record {new_rec} --ready {new_ready}",
