@@ -24,8 +24,7 @@ const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
 /// The whole of rinit: parse and check the configuration, set up logging,
 /// and hand over to the supervisor loop. Never returns.
 pub fn run() -> ! {
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = match cli::parse(std::env::args_os().skip(1), &env) {
+    let cfg = match cli::parse(std::env::args_os().skip(1), &getenv) {
         Ok(cfg) => cfg,
         Err(stop) => {
             // Help and version to stdout, errors to stderr; a closed or full
@@ -45,4 +44,24 @@ pub fn run() -> ! {
     // the platform's SIGKILL is at most a second away.
     log::flush_before_exit(EXIT_FLUSH);
     std::process::exit(status);
+}
+
+/// One environment variable, if set and UTF-8 (as `std::env::var(..).ok()`),
+/// read with libc's `getenv`: rinit reads over a dozen at every start, and
+/// std's lock and copies cost ~200 instructions a lookup (bench/run,
+/// figure 2). rinit is single-threaded and nothing sets its environment.
+fn getenv(name: &str) -> Option<String> {
+    let mut buf = [0u8; 64];
+    if name.len() >= buf.len() || name.contains('\0') {
+        return std::env::var(name).ok();
+    }
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `buf` is NUL-terminated; the pointer is read at once.
+    let value = unsafe { libc::getenv(buf.as_ptr().cast()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    let value = unsafe { std::ffi::CStr::from_ptr(value) };
+    value.to_str().ok().map(str::to_string)
 }
