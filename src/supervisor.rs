@@ -854,6 +854,9 @@ impl Supervisor {
             tty = self.isolation == Isolation::Foreground,
             "started {}", cfg.command[0].to_string_lossy()
         );
+        if let Some(note) = &cfg.platform_note {
+            info!(phase = "start", platform = cfg.platform.name(), "{note}");
+        }
         if let Some(w) = &cfg.grace_warning {
             warn!(phase = "start", platform = cfg.platform.name(), "{w}");
         }
