@@ -313,7 +313,7 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
         let rounds = std::iter::repeat_n(Round::Term, TERM_ROUNDS)
             .chain([Round::LostInPubsubOutage, Round::TermWhileStorageHangs]);
         for (n, round) in rounds.enumerate() {
-            let stored_before = env.list_objects(&apps[0].bucket).len();
+            let stored_before = apps.each_ref().map(|a| env.list_objects(&a.bucket).len());
             match round {
                 // A backlog builds meanwhile, so that the instances have
                 // plenty leased when they are lost.
@@ -333,13 +333,15 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
                 }
             }
             let stopped = if round == Round::LostInPubsubOutage {
-                // Once the fixed worker stores, Pub/Sub becomes unreachable:
-                // writes go on, their acks cannot be sent. Then both are
-                // lost without warning, so every message written in that
-                // second comes back.
-                wait_for("the fixed worker to store", Duration::from_secs(60), || {
-                    (env.list_objects(&apps[0].bucket).len() > stored_before).then_some(())
-                });
+                // Once both store, Pub/Sub becomes unreachable: writes go
+                // on, their acks cannot be sent. Then both are lost without
+                // warning, so every message written in that second comes
+                // back.
+                for (app, before) in apps.iter().zip(stored_before) {
+                    wait_for("both workers to store", Duration::from_secs(60), || {
+                        (env.list_objects(&app.bucket).len() > before).then_some(())
+                    });
+                }
                 pubsub.refuse(true);
                 std::thread::sleep(Duration::from_secs(1));
                 let stopped = stop_both(running, libc::SIGKILL);
@@ -600,29 +602,38 @@ fn stop_both(mut running: [Instance; 2], sig: i32) -> [Stopped; 2] {
         // shows in the exit status below.
         unsafe { libc::kill(i.pid1, sig) };
     }
-    running.each_mut().map(|i| {
-        let mut platform_killed = false;
-        loop {
-            if let Some(st) = i.unshare.child.try_wait().expect("try_wait") {
-                return Stopped {
-                    code: st.code(),
-                    took: at.elapsed(),
-                    platform_killed,
-                };
+    // Both watched in one loop, so that each exit is timed when it happens.
+    let mut done: [Option<Stopped>; 2] = [None, None];
+    let mut platform_killed = false;
+    while done.iter().any(Option::is_none) {
+        for (i, d) in running.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                if let Some(st) = i.unshare.child.try_wait().expect("try_wait") {
+                    *d = Some(Stopped {
+                        code: st.code(),
+                        took: at.elapsed(),
+                        platform_killed,
+                    });
+                }
             }
-            if !platform_killed && at.elapsed() >= PLATFORM_KILL {
-                platform_killed = true;
-                // SAFETY: as above.
-                unsafe { libc::kill(i.pid1, libc::SIGKILL) };
-            }
-            assert!(
-                at.elapsed() < PLATFORM_KILL * 2,
-                "the namespace outlived the platform's SIGKILL; started {:?} ago",
-                i.started.elapsed()
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
-    })
+        if !platform_killed && at.elapsed() >= PLATFORM_KILL {
+            platform_killed = true;
+            for (i, d) in running.iter().zip(&done) {
+                if d.is_none() {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(i.pid1, libc::SIGKILL) };
+                }
+            }
+        }
+        assert!(
+            at.elapsed() < PLATFORM_KILL * 2,
+            "a namespace outlived the platform's SIGKILL; started {:?} ago",
+            running[0].started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done.map(|d| d.expect("every instance stopped"))
 }
 
 /// rinit's JSON log lines (Cloud Run's format) of one phase.
