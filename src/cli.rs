@@ -39,8 +39,23 @@ pub struct Config {
     pub setsid: bool,
     /// Signal rinit asks to get when its parent dies (`-p`).
     pub parent_death: Option<i32>,
+    /// Where the termination message goes (`--termination-log`).
+    pub termination_log: TerminationLog,
+    /// Logged at start: what rinit made of an ambiguous platform variable.
+    pub platform_note: Option<String>,
     pub log_format: Format,
     pub log_level: LevelFilter,
+}
+
+/// Where rinit writes its termination message at exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TerminationLog {
+    /// Kubernetes' `/dev/termination-log`, if it exists and is writable.
+    Default,
+    /// This file, created if need be (`--termination-log PATH`).
+    Path(OsString),
+    /// Nowhere (`--termination-log none`).
+    Off,
 }
 
 /// Why parsing stopped: print `text` and exit with `status`.
@@ -131,6 +146,7 @@ enum Opt {
     StopSequence,
     Preset,
     PreStopDelay,
+    TerminationLog,
     LogFormat,
     Verbose,
     Quiet,
@@ -144,7 +160,7 @@ enum Opt {
 }
 
 /// Each option's long name (`None`: short only, as tini's), short letter.
-const OPTIONS: [(Option<&str>, Option<char>, Opt); 19] = [
+const OPTIONS: [(Option<&str>, Option<char>, Opt); 20] = [
     (Some("help"), Some('h'), Opt::Help),
     (Some("version"), Some('V'), Opt::Version),
     (Some("grace"), None, Opt::Grace),
@@ -154,6 +170,7 @@ const OPTIONS: [(Option<&str>, Option<char>, Opt); 19] = [
     (Some("stop-sequence"), None, Opt::StopSequence),
     (Some("preset"), None, Opt::Preset),
     (Some("pre-stop-delay"), None, Opt::PreStopDelay),
+    (Some("termination-log"), None, Opt::TerminationLog),
     (Some("log-format"), None, Opt::LogFormat),
     (Some("verbose"), Some('v'), Opt::Verbose),
     (Some("quiet"), Some('q'), Opt::Quiet),
@@ -196,6 +213,7 @@ struct Args {
     stop_sequence: Option<String>,
     preset: Option<String>,
     pre_stop_delay: Option<String>,
+    termination_log: Option<String>,
     log_format: Option<String>,
     verbose: i64,
     quiet: i64,
@@ -265,6 +283,7 @@ impl Args {
             Opt::StopSequence => self.stop_sequence = Some(value),
             Opt::Preset => self.preset = Some(value),
             Opt::PreStopDelay => self.pre_stop_delay = Some(value),
+            Opt::TerminationLog => self.termination_log = Some(value),
             Opt::LogFormat => self.log_format = Some(value),
             Opt::Verbose => self.verbose += 1,
             Opt::Quiet => self.quiet += 1,
@@ -344,6 +363,7 @@ fn or_env(
 }
 
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    let auto = m.platform.as_deref().unwrap_or("auto") == "auto";
     let platform = Platform::parse(m.platform.as_deref().unwrap_or("auto"), env)?;
     let stated = or_env(
         &m.platform_kill_after,
@@ -353,7 +373,9 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     )
     .map(|(what, t)| platform::parse_duration(what, &t))
     .transpose()?;
-    let window = platform.window(stated)?;
+    let k_service_only = auto && platform == Platform::CloudRun && platform::k_service_only(env);
+    let (platform, window, platform_note) =
+        platform::resolve_window(platform, stated, k_service_only)?;
     let grace = match or_env(&m.grace, "--grace", env, "RINIT_GRACE") {
         Some((_, t)) if t.trim() == "none" => Some(None),
         Some((what, t)) => match platform::parse_duration(what, &t)? {
@@ -370,8 +392,13 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         grace,
         warning: grace_warning,
     } = platform::resolve_grace(grace, platform, window)?;
-    let pre_stop = match &m.pre_stop_delay {
-        Some(t) => platform::parse_duration("--pre-stop-delay", t)?,
+    let pre_stop = match or_env(
+        &m.pre_stop_delay,
+        "--pre-stop-delay",
+        env,
+        "RINIT_PRE_STOP_DELAY",
+    ) {
+        Some((what, t)) => platform::parse_duration(what, &t)?,
         None => Duration::ZERO,
     };
     if let Some(g) = grace.filter(|&g| pre_stop >= g) {
@@ -381,18 +408,29 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
             fmt(g)
         ));
     }
-    let sequence = match (&m.stop_sequence, &m.preset) {
-        (Some(_), Some(_)) => {
-            return Err("--preset and --stop-sequence cannot be used together".into())
+    let preset = or_env(&m.preset, "--preset", env, "RINIT_PRESET");
+    let sequence = match (
+        or_env(
+            &m.stop_sequence,
+            "--stop-sequence",
+            env,
+            "RINIT_STOP_SEQUENCE",
+        ),
+        &preset,
+    ) {
+        (Some((seq_from, _)), Some((preset_from, _))) => {
+            return Err(format!(
+                "{preset_from} and {seq_from} cannot be used together"
+            ))
         }
-        (Some(seq), None) => Some(parse_sequence(seq, grace, pre_stop)?),
-        (None, Some(name)) => {
+        (Some((_, seq)), None) => Some(parse_sequence(&seq, grace, pre_stop)?),
+        (None, Some((what, name))) => {
             let (_, seq, _) = PRESETS.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
-                format!("--preset '{name}' is not one of sidekiq, faktory, celery, resque")
+                format!("{what}='{name}' is not one of sidekiq, faktory, celery, resque")
             })?;
             Some(
                 parse_sequence(seq, grace, pre_stop)
-                    .map_err(|e| format!("--preset {name} ({seq}) does not fit: {e}"))?,
+                    .map_err(|e| format!("{what}={name} ({seq}) does not fit: {e}"))?,
             )
         }
         (None, None) => None,
@@ -440,6 +478,16 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     };
     let log_level = level(m, env)?;
     let setsid = env("DUMB_INIT_SETSID").as_deref() != Some("0");
+    let termination_log = match or_env(
+        &m.termination_log,
+        "--termination-log",
+        env,
+        "RINIT_TERMINATION_LOG",
+    ) {
+        None => TerminationLog::Default,
+        Some((_, p)) if p == "none" => TerminationLog::Off,
+        Some((_, p)) => TerminationLog::Path(p.into()),
+    };
     Ok(Config {
         command: m.command.clone(),
         plan: Plan {
@@ -458,9 +506,11 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         // workers and job processes: they must not get its stop signals
         // (Celery's pool processes die of a TERM; a Sidekiq job's child
         // would be cut off), so presets signal the main process only.
-        single_child: m.single_child || !setsid || m.preset.is_some(),
+        single_child: m.single_child || !setsid || preset.is_some(),
         setsid,
         parent_death,
+        termination_log,
+        platform_note,
         log_format,
         log_level,
     })
