@@ -88,24 +88,32 @@ reaps zombies, and SIGKILLs what is left at its own deadline, before the platfor
 
 Usage: rinit [OPTIONS] [--] COMMAND [ARGS]...
 
+Durations: 25s, 1m30s, 500ms, or a bare number of seconds (60), as the platforms write them.
+
 Drain:
-      --grace DURATION          Time from the stop signal to SIGKILL of everything left (25s, 1m30s,
-                                500ms; 'none' never escalates). Default: platform window minus 2s
-                                (env RINIT_GRACE)
-      --platform NAME           auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s), none
+      --grace DURATION          Time from the stop signal to SIGKILL of everything left. Default:
+                                platform window minus 2s (8s with none). 'none': never SIGKILL;
+                                rinit waits as long as anything it started runs, and the
+                                platform's kill is the only bound (env RINIT_GRACE)
+      --platform NAME           auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s),
+                                knative (30s), none
                                 [default: auto: from the platform's variables; else docker inside a
-                                container, none outside]
+                                container, none outside. K_SERVICE alone with a stated window over
+                                10s is Knative] (env RINIT_PLATFORM)
       --platform-kill-after DUR The platform's real stop-to-SIGKILL window: docker stop -t, ECS
                                 stopTimeout, terminationGracePeriodSeconds
                                 (env RINIT_PLATFORM_KILL_AFTER). A stated window (or Cloud Run's
                                 fixed one) is enforced: a grace that does not fit is refused. A
                                 default one is only assumed: a grace past it starts with a warning
       --stop-signals LIST       Signals that start the drain [default: TERM,INT,QUIT]
-      --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s'; a negative
-                                offset counts back from the deadline ('QUIT@-3s')
-      --preset NAME             A stop sequence for a known worker (below)
+      --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s', offsets
+                                from the end of --pre-stop-delay; a negative one counts back from
+                                the deadline ('QUIT@-3s') (env RINIT_STOP_SEQUENCE)
+      --preset NAME             The stop sequence of a job runner (below); its steps and every
+                                forwarded signal go to the runner's main process only, as with -c
+                                (env RINIT_PRESET)
       --pre-stop-delay DURATION Wait this long after the stop signal before forwarding anything
-                                (counts against the grace)
+                                (counts against the grace) (env RINIT_PRE_STOP_DELAY)
 Signals:
   -c, --single-child            Signal the command only, not its process group
   -r, --rewrite FROM:TO         Forward FROM as TO; TO 0 drops it (repeatable)
@@ -113,14 +121,20 @@ Signals:
 Exit:
   -e, --expect-exit CODE        Report this exit status as 0, 128+N for death by signal N included
                                 (repeatable)
+      --termination-log PATH    Write one line at exit (status, cause, drain, what was killed);
+                                'none' for nowhere [default: /dev/termination-log if it exists,
+                                as Kubernetes mounts it] (env RINIT_TERMINATION_LOG)
 Logs:
       --log-format FORMAT       text, json or auto (json on ECS, Kubernetes, Cloud Run)
                                 (env RINIT_LOG_FORMAT) [default: auto]
-  -v, --verbose / -q, --quiet   More / fewer logs (repeatable; env RINIT_LOG=error|warn|info|debug)
+  -v, --verbose / -q, --quiet   More / fewer logs (repeatable; env RINIT_LOG=off|error|warn|info|debug)
 Accepted for tini: -s (subreaper: always on when not PID 1), -g (group: the default), -w;
   env TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP, TINI_VERBOSITY. For dumb-init: DUMB_INIT_SETSID=0.
   -h, --help                    This help
   -V, --version                 Version
+
+The command's environment also gets RINIT_DRAIN_MS and RINIT_DRAIN_SECONDS: the time from the
+signal it receives to rinit's deadline, less 1s (none with --grace=none), for its own timeout.
 
 Presets (offsets from the stop signal; negative ones count back from the deadline):
   sidekiq   TSTP@0s,TERM@2s    TSTP = quiet (stop fetching), TERM 2s later = shut down
@@ -129,8 +143,8 @@ Presets (offsets from the stop signal; negative ones count back from the deadlin
   resque    QUIT@0s,TERM@-3s   QUIT = finish the job and exit, TERM 3s before the deadline = kill it
 
 Exit status: the command's own; 128+N if it died by signal N (137 when rinit killed it at the
-deadline; -e maps any of these to 0, -e 137 included); 2 usage error; 126 command not executable;
-127 command not found; 1 other start failure.
+deadline; -e maps any of these to 0, -e 137 included); 2 usage error; 126 command not executable
+(its interpreter or loader missing included); 127 command not found; 1 other start failure.
 ";
 
 /// Every option rinit takes. The parse loop matches on these, so each lands
@@ -363,8 +377,11 @@ fn or_env(
 }
 
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-    let auto = m.platform.as_deref().unwrap_or("auto") == "auto";
-    let platform = Platform::parse(m.platform.as_deref().unwrap_or("auto"), env)?;
+    let (platform_from, platform_text) = or_env(&m.platform, "--platform", env, "RINIT_PLATFORM")
+        .unwrap_or(("--platform", "auto".into()));
+    let auto = platform_text == "auto";
+    let platform = Platform::parse(&platform_text, env)
+        .map_err(|e| e.replacen("--platform", platform_from, 1))?;
     let stated = or_env(
         &m.platform_kill_after,
         "--platform-kill-after",

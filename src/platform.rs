@@ -72,10 +72,11 @@ impl Platform {
             "ecs" => Platform::Ecs,
             "kubernetes" | "k8s" => Platform::Kubernetes,
             "cloud-run" | "cloudrun" => Platform::CloudRun,
+            "knative" => Platform::Knative,
             "none" => Platform::None,
             other => {
                 return Err(format!(
-                "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, none"
+                "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, knative, none"
             ))
             }
         })
