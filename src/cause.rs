@@ -13,6 +13,8 @@
 
 use std::ffi::{CStr, CString};
 
+use tracing::{error, info, warn};
+
 use crate::procfs::{find, read_small};
 
 /// Why a process died by SIGKILL.
@@ -41,6 +43,97 @@ impl Cause {
             Cause::Unknown => "unknown",
         }
     }
+}
+
+/// What rinit learned of the SIGKILL deaths it reaped: why its own SIGKILL
+/// went out, why the main child died, what the deadline killed and what it
+/// could not. The exit line and the termination message read it.
+#[derive(Debug)]
+pub struct Deaths {
+    /// Why rinit sent its SIGKILL, once it did.
+    pub kill_cause: Option<Cause>,
+    /// Why the main child died, when it died by SIGKILL.
+    pub main_cause: Option<Cause>,
+    /// rinit's memory cgroup: tells the OOM killer's SIGKILL from others'.
+    pub memory: Memory,
+    /// `comm (pid N)` of what the deadline killed, and could not kill.
+    pub killed: Vec<String>,
+    pub unkillable: Vec<String>,
+}
+
+impl Deaths {
+    /// Nothing died yet; the OOM-kill count is read once, now.
+    pub fn start() -> Deaths {
+        Deaths {
+            kill_cause: None,
+            main_cause: None,
+            memory: Memory::start(),
+            killed: Vec::new(),
+            unkillable: Vec::new(),
+        }
+    }
+
+    /// The deadline's SIGKILL of `p` went out (`ok`) or failed.
+    pub fn note_kill(&mut self, p: &crate::procfs::Process, ok: bool) {
+        let list = if ok {
+            &mut self.killed
+        } else {
+            &mut self.unkillable
+        };
+        list.push(format!("{} (pid {})", p.comm, p.pid));
+    }
+
+    /// When reaped processes died by SIGKILL: why. rinit's own kill, or
+    /// else the cgroup's OOM-kill count, read only now (never on a timer).
+    /// A helper killed by the OOM killer while the main child (`child`)
+    /// lives on (`main_alive`, before this reap) is a WARNING; the main
+    /// child's cause is kept for its `child_exit` and `exit` lines, with an
+    /// ERROR and the memory figures when it is the OOM killer's.
+    pub fn explain(&mut self, reaped: &crate::reap::Reaped, child: i32, main_alive: bool) {
+        let main = reaped.main == Some(crate::reap::Exit::Signal(libc::SIGKILL));
+        let helpers = reaped
+            .signalled
+            .iter()
+            .filter(|&&(_, s)| s == libc::SIGKILL)
+            .map(|&(pid, _)| pid);
+        let deaths = helpers.clone().count() + usize::from(main);
+        if deaths == 0 {
+            return;
+        }
+        let cause = match self.kill_cause {
+            Some(c) => c,
+            None => self.memory.classify(deaths),
+        };
+        if main {
+            self.main_cause = Some(cause);
+            if cause == Cause::Oom {
+                let (limit, peak) = self.memory.limit_and_peak();
+                error!(phase = "oom", pid = child, limit = %mib(limit), peak = %mib(peak),
+                       "main child killed by the kernel's OOM killer");
+            }
+        }
+        for pid in helpers {
+            match cause {
+                Cause::Deadline | Cause::Interrupt => {}
+                Cause::Oom if main_alive && !main => warn!(
+                    phase = "oom",
+                    pid, "a process was killed by the kernel's OOM killer; the main child lives on"
+                ),
+                c => info!(
+                    phase = "reaped",
+                    pid,
+                    cause = c.name(),
+                    "a process died by SIGKILL"
+                ),
+            }
+        }
+    }
+}
+
+/// Bytes as whole MiB for a log line, or "unknown" where the cgroup does
+/// not say.
+pub fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "unknown".into(), |b| format!("{}MiB", b >> 20))
 }
 
 /// rinit's memory cgroup, where its OOM-kill count and memory figures are.
