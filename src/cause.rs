@@ -15,7 +15,9 @@ use std::ffi::{CStr, CString};
 
 use tracing::{error, info, warn};
 
-use crate::procfs::{find, read_small};
+use std::os::fd::OwnedFd;
+
+use crate::procfs::{ended, find, read_small, Ended, Process};
 
 /// Why a process died by SIGKILL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +61,15 @@ pub struct Deaths {
     /// `comm (pid N)` of what the deadline killed, and could not kill.
     pub killed: Vec<String>,
     pub unkillable: Vec<String>,
+    /// Members of the child's group that a forwarded signal reached,
+    /// watched through pidfds until they exit: one that dies of it may be
+    /// reaped by its own parent (a runner's pool) long before rinit looks,
+    /// and a pidfd opened before still tells how it died.
+    watched: Vec<(Process, OwnedFd)>,
+    /// Signals forwarded to the group during the drain, as bits.
+    forwarded: u64,
+    /// Pids a forwarded signal killed.
+    pub forward_kills: Vec<i32>,
 }
 
 impl Deaths {
@@ -70,11 +81,60 @@ impl Deaths {
             memory: Memory::start(),
             killed: Vec::new(),
             unkillable: Vec::new(),
+            watched: Vec::new(),
+            forwarded: 0,
+            forward_kills: Vec::new(),
         }
     }
 
+    /// Watches these members of the child's group: a signal is about to be
+    /// forwarded to it. Called before the send, so that a process the
+    /// signal kills at once cannot be reaped by its parent unseen.
+    pub fn watch(&mut self, members: Vec<Process>) {
+        for p in members {
+            if self.watched.iter().any(|(w, _)| w.pid == p.pid)
+                || self.forward_kills.contains(&p.pid)
+            {
+                continue;
+            }
+            if let Ok(fd) = p.pidfd() {
+                self.watched.push((p, fd));
+            }
+        }
+    }
+
+    /// `signo` went to the group.
+    pub fn forwarded(&mut self, signo: i32) {
+        self.forwarded |= 1u64 << ((signo - 1) as u64 % 64);
+    }
+
+    /// Watched members that have exited since: one that died of a signal
+    /// rinit forwarded to the group is a WARNING, and counted on the exit
+    /// line. The exit status comes from the pidfd (Linux 6.15+) or, before,
+    /// from the zombie while its parent has not reaped it yet.
+    pub fn settle(&mut self) {
+        let forwarded = self.forwarded;
+        let kills = &mut self.forward_kills;
+        self.watched.retain(|(p, fd)| {
+            let status = match ended(fd) {
+                Ended::Running => return true,
+                Ended::Exited(Some(status)) => Some(status),
+                Ended::Exited(None) => p.exit_status(),
+            };
+            if let Some(s) = status.filter(|&s| libc::WIFSIGNALED(s)) {
+                let sig = libc::WTERMSIG(s);
+                if forwarded & 1u64 << ((sig - 1) as u64 % 64) != 0 {
+                    warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %crate::signals::name(sig),
+                          "killed by the forwarded signal (it does not handle it)");
+                    kills.push(p.pid);
+                }
+            }
+            false
+        });
+    }
+
     /// The deadline's SIGKILL of `p` went out (`ok`) or failed.
-    pub fn note_kill(&mut self, p: &crate::procfs::Process, ok: bool) {
+    pub fn note_kill(&mut self, p: &Process, ok: bool) {
         let list = if ok {
             &mut self.killed
         } else {

@@ -93,9 +93,6 @@ struct Supervisor {
     /// Once the child is reaped: a time (`procfs::now_ticks`) at which its
     /// group was still its group, the proof for `members_now`.
     group_proof: u64,
-    /// Processes a forwarded signal ended during the drain (pids): a
-    /// runner's helpers that die of the stop signal are lost work.
-    forward_kills: Vec<i32>,
     /// Why each SIGKILL death happened, and what the deadline killed.
     deaths: Deaths,
 }
@@ -116,7 +113,6 @@ impl Supervisor {
             main: None,
             drain: None,
             group_proof: 0,
-            forward_kills: Vec::new(),
             deaths: Deaths::start(),
         }
     }
@@ -197,6 +193,7 @@ impl Supervisor {
     /// when the main child has just gone and others remain.
     fn on_reap(&mut self) -> Option<i32> {
         let job_control = self.isolation == Isolation::Foreground && !self.pid1;
+        self.deaths.settle();
         // Until the child is reaped its zombie pins the group's id: taken
         // before the reap, this time is one at which the group was its own.
         let before = procfs::now_ticks();
@@ -316,6 +313,7 @@ impl Supervisor {
         let plan = &self.cfg.plan;
         let at_once = plan.sequence.is_none() && plan.pre_stop.is_zero();
         if at_once {
+            self.watch_group();
             self.target.send(forwarded);
         }
         let now = Instant::now();
@@ -329,7 +327,8 @@ impl Supervisor {
         let pending = if at_once { 0 } else { forwarded };
         self.drain = Some(Drain::on_stop(&self.cfg.plan, r.signo, pending, now));
         if at_once {
-            self.note_forward_kills(forwarded);
+            self.deaths.forwarded(forwarded);
+            self.deaths.settle();
         }
     }
 
@@ -337,6 +336,9 @@ impl Supervisor {
     /// a drain, at debug otherwise: the steady state stays quiet); during a
     /// drain, notes the group members it ended.
     fn forward(&mut self, signo: i32, staged: bool) {
+        if self.draining() {
+            self.watch_group();
+        }
         if !self.send(signo) {
             debug!(phase = "forward", signal = %name(signo), target = %self.target.describe(), "nothing left to signal");
             return;
@@ -350,7 +352,25 @@ impl Supervisor {
             debug!(phase = "forward", signal = %name(signo), target = %what, "forwarded");
         }
         if self.draining() {
-            self.note_forward_kills(signo);
+            if let Target::Group(_) = self.target {
+                self.deaths.forwarded(signo);
+            }
+            self.deaths.settle();
+        }
+    }
+
+    /// Watches the members of the child's group (other than the child)
+    /// before a signal is forwarded to it during a drain: a runner's
+    /// helpers dying of the stop signal meant for the runner is work lost,
+    /// and must not look like a clean drain (`Deaths::settle`).
+    fn watch_group(&mut self) {
+        if let Target::Group(_) = self.target {
+            let members = if self.main_alive() {
+                self.group_members(false)
+            } else {
+                self.members_now()
+            };
+            self.deaths.watch(members);
         }
     }
 
@@ -409,28 +429,6 @@ impl Supervisor {
             }
             self.group_proof = 0;
             Vec::new()
-        }
-    }
-
-    /// Logs each member of the child's group that `signo` (just forwarded
-    /// to the group) ends because it does not handle it. A job runner's pool
-    /// processes dying of the TERM meant for the runner is work lost, and
-    /// must not look like a clean drain. Read right after the kill
-    /// (`Process::ended_by`): a process that another parent reaps in between
-    /// is missed; rinit's own children never are (it reaps only after this).
-    fn note_forward_kills(&mut self, signo: i32) {
-        let members = if self.main_alive() {
-            self.group_members(true)
-        } else {
-            self.members_now()
-        };
-        for p in members {
-            if self.forward_kills.contains(&p.pid) || p.ended_by(signo) != Some(true) {
-                continue;
-            }
-            warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %name(signo),
-                  "killed by the forwarded signal (it does not handle it)");
-            self.forward_kills.push(p.pid);
         }
     }
 
@@ -599,7 +597,8 @@ impl Supervisor {
 
     /// Logs the exit line, writes the termination message and maps the
     /// child's exit to rinit's status.
-    fn finish(&self, exit: Exit) -> i32 {
+    fn finish(&mut self, exit: Exit) -> i32 {
+        self.deaths.settle();
         // As tini's -e: the final status, whether the child exited with it or
         // died by a signal (`-e 143` covers a JVM that dies by its SIGTERM).
         let status = match exit.status() {
@@ -608,7 +607,7 @@ impl Supervisor {
         };
         let escalated = self.escalated();
         let drain_ms = self.drain.as_ref().map_or(0, Drain::elapsed_ms);
-        let killed_by_forward = self.forward_kills.len();
+        let killed_by_forward = self.deaths.forward_kills.len();
         let main_cause = self.deaths.main_cause;
         let cause = match (exit, main_cause) {
             (Exit::Code(_), _) => "exited",
