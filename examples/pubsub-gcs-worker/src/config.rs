@@ -59,9 +59,10 @@ pub struct Cli {
     )]
     max_outstanding_bytes: String,
 
-    /// Time allowed after SIGTERM to finish in-flight writes and flush acks.
-    #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DUR", default_value = "8s")]
-    drain_timeout: String,
+    /// Time allowed after SIGTERM to finish in-flight writes and flush acks
+    /// [default: the budget rinit hands the worker in RINIT_DRAIN_MS, else 6s]
+    #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DUR")]
+    drain_timeout: Option<String>,
 
     /// Attempts per message before it is nacked (1 = no retry).
     #[arg(long, env = "WRITE_ATTEMPTS", value_name = "N", default_value = "4")]
@@ -134,6 +135,11 @@ pub struct Config {
     /// Bytes of message data held at once (see `worker::ByteBudget`).
     pub max_outstanding_bytes: u64,
     pub drain_timeout: Duration,
+    /// Where `drain_timeout` came from.
+    pub drain_from: DrainFrom,
+    /// The drain budget rinit handed the worker (RINIT_DRAIN_MS): the time
+    /// from the stop signal to rinit's deadline, less rinit's safety margin.
+    pub drain_budget: Option<Duration>,
     pub write_attempts: u32,
     pub write_attempt_timeout: Duration,
     pub lease_extension: Duration,
@@ -143,6 +149,35 @@ pub struct Config {
     pub pubsub_endpoint: Endpoint,
     pub storage_endpoint: Endpoint,
 }
+
+/// Where the drain timeout came from: it is always shorter than rinit's
+/// grace unless it was set by hand (the worker must give up, leaving its
+/// unfinished messages to be redelivered, before rinit has to SIGKILL it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainFrom {
+    /// DRAIN_TIMEOUT or --drain-timeout.
+    Set,
+    /// RINIT_DRAIN_MS, from rinit.
+    Rinit,
+    /// Neither: [`DEFAULT_DRAIN_TIMEOUT`].
+    Default,
+}
+
+impl DrainFrom {
+    /// The `drain_timeout_from` field of the start line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DrainFrom::Set => "DRAIN_TIMEOUT",
+            DrainFrom::Rinit => "RINIT_DRAIN_MS",
+            DrainFrom::Default => "default",
+        }
+    }
+}
+
+/// The drain timeout with neither DRAIN_TIMEOUT nor rinit's budget: below
+/// rinit's own default grace of 8 s (7 s of budget), so that the worker
+/// gives up first.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A configuration problem, rendered as exactly one line.
 #[derive(Debug, PartialEq, Eq)]
@@ -156,6 +191,15 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl Config {
+    /// rinit's budget, when a drain timeout set by hand is longer: rinit's
+    /// deadline would SIGKILL the worker before it gives up.
+    pub fn drain_over_budget(&self) -> Option<Duration> {
+        self.drain_budget
+            .filter(|budget| self.drain_from == DrainFrom::Set && self.drain_timeout > *budget)
+    }
+}
+
 /// What `main` should do after parsing the command line.
 pub enum Parsed {
     Run(Box<Config>),
@@ -164,7 +208,8 @@ pub enum Parsed {
 }
 
 /// Parses flags and environment; `env` is the source of the emulator
-/// variables (a parameter so tests need not touch the process environment).
+/// variables and of rinit's RINIT_DRAIN_MS (a parameter so tests need not
+/// touch the process environment).
 pub fn parse<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, ConfigError>
 where
     I: IntoIterator<Item = T>,
@@ -258,7 +303,15 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
                 "must be a size from 1MiB to 1TiB such as 64MiB, 500MB or 1048576",
             )
         })?;
-    let drain_timeout = duration("DRAIN_TIMEOUT (--drain-timeout)", &cli.drain_timeout)?;
+    let drain_budget = rinit_drain_budget(env("RINIT_DRAIN_MS"))?;
+    let (drain_timeout, drain_from) = match (&cli.drain_timeout, drain_budget) {
+        (Some(v), _) => (
+            duration("DRAIN_TIMEOUT (--drain-timeout)", v)?,
+            DrainFrom::Set,
+        ),
+        (None, Some(budget)) => (budget, DrainFrom::Rinit),
+        (None, None) => (DEFAULT_DRAIN_TIMEOUT, DrainFrom::Default),
+    };
     let write_attempts = positive(
         "WRITE_ATTEMPTS (--write-attempts)",
         &cli.write_attempts,
@@ -304,6 +357,8 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         max_outstanding_messages,
         max_outstanding_bytes,
         drain_timeout,
+        drain_from,
+        drain_budget,
         // `positive` bounded it to 100, so the conversion cannot fail.
         write_attempts: u32::try_from(write_attempts).unwrap_or(100),
         write_attempt_timeout,
@@ -469,6 +524,29 @@ fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// The drain budget rinit hands its child: whole milliseconds, 0 included
+/// (rinit's grace leaves the child no time), at most rinit's own longest
+/// duration. Unset or empty: no budget (not under rinit, or `--grace=none`).
+fn rinit_drain_budget(v: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    let Some(raw) = v.filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+        .filter(|d| *d <= rinit::platform::MAX_DURATION)
+        .map(Some)
+        .ok_or_else(|| {
+            bad(
+                "RINIT_DRAIN_MS",
+                &raw,
+                "must be whole milliseconds (rinit sets it from its grace; unset it to use \
+                 DRAIN_TIMEOUT or the 6s default)",
+            )
+        })
+}
+
 /// `host:port`, optionally with an `http://` or `https://` scheme, turned
 /// into a URL. Only the form is checked: no name is resolved here.
 fn emulator_endpoint(var: &str, v: Option<String>) -> Result<Endpoint, ConfigError> {
@@ -548,6 +626,68 @@ mod tests {
         assert_eq!(parse_duration("25h"), None);
         assert_eq!(parse_duration("-3"), None);
         assert_eq!(parse_duration("NaN"), None);
+    }
+
+    fn run_env(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec!["w"];
+        all.extend_from_slice(&BASE);
+        all.extend_from_slice(args);
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        match parse(all, &lookup)? {
+            Parsed::Run(c) => Ok(*c),
+            Parsed::Print(_) => Err(ConfigError("printed".into())),
+        }
+    }
+
+    #[test]
+    fn drain_timeout_defaults_to_rinits_budget_then_6s() {
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "7000")]).unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(7));
+        assert_eq!(c.drain_from, DrainFrom::Rinit);
+        assert_eq!(c.drain_over_budget(), None);
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "22500")]).unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_millis(22_500));
+        // No time left (a grace of 1 s): the worker gives up at once.
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "0")]).unwrap();
+        assert_eq!(c.drain_timeout, Duration::ZERO);
+        for unset in [&[][..], &[("RINIT_DRAIN_MS", " ")][..]] {
+            let c = run_env(&[], unset).unwrap();
+            assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+            assert_eq!(c.drain_from, DrainFrom::Default);
+            assert_eq!(c.drain_budget, None);
+        }
+        assert_eq!(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn a_drain_timeout_set_by_hand_wins_and_is_checked_against_the_budget() {
+        let budget = [("RINIT_DRAIN_MS", "7000")];
+        let c = run_env(&["--drain-timeout", "10s"], &budget).unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.drain_from, DrainFrom::Set);
+        assert_eq!(c.drain_over_budget(), Some(Duration::from_secs(7)));
+        let c = run_env(&["--drain-timeout", "7s"], &budget).unwrap();
+        assert_eq!(c.drain_over_budget(), None, "equal to the budget fits");
+        let c = run_env(&["--drain-timeout", "10s"], &[]).unwrap();
+        assert_eq!(c.drain_over_budget(), None, "no budget, nothing to exceed");
+    }
+
+    #[test]
+    fn a_malformed_drain_budget_is_named() {
+        for bad in ["7s", "-1", "1.5", "99999999999999999999", "31557600001"] {
+            let e = run_env(&[], &[("RINIT_DRAIN_MS", bad)]).unwrap_err().0;
+            assert!(
+                e.starts_with("configuration error: RINIT_DRAIN_MS") && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+        // The largest rinit can hand down (its one-year cap) is taken.
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "31557600000")]).unwrap();
+        assert_eq!(c.drain_timeout, rinit::platform::MAX_DURATION);
     }
 
     #[test]

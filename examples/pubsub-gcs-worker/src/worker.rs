@@ -75,6 +75,7 @@ pub const EXIT_ABORTED: i32 = 4;
 /// library has sent every ack and nack).
 pub async fn run(cfg: Config, mut signals: Signals) -> i32 {
     let started = Instant::now();
+    warn_if_over_budget(&cfg);
     let (clients, mut quiet) = match start_up(&cfg, &mut signals).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -103,6 +104,24 @@ pub async fn run(cfg: Config, mut signals: Signals) -> i32 {
         Err(abandoned) => Err(abandoned),
     };
     worker.finish(&drain, ended)
+}
+
+/// A DRAIN_TIMEOUT set by hand longer than rinit's budget: one WARNING at
+/// start, since rinit's deadline would cut the drain short with SIGKILL.
+fn warn_if_over_budget(cfg: &Config) {
+    if let Some(budget) = cfg.drain_over_budget() {
+        let dur = rinit::platform::fmt;
+        tracing::warn!(
+            drain_timeout_ms = cfg.drain_timeout.as_millis() as u64,
+            rinit_drain_ms = budget.as_millis() as u64,
+            "DRAIN_TIMEOUT={} is longer than the drain budget rinit hands the worker \
+             (RINIT_DRAIN_MS={}, {}): rinit's deadline will SIGKILL the worker before it gives \
+             up; lower DRAIN_TIMEOUT or unset it",
+            dur(cfg.drain_timeout),
+            budget.as_millis(),
+            dur(budget)
+        );
+    }
 }
 
 /// Builds the clients while listening to signals: TSTP/CONT before the
@@ -155,6 +174,7 @@ fn log_started(cfg: &Config, started: Instant, quiet: bool) {
         max_outstanding_messages = cfg.max_outstanding_messages,
         max_outstanding_bytes = cfg.max_outstanding_bytes,
         drain_timeout_ms = cfg.drain_timeout.as_millis() as u64,
+        drain_timeout_from = cfg.drain_from.name(),
         unavailable_exit_after_ms = cfg.unavailable_exit_after.as_millis() as u64,
         pubsub = endpoint_label(&cfg.pubsub_endpoint),
         storage = endpoint_label(&cfg.storage_endpoint),
