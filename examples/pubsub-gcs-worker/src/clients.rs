@@ -2,6 +2,7 @@
 //! health probe (sharing one set of credentials), and Cloud Storage's.
 
 use crate::config::{Config, Endpoint};
+use crate::health::describe;
 use crate::probe::PubsubProbe;
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 use google_cloud_pubsub::client::Subscriber;
@@ -53,7 +54,29 @@ pub async fn build(cfg: &Config) -> Result<Clients, String> {
     })
 }
 
-/// Why a client could not be built, in one line.
-fn cannot_create(service: &str, e: &dyn std::fmt::Display) -> String {
-    format!("cannot create the {service} client: {e}")
+/// Why a client could not be built, in one line. The usual cause is named
+/// outright: the Cloud Storage client builds its TLS verifier when it is
+/// built, whatever the endpoint's scheme (the plain-HTTP emulators too), and
+/// that verifier refuses to exist without CA certificates, while the
+/// library's own message says only "could not initialize transport client".
+/// No public option of the client skips that step, so the worker cannot
+/// avoid it; it can say what to do.
+fn cannot_create(service: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let roots = rustls_native_certs::load_native_certs();
+    if roots.certs.is_empty() {
+        let why: Vec<String> = roots.errors.iter().map(ToString::to_string).collect();
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join("; "))
+        };
+        return format!(
+            "cannot create the {service} client: no CA certificates found{why}; install a CA \
+             bundle at /etc/ssl/certs/ca-certificates.crt (Debian's ca-certificates) or point \
+             SSL_CERT_FILE at one: the client loads it at start, even for a plain-HTTP emulator \
+             ({})",
+            describe(e)
+        );
+    }
+    format!("cannot create the {service} client: {}", describe(e))
 }
