@@ -57,20 +57,7 @@ pub struct Stop {
 /// rejection is always exactly one line (found by fuzzing, issue 13).
 pub fn usage(msg: impl std::fmt::Display) -> Stop {
     let mut text = String::from("rinit: ");
-    for c in msg.to_string().chars() {
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-            // As Rust writes them (`\n`, `\u{1b}`); by hand, which costs
-            // the binary less than `char::escape_default`.
-            match c {
-                '\n' => text.push_str("\\n"),
-                '\r' => text.push_str("\\r"),
-                '\t' => text.push_str("\\t"),
-                c => text.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            }
-        } else {
-            text.push(c);
-        }
-    }
+    log::escape_into(&mut text, &msg.to_string());
     text.push_str(" (see 'rinit --help')");
     Stop {
         status: USAGE,
@@ -318,7 +305,7 @@ pub fn parse(
     if m.version {
         return Err(Stop {
             status: 0,
-            text: format!("rinit {}\n", env!("CARGO_PKG_VERSION")),
+            text: version(),
         });
     }
     if m.command.is_empty() {
@@ -329,26 +316,51 @@ pub fn parse(
     config(&m, env).map_err(usage)
 }
 
-/// A flag's value, or the environment variable standing in for it.
+/// `rinit --version`: `rinit 0.1.0 - git.rinit-0_1_0`. The tail is for
+/// dockerd, which runs its init (`--init-path`) with `--version` for `docker
+/// info` and `docker version` and reads tini's format (`tini version 0.19.0 -
+/// git.de40ad0`): the word after ` - git.` is shown as "init version" and may
+/// hold no dot. Without it the daemon logs "failed to parse ... version" on
+/// every `docker info`.
+fn version() -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    format!("rinit {v} - git.rinit-{}\n", v.replace('.', "_"))
+}
+
+/// A flag's value, or the environment variable standing in for it, with the
+/// name to quote when the value is refused: a refusal must name what the user
+/// actually wrote, `RINIT_GRACE` in a task definition or `--grace` in a
+/// Dockerfile.
 fn or_env(
     flag: &Option<String>,
+    flag_name: &'static str,
     env: &dyn Fn(&str) -> Option<String>,
-    var: &str,
-) -> Option<String> {
-    flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()))
+    var: &'static str,
+) -> Option<(&'static str, String)> {
+    match flag {
+        Some(v) => Some((flag_name, v.clone())),
+        None => env(var).filter(|v| !v.is_empty()).map(|v| (var, v)),
+    }
 }
 
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
     let platform = Platform::parse(m.platform.as_deref().unwrap_or("auto"), env)?;
-    let stated = or_env(&m.platform_kill_after, env, "RINIT_PLATFORM_KILL_AFTER")
-        .map(|t| platform::parse_duration("--platform-kill-after", &t))
-        .transpose()?;
+    let stated = or_env(
+        &m.platform_kill_after,
+        "--platform-kill-after",
+        env,
+        "RINIT_PLATFORM_KILL_AFTER",
+    )
+    .map(|(what, t)| platform::parse_duration(what, &t))
+    .transpose()?;
     let window = platform.window(stated)?;
-    let grace = match or_env(&m.grace, env, "RINIT_GRACE") {
-        Some(t) if t.trim() == "none" => Some(None),
-        Some(t) => match platform::parse_duration("--grace", &t)? {
+    let grace = match or_env(&m.grace, "--grace", env, "RINIT_GRACE") {
+        Some((_, t)) if t.trim() == "none" => Some(None),
+        Some((what, t)) => match platform::parse_duration(what, &t)? {
             d if d.is_zero() => {
-                return Err("--grace=0 would kill at once; use 'none' to never escalate".into())
+                return Err(format!(
+                    "{what}={t} would kill at once; use 'none' to never escalate"
+                ))
             }
             d => Some(Some(d)),
         },
@@ -416,14 +428,14 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         .as_deref()
         .map(|s| signals::parse(s, false).map_err(|e| format!("-p: {e}")))
         .transpose()?;
-    let log_format = match or_env(&m.log_format, env, "RINIT_LOG_FORMAT").as_deref() {
-        None | Some("auto") if platform.wants_json() => Format::Json,
-        None | Some("auto") | Some("text") => Format::Text,
-        Some("json") => Format::Json,
-        Some(other) => {
-            return Err(format!(
-                "--log-format '{other}' is not one of text, json, auto"
-            ))
+    let log_format = match or_env(&m.log_format, "--log-format", env, "RINIT_LOG_FORMAT") {
+        None if platform.wants_json() => Format::Json,
+        None => Format::Text,
+        Some((_, v)) if v == "auto" && platform.wants_json() => Format::Json,
+        Some((_, v)) if v == "auto" || v == "text" => Format::Text,
+        Some((_, v)) if v == "json" => Format::Json,
+        Some((what, other)) => {
+            return Err(format!("{what}='{other}' is not one of text, json, auto"))
         }
     };
     let log_level = level(m, env)?;
@@ -441,8 +453,12 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         grace_warning,
         rewrites,
         expect_exit,
-        // Without its own group the child can only be signalled alone.
-        single_child: m.single_child || !setsid,
+        // Without its own group the child can only be signalled alone. A
+        // preset names a job runner, whose main process manages its own
+        // workers and job processes: they must not get its stop signals
+        // (Celery's pool processes die of a TERM; a Sidekiq job's child
+        // would be cut off), so presets signal the main process only.
+        single_child: m.single_child || !setsid || m.preset.is_some(),
         setsid,
         parent_death,
         log_format,
@@ -633,6 +649,23 @@ mod tests {
         assert!(both.text.contains("together"), "{}", both.text);
     }
 
+    /// dockerd's reading of `--version` (moby's `parseInitVersion`): split
+    /// on " - ", and the second part is `git.` and one word with no dot.
+    #[test]
+    fn version_is_what_dockerd_parses() {
+        let text = run(&["-V"]).unwrap_err().text;
+        let parts: Vec<&str> = text.split(" - ").collect();
+        assert_eq!(parts[0], format!("rinit {}", env!("CARGO_PKG_VERSION")));
+        let git: Vec<&str> = parts[1].trim().split('.').collect();
+        assert_eq!(
+            git,
+            [
+                "git",
+                &format!("rinit-{}", env!("CARGO_PKG_VERSION").replace('.', "_"))
+            ]
+        );
+    }
+
     #[test]
     fn command_with_and_without_dashes() {
         assert_eq!(
@@ -759,6 +792,70 @@ mod tests {
         // A flag beats its variable.
         let c = parse_with(&["--grace=5s", "x"], &[("RINIT_GRACE", "45s")]).unwrap();
         assert_eq!(c.plan.grace, Some(Duration::from_secs(5)));
+    }
+
+    /// A refused variable is named as the variable, a refused flag as the
+    /// flag; a bare number is seconds, so a platform's setting copied as is
+    /// starts.
+    #[test]
+    fn refusals_name_the_variable_or_the_flag() {
+        let env = |k: &str| match k {
+            "RINIT_PLATFORM_KILL_AFTER" => Some("sixty".to_string()),
+            _ => None,
+        };
+        let e = parse(["x".into()], &env).unwrap_err();
+        assert!(
+            e.text
+                .starts_with("rinit: RINIT_PLATFORM_KILL_AFTER='sixty' is not a duration"),
+            "{}",
+            e.text
+        );
+        let e = parse(["--platform-kill-after=sixty".into(), "x".into()], &|_| {
+            None
+        })
+        .unwrap_err();
+        assert!(
+            e.text.starts_with("rinit: --platform-kill-after='sixty'"),
+            "{}",
+            e.text
+        );
+        let e = parse(["x".into()], &|k| (k == "RINIT_GRACE").then(|| "0".into())).unwrap_err();
+        assert!(
+            e.text
+                .starts_with("rinit: RINIT_GRACE=0 would kill at once"),
+            "{}",
+            e.text
+        );
+        let e = parse(["x".into()], &|k| {
+            (k == "RINIT_LOG_FORMAT").then(|| "xml".into())
+        })
+        .unwrap_err();
+        assert!(
+            e.text
+                .starts_with("rinit: RINIT_LOG_FORMAT='xml' is not one of"),
+            "{}",
+            e.text
+        );
+        let c = parse(["--grace=55".into(), "x".into()], &|k| {
+            (k == "RINIT_PLATFORM_KILL_AFTER").then(|| "60".into())
+        })
+        .unwrap();
+        assert_eq!(c.plan.grace, Some(Duration::from_secs(55)));
+        assert_eq!(c.window, Window::Known(Duration::from_secs(60)));
+    }
+
+    /// A preset signals the runner's main process only; without one the
+    /// group is the target unless -c says otherwise.
+    #[test]
+    fn presets_signal_the_main_process_only() {
+        for (name, _, _) in PRESETS {
+            assert!(
+                run(&["--preset", name, "x"]).unwrap().single_child,
+                "{name}"
+            );
+        }
+        assert!(!run(&["--stop-sequence=TERM@1s", "x"]).unwrap().single_child);
+        assert!(!run(&["x"]).unwrap().single_child);
     }
 
     #[test]
