@@ -468,17 +468,14 @@ fn positive(what: &str, v: &str, max: usize) -> Result<usize, ConfigError> {
     }
 }
 
-/// Parses a duration exactly as rinit does (`rinit::platform::parse_duration`:
-/// humantime's `500ms`, `8s`, `1m30s`, `2h`, guarded against the sums that
-/// make humantime panic), or a bare number of seconds, which the worker has
-/// always accepted. Zero and anything over 24 h are refused: every duration
-/// here is a timeout or a hold.
+/// Parses a duration exactly as rinit does, with rinit's own parser
+/// (`rinit::platform::parse_duration`: humantime's `500ms`, `8s`, `1m30s`,
+/// `2h`, or a bare number of seconds, guarded against the sums that make
+/// humantime panic): one grammar for the init and the worker. Zero and
+/// anything over 24 h are refused: every duration here is a timeout or a
+/// hold.
 pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let d = match rinit::platform::parse_duration("duration", v) {
-        Ok(d) => d,
-        Err(_) => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
-    };
+    let d = rinit::platform::parse_duration("duration", v).ok()?;
     (!d.is_zero() && d <= Duration::from_secs(86_400)).then_some(d)
 }
 
@@ -519,7 +516,7 @@ fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
         bad(
             what,
             v,
-            "must be a positive duration such as 500ms, 8s, 1m30s (at most 24h)",
+            "must be a positive duration such as 500ms, 8s, 1m30s or 60 (seconds), at most 24h",
         )
     })
 }
