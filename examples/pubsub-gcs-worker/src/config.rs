@@ -16,9 +16,8 @@ use std::time::Duration;
 #[path = "config/values.rs"]
 mod values;
 use values::{
-    bad, check_bucket, check_object_prefix, check_project_id, duration, emulator_endpoint,
-    parse_size, positive, rinit_drain_budget, subscription_name, MAX_OUTSTANDING_BYTES,
-    MIN_OUTSTANDING_BYTES,
+    check_object_prefix, duration, emulator_endpoint, lease_extension, log_format, names,
+    outstanding_bytes, positive, rinit_drain_budget,
 };
 
 /// The command line; every flag can also come from the environment.
@@ -265,34 +264,8 @@ fn first_line_of_clap_error(e: &clap::Error) -> String {
 }
 
 fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let present = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let project = present(cli.project_id);
-    let subscription = present(cli.subscription_id);
-    let bucket = present(cli.bucket_name);
-
-    let mut missing = Vec::new();
-    if project.is_none() {
-        missing.push("PROJECT_ID (--project-id)");
-    }
-    if subscription.is_none() {
-        missing.push("SUBSCRIPTION_ID (--subscription-id)");
-    }
-    if bucket.is_none() {
-        missing.push("BUCKET_NAME (--bucket-name)");
-    }
-    let (Some(project), Some(subscription), Some(bucket)) = (project, subscription, bucket) else {
-        return Err(ConfigError(format!(
-            "configuration error: missing {}",
-            missing.join(", ")
-        )));
-    };
-
-    let project_id = project.trim().to_string();
-    check_project_id(&project_id)?;
-    let subscription = subscription_name(&project_id, subscription.trim())?;
-    let bucket = bucket.trim().to_string();
-    check_bucket(&bucket)?;
-
+    let (project_id, subscription, bucket) =
+        names(cli.project_id, cli.subscription_id, cli.bucket_name)?;
     let concurrency = positive("CONCURRENCY (--concurrency)", &cli.concurrency, 10_000)?;
     let max_outstanding_messages = positive(
         "MAX_OUTSTANDING_MESSAGES (--max-outstanding-messages)",
@@ -305,15 +278,7 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
              at least CONCURRENCY ({concurrency})"
         )));
     }
-    let max_outstanding_bytes = parse_size(&cli.max_outstanding_bytes)
-        .filter(|b| (MIN_OUTSTANDING_BYTES..=MAX_OUTSTANDING_BYTES).contains(b))
-        .ok_or_else(|| {
-            bad(
-                "MAX_OUTSTANDING_BYTES (--max-outstanding-bytes)",
-                &cli.max_outstanding_bytes,
-                "must be a size from 1MiB to 1TiB such as 64MiB, 500MB or 1048576",
-            )
-        })?;
+    let max_outstanding_bytes = outstanding_bytes(&cli.max_outstanding_bytes)?;
     let drain_budget = rinit_drain_budget(env("RINIT_DRAIN_MS"))?;
     let (drain_timeout, drain_from) = match (&cli.drain_timeout, drain_budget) {
         (Some(v), _) => (
@@ -332,29 +297,13 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         "WRITE_ATTEMPT_TIMEOUT (--write-attempt-timeout)",
         &cli.write_attempt_timeout,
     )?;
-    let lease_extension = duration("LEASE_EXTENSION (--lease-extension)", &cli.lease_extension)?;
-    if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&lease_extension) {
-        return Err(ConfigError(format!(
-            "configuration error: LEASE_EXTENSION (--lease-extension) must be between 10s and \
-             600s, got {:?}",
-            cli.lease_extension
-        )));
-    }
+    let lease_extension = lease_extension(&cli.lease_extension)?;
     let unavailable_exit_after = duration(
         "UNAVAILABLE_EXIT_AFTER (--unavailable-exit-after)",
         &cli.unavailable_exit_after,
     )?;
-    let log_format = match cli.log_format.trim().to_ascii_lowercase().as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(ConfigError(format!(
-                "configuration error: LOG_FORMAT (--log-format) must be text or json, got {other:?}"
-            )))
-        }
-    };
+    let log_format = log_format(&cli.log_format)?;
     check_object_prefix(&cli.object_prefix)?;
-
     let pubsub_endpoint = emulator_endpoint("PUBSUB_EMULATOR_HOST", env("PUBSUB_EMULATOR_HOST"))?;
     let storage_endpoint =
         emulator_endpoint("STORAGE_EMULATOR_HOST", env("STORAGE_EMULATOR_HOST"))?;

@@ -3,17 +3,88 @@
 //! hosts and rinit's drain budget. Every refusal is one line naming the
 //! variable and the flag.
 
-use super::{ConfigError, Endpoint};
+use super::{ConfigError, Endpoint, LogFormat};
 use std::time::Duration;
 
-pub(super) fn bad(what: &str, value: &str, why: &str) -> ConfigError {
+/// PROJECT_ID, SUBSCRIPTION_ID and BUCKET_NAME: all three present (one
+/// line names every one missing), each valid; the subscription as its full
+/// name.
+pub(super) fn names(
+    project: Option<String>,
+    subscription: Option<String>,
+    bucket: Option<String>,
+) -> Result<(String, String, String), ConfigError> {
+    let present = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let (project, subscription, bucket) =
+        (present(project), present(subscription), present(bucket));
+    let mut missing = Vec::new();
+    if project.is_none() {
+        missing.push("PROJECT_ID (--project-id)");
+    }
+    if subscription.is_none() {
+        missing.push("SUBSCRIPTION_ID (--subscription-id)");
+    }
+    if bucket.is_none() {
+        missing.push("BUCKET_NAME (--bucket-name)");
+    }
+    let (Some(project), Some(subscription), Some(bucket)) = (project, subscription, bucket) else {
+        return Err(ConfigError(format!(
+            "configuration error: missing {}",
+            missing.join(", ")
+        )));
+    };
+    let project_id = project.trim().to_string();
+    check_project_id(&project_id)?;
+    let subscription = subscription_name(&project_id, subscription.trim())?;
+    let bucket = bucket.trim().to_string();
+    check_bucket(&bucket)?;
+    Ok((project_id, subscription, bucket))
+}
+
+/// MAX_OUTSTANDING_BYTES: a size within the bounds.
+pub(super) fn outstanding_bytes(v: &str) -> Result<u64, ConfigError> {
+    parse_size(v)
+        .filter(|b| (MIN_OUTSTANDING_BYTES..=MAX_OUTSTANDING_BYTES).contains(b))
+        .ok_or_else(|| {
+            bad(
+                "MAX_OUTSTANDING_BYTES (--max-outstanding-bytes)",
+                v,
+                "must be a size from 1MiB to 1TiB such as 64MiB, 500MB or 1048576",
+            )
+        })
+}
+
+/// LEASE_EXTENSION: a duration Pub/Sub accepts as an ack deadline.
+pub(super) fn lease_extension(v: &str) -> Result<Duration, ConfigError> {
+    let d = duration("LEASE_EXTENSION (--lease-extension)", v)?;
+    if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&d) {
+        return Err(ConfigError(format!(
+            "configuration error: LEASE_EXTENSION (--lease-extension) must be between 10s and \
+             600s, got {v:?}"
+        )));
+    }
+    Ok(d)
+}
+
+/// LOG_FORMAT: text or json, any case.
+pub(super) fn log_format(v: &str) -> Result<LogFormat, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError(format!(
+            "configuration error: LOG_FORMAT (--log-format) must be text or json, got {other:?}"
+        ))),
+    }
+}
+
+fn bad(what: &str, value: &str, why: &str) -> ConfigError {
     ConfigError(format!("configuration error: {what} {value:?} {why}"))
 }
 
 /// Project IDs: 6-30 chars of lowercase letters, digits and hyphens. The
 /// emulator accepts any name, so only the character set is enforced, which
 /// still catches a pasted project *number* with spaces or a full URL.
-pub(super) fn check_project_id(p: &str) -> Result<(), ConfigError> {
+fn check_project_id(p: &str) -> Result<(), ConfigError> {
     let ok = p.len() <= 100
         && p.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
@@ -30,7 +101,7 @@ pub(super) fn check_project_id(p: &str) -> Result<(), ConfigError> {
 
 /// Accepts a short subscription ID or the full resource name of a
 /// subscription in the same project.
-pub(super) fn subscription_name(project: &str, s: &str) -> Result<String, ConfigError> {
+fn subscription_name(project: &str, s: &str) -> Result<String, ConfigError> {
     const WHAT: &str = "SUBSCRIPTION_ID (--subscription-id)";
     let id = if let Some(rest) = s.strip_prefix("projects/") {
         match rest.split_once("/subscriptions/") {
@@ -66,7 +137,7 @@ pub(super) fn subscription_name(project: &str, s: &str) -> Result<String, Config
 
 /// Bucket names: 3-63 chars (222 with dots) of lowercase letters, digits,
 /// '-', '_' and '.', starting and ending with a letter or digit.
-pub(super) fn check_bucket(b: &str) -> Result<(), ConfigError> {
+fn check_bucket(b: &str) -> Result<(), ConfigError> {
     let max = if b.contains('.') { 222 } else { 63 };
     let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let ok = (3..=max).contains(&b.len())
@@ -110,20 +181,20 @@ pub(super) fn positive(what: &str, v: &str, max: usize) -> Result<usize, ConfigE
 /// humantime panic): one grammar for the init and the worker. Zero and
 /// anything over 24 h are refused: every duration here is a timeout or a
 /// hold.
-pub(super) fn parse_duration(v: &str) -> Option<Duration> {
+fn parse_duration(v: &str) -> Option<Duration> {
     let d = rinit::platform::parse_duration("duration", v).ok()?;
     (!d.is_zero() && d <= Duration::from_secs(86_400)).then_some(d)
 }
 
 /// Bounds of MAX_OUTSTANDING_BYTES. Below 1 MiB the bound would serialize
 /// ordinary traffic; above 1 TiB it bounds nothing.
-pub(super) const MIN_OUTSTANDING_BYTES: u64 = 1 << 20;
-pub(super) const MAX_OUTSTANDING_BYTES: u64 = 1 << 40;
+const MIN_OUTSTANDING_BYTES: u64 = 1 << 20;
+const MAX_OUTSTANDING_BYTES: u64 = 1 << 40;
 
 /// Parses a size: bytes (`1048576`), or a number with a unit, decimal (`kB`,
 /// `MB`, `GB`, `TB`) or binary (`KiB`, `MiB`, `GiB`, `TiB`), case-insensitive,
 /// with optional space (`64MiB`, `1.5 GB`).
-pub(super) fn parse_size(v: &str) -> Option<u64> {
+fn parse_size(v: &str) -> Option<u64> {
     let v = v.trim();
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
