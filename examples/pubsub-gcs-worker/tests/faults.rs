@@ -478,14 +478,7 @@ fn pubsub_stream_cut_mid_flight() {
         window: PUBSUB_OUTAGE,
         cpu,
     };
-    let end = PubsubFaultEnd {
-        w,
-        ids,
-        msgs,
-        row,
-        healed,
-    };
-    assert_pubsub_recovered_exactly_once(&env, &pubsub, end);
+    assert_pubsub_recovered_exactly_once(&env, &pubsub, (w, &ids, &msgs), row, healed);
 }
 
 /// The Pub/Sub emulator killed (SIGKILL) with 40 messages leased and being
@@ -550,38 +543,22 @@ fn pubsub_emulator_killed_and_restarted() {
         window: down,
         cpu,
     };
-    let end = PubsubFaultEnd {
-        w,
-        ids,
-        msgs,
-        row,
-        healed,
-    };
-    assert_pubsub_recovered_exactly_once(&env, &pubsub, end);
+    assert_pubsub_recovered_exactly_once(&env, &pubsub, (w, &ids, &msgs), row, healed);
 }
 
-/// Where a Pub/Sub fault scenario ends: the worker still running, what was
-/// published, the row measured so far, and when the fault ended.
-struct PubsubFaultEnd {
-    w: Running,
-    ids: Vec<String>,
-    msgs: Vec<TestMessage>,
+/// After a Pub/Sub fault that ended at `healed`, with the worker `w` still
+/// running on the messages published (`ids[i]` is `msgs[i]`): the outage
+/// was reported (connection refused at the proxy) and its end too, every
+/// message was acked, the worker stops cleanly, every message is stored
+/// exactly once and each object was written once (redeliveries found it
+/// stored); `row` gets its figures.
+fn assert_pubsub_recovered_exactly_once(
+    env: &TestEnv,
+    pubsub: &FaultProxy,
+    (w, ids, msgs): (Running, &[String], &[TestMessage]),
     row: Row,
     healed: Instant,
-}
-
-/// After a Pub/Sub fault: the outage was reported (connection refused at
-/// the proxy) and its end too, every message was acked, the worker stops
-/// cleanly, every message is stored exactly once and each object was
-/// written once (redeliveries found it stored).
-fn assert_pubsub_recovered_exactly_once(env: &TestEnv, pubsub: &FaultProxy, end: PubsubFaultEnd) {
-    let PubsubFaultEnd {
-        w,
-        ids,
-        msgs,
-        row,
-        healed,
-    } = end;
+) {
     assert_warned(
         &w,
         "Pub/Sub unavailable (connection_refused)",
@@ -590,7 +567,7 @@ fn assert_pubsub_recovered_exactly_once(env: &TestEnv, pubsub: &FaultProxy, end:
     );
     let back = assert_recovered(&w, "Pub/Sub");
     eprintln!("Pub/Sub back: {back}");
-    wait_acked(&w, &ids, Duration::from_secs(90));
+    wait_acked(&w, ids, Duration::from_secs(90));
     let recovery = healed.elapsed();
     eprintln!(
         "every message acked {} ms after the fault ended",
@@ -599,8 +576,8 @@ fn assert_pubsub_recovered_exactly_once(env: &TestEnv, pubsub: &FaultProxy, end:
     std::thread::sleep(Duration::from_millis(500));
     let s = stop(w);
     eprintln!("summary {s}");
-    row.finish(env, &ids, recovery, &s);
-    env.assert_stored_exactly_once(BUCKET, SUB, &ids, &msgs);
+    row.finish(env, ids, recovery, &s);
+    env.assert_stored_exactly_once(BUCKET, SUB, ids, msgs);
     assert_eq!(
         n(&s, "created"),
         ids.len() as u64,

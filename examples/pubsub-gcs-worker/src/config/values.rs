@@ -284,30 +284,35 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("8s"), Some(Duration::from_secs(8)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("0s"), None);
-        assert_eq!(parse_duration("abc"), None);
-        assert_eq!(parse_duration("5 parsecs"), None);
-        // Absurd sums are refused, not a panic in humantime.
-        assert_eq!(parse_duration("0.5s18446744073709551615.5s"), None);
-        // What humantime prints for a bare-seconds value parses back.
-        assert_eq!(
-            parse_duration("2m 9s 457ms 555us 800ns"),
-            Some(Duration::new(129, 457_555_800))
-        );
-        assert_eq!(
-            parse_duration("3600.123456789"),
-            Some(Duration::new(3600, 123_456_789))
-        );
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("25h"), None);
-        assert_eq!(parse_duration("-3"), None);
-        assert_eq!(parse_duration("NaN"), None);
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("8s", ms(8_000)),
+            ("500ms", ms(500)),
+            ("2m", ms(120_000)),
+            ("1m30s", ms(90_000)),
+            ("1m 30s", ms(90_000)),
+            // A bare number is seconds, as for rinit.
+            ("3", ms(3_000)),
+            ("1.5", ms(1_500)),
+            ("3600.123456789", Duration::new(3600, 123_456_789)),
+            // What humantime prints for a bare-seconds value parses back.
+            ("2m 9s 457ms 555us 800ns", Duration::new(129, 457_555_800)),
+        ] {
+            assert_eq!(parse_duration(text), Some(want), "{text}");
+        }
+        // Zero, over 24 h, negative, not a duration, and an absurd sum
+        // (refused, not a panic in humantime).
+        for text in [
+            "0s",
+            "25h",
+            "-3",
+            "NaN",
+            "abc",
+            "5 parsecs",
+            "0.5s18446744073709551615.5s",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text}");
+        }
     }
 
     #[test]
