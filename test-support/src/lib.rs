@@ -18,6 +18,7 @@ pub mod fs;
 pub mod logs;
 pub mod process;
 pub mod procfs;
+pub mod rng;
 pub mod signals;
 pub mod wait;
 #[cfg(feature = "worker")]
@@ -28,4 +29,5 @@ pub use cmd::{run, try_run, Out};
 pub use fs::{root_dir, TempDir};
 pub use logs::{assert_clean_exit, json_lines, phase, text_field, text_phase};
 pub use process::{free_port, Proc, Running};
+pub use rng::Rng;
 pub use wait::{eventually, poll, wait_every, wait_for};
