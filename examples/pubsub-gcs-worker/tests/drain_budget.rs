@@ -7,7 +7,7 @@
 //! The start line is read before any connection matters: both emulator
 //! hosts point at a closed port.
 
-use rinit_test_support::worker::{worker_bin, PROJECT};
+use rinit_test_support::worker::{rinit_bin, worker_bin, PROJECT};
 use rinit_test_support::Running;
 use serde_json::Value;
 use std::process::Command;
@@ -65,6 +65,27 @@ fn drain_timeout(start: &Value) -> (u64, &str) {
             .as_str()
             .expect("drain_timeout_from"),
     )
+}
+
+/// Under the real rinit, no DRAIN_TIMEOUT: the worker takes the budget
+/// rinit computed for its grace (the grace less rinit's 1 s margin).
+#[test]
+fn under_rinit_the_drain_timeout_is_rinits_budget() {
+    for (grace, budget) in [("5s", 4000), ("12", 11_000)] {
+        let mut cmd = Command::new(rinit_bin());
+        cmd.arg(format!("--grace={grace}"))
+            .arg("--platform=none")
+            .arg("--")
+            .arg(worker_bin());
+        configure(&mut cmd);
+        let (start, warnings) = start_line("rinit+worker", cmd);
+        assert_eq!(
+            drain_timeout(&start),
+            (budget, "RINIT_DRAIN_MS"),
+            "--grace={grace}: {start}"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
 }
 
 /// The budget handed down by hand, as rinit sets it: taken as is.
