@@ -42,7 +42,7 @@
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::procfs::{self, descendants};
 use rinit_test_support::worker::{GcsKind, TestEnv, TestMessage, PROJECT};
-use rinit_test_support::{ci, root_dir, run, wait_for, TempDir};
+use rinit_test_support::{ci, launch_as_pid1, root_dir, run, wait_for, TempDir};
 use rinit_test_support::{eventually, Proc, Rng};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -253,27 +253,11 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     slow_storage.set_default(Fault::Delay(Duration::from_millis(25)));
     let storage = format!("http://{}", slow_storage.host());
     let pubsub = FaultProxy::tcp(env.pubsub_port);
-    let path = format!(
-        "{}:/usr/local/bin:/usr/bin:/bin",
-        venv.join("bin").display()
-    );
     let start = |app: &App, run: usize| -> Instance {
         let log = tmp.join(&format!("{}-{run}.log", app.name));
         let out = std::fs::File::create(&log).expect("create log");
         let err = out.try_clone().expect("clone log");
-        let child = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--kill-child",
-                "bash",
-                "-c",
-            ])
-            .arg(command)
-            .current_dir(&app.dir)
-            .env_clear()
-            .env("PATH", &path)
+        let child = launch_as_pid1(command, &app.dir, &venv.join("bin"))
             .env("CLOUD_RUN_WORKER_POOL", "python-worker")
             .env("PROJECT_ID", PROJECT)
             .env("SUBSCRIPTION_ID", &app.sub)
