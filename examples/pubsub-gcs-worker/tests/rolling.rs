@@ -13,13 +13,12 @@
 //! The suite runs it for 30 s; `bench/rolling-deploy` runs it for 3 minutes
 //! or more (RINIT_ROLLING_SECS) and writes a table (RINIT_ROLLING_REPORT).
 
-mod common;
-
-use common::containers::{start_worker, stop_cleanly, worker_image};
-use common::{n, TestEnv};
-use rinit_test_support::docker::{engine, Container};
+use rinit_test_support::docker::Container;
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::wait_every;
+use rinit_test_support::worker::{
+    docker_setup, figures, n, start_worker, stop_cleanly, Flow, Replica,
+};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,13 +62,14 @@ fn median_max(mut v: Vec<u64>) -> (u64, u64) {
 
 #[test]
 fn rolling_deploy_of_three_replicas_loses_and_duplicates_nothing() {
-    if !engine("rolling_deploy_of_three_replicas_loses_and_duplicates_nothing") {
-        return;
-    }
-    let Some(env) = TestEnv::start_with(TOPIC, SUB, BUCKET) else {
+    let Some((env, image)) = docker_setup(
+        "rolling_deploy_of_three_replicas_loses_and_duplicates_nothing",
+        TOPIC,
+        SUB,
+        BUCKET,
+    ) else {
         return;
     };
-    let image = worker_image();
     let length = rolling_for();
     // Each chunk the workers send to storage held 150 ms, a slow real
     // write: the replicas are busy about half the time, so most stops land
@@ -77,30 +77,35 @@ fn rolling_deploy_of_three_replicas_loses_and_duplicates_nothing() {
     let slow = FaultProxy::tcp(env.gcs_port);
     slow.set_default(Fault::Delay(Duration::from_millis(150)));
     let storage = format!("http://{}", slow.host());
-    let start =
-        |label: &str| start_worker(&env, &image, label, (SUB, BUCKET), &storage, CONCURRENCY);
+    let replica = Replica {
+        subscription: SUB,
+        bucket: BUCKET,
+        storage: &storage,
+        concurrency: CONCURRENCY,
+    };
+    let start = |label: &str| start_worker(&env, &image, label, replica);
 
     let publishing = AtomicBool::new(true);
     let mut stops: Vec<Stop> = Vec::new();
     let t0 = Instant::now();
+    let flow = Flow {
+        backlog: 0,
+        per_tick: PER_TICK,
+        tick: TICK,
+    };
     let (ids, msgs, mut replicas) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| env.publish_until(TOPIC, 0, PER_TICK, TICK, &publishing));
+        let publisher = scope.spawn(|| env.publish_until(TOPIC, flow, &publishing));
         let mut replicas: VecDeque<Container> = (0..REPLICAS).map(|_| start("replica")).collect();
         while t0.elapsed() < length {
             std::thread::sleep(EVERY);
             let oldest = replicas.pop_front().expect("three replicas");
             let (summary, took) = stop_cleanly(&oldest, &format!("stop {}", stops.len() + 1));
             eprintln!(
-                "stop {:3} at {:5.1} s: docker stop {:4} ms, drain_ms={} in_flight_at_stop={} \
-                 nacked_unstarted={} received={} stored={}",
+                "stop {:3} at {:5.1} s: docker stop {:4} ms, {}",
                 stops.len() + 1,
                 t0.elapsed().as_secs_f64(),
                 took.as_millis(),
-                n(&summary, "drain_ms"),
-                n(&summary, "in_flight_at_stop"),
-                n(&summary, "nacked_unstarted"),
-                n(&summary, "received"),
-                n(&summary, "stored"),
+                figures(&summary),
             );
             stops.push(Stop { took, summary });
             drop(oldest);
@@ -132,12 +137,9 @@ fn rolling_deploy_of_three_replicas_loses_and_duplicates_nothing() {
     }
     // The figures first (the table shows them), then the full check.
     let (lost, extra) = env.lost_and_extra(BUCKET, &ids);
-    let created: u64 = stops
-        .iter()
-        .map(|s| &s.summary)
-        .chain(&finals)
-        .map(|s| n(s, "created"))
-        .sum();
+    let summaries: Vec<&Value> = stops.iter().map(|s| &s.summary).chain(&finals).collect();
+    let total = |key: &str| -> u64 { summaries.iter().map(|s| n(s, key)).sum() };
+    let created = total("created");
     let twice = created.saturating_sub(ids.len() as u64);
     eprintln!("lost {lost}, extra objects {extra}, objects written twice {twice}");
     env.assert_stored_exactly_once(BUCKET, SUB, &ids, &msgs);
@@ -171,12 +173,7 @@ fn rolling_deploy_of_three_replicas_loses_and_duplicates_nothing() {
         median_max(stops.iter().map(|s| s.took.as_millis() as u64).collect());
     let (drain_median, drain_max) =
         median_max(stops.iter().map(|s| n(&s.summary, "drain_ms")).collect());
-    let redelivered: u64 = stops
-        .iter()
-        .map(|s| &s.summary)
-        .chain(&finals)
-        .map(|s| n(s, "already_present"))
-        .sum();
+    let redelivered = total("already_present");
     let table = format!(
         "| rolling deploy | value |\n|---|---|\n\
          | replicas | {REPLICAS} |\n\
