@@ -329,26 +329,40 @@ pub fn parse(
     config(&m, env).map_err(usage)
 }
 
-/// A flag's value, or the environment variable standing in for it.
+/// A flag's value, or the environment variable standing in for it, with the
+/// name to quote when the value is refused: a refusal must name what the user
+/// actually wrote, `RINIT_GRACE` in a task definition or `--grace` in a
+/// Dockerfile.
 fn or_env(
     flag: &Option<String>,
+    flag_name: &'static str,
     env: &dyn Fn(&str) -> Option<String>,
-    var: &str,
-) -> Option<String> {
-    flag.clone().or_else(|| env(var).filter(|v| !v.is_empty()))
+    var: &'static str,
+) -> Option<(&'static str, String)> {
+    match flag {
+        Some(v) => Some((flag_name, v.clone())),
+        None => env(var).filter(|v| !v.is_empty()).map(|v| (var, v)),
+    }
 }
 
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
     let platform = Platform::parse(m.platform.as_deref().unwrap_or("auto"), env)?;
-    let stated = or_env(&m.platform_kill_after, env, "RINIT_PLATFORM_KILL_AFTER")
-        .map(|t| platform::parse_duration("--platform-kill-after", &t))
-        .transpose()?;
+    let stated = or_env(
+        &m.platform_kill_after,
+        "--platform-kill-after",
+        env,
+        "RINIT_PLATFORM_KILL_AFTER",
+    )
+    .map(|(what, t)| platform::parse_duration(what, &t))
+    .transpose()?;
     let window = platform.window(stated)?;
-    let grace = match or_env(&m.grace, env, "RINIT_GRACE") {
-        Some(t) if t.trim() == "none" => Some(None),
-        Some(t) => match platform::parse_duration("--grace", &t)? {
+    let grace = match or_env(&m.grace, "--grace", env, "RINIT_GRACE") {
+        Some((_, t)) if t.trim() == "none" => Some(None),
+        Some((what, t)) => match platform::parse_duration(what, &t)? {
             d if d.is_zero() => {
-                return Err("--grace=0 would kill at once; use 'none' to never escalate".into())
+                return Err(format!(
+                    "{what}={t} would kill at once; use 'none' to never escalate"
+                ))
             }
             d => Some(Some(d)),
         },
@@ -416,14 +430,14 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         .as_deref()
         .map(|s| signals::parse(s, false).map_err(|e| format!("-p: {e}")))
         .transpose()?;
-    let log_format = match or_env(&m.log_format, env, "RINIT_LOG_FORMAT").as_deref() {
-        None | Some("auto") if platform.wants_json() => Format::Json,
-        None | Some("auto") | Some("text") => Format::Text,
-        Some("json") => Format::Json,
-        Some(other) => {
-            return Err(format!(
-                "--log-format '{other}' is not one of text, json, auto"
-            ))
+    let log_format = match or_env(&m.log_format, "--log-format", env, "RINIT_LOG_FORMAT") {
+        None if platform.wants_json() => Format::Json,
+        None => Format::Text,
+        Some((_, v)) if v == "auto" && platform.wants_json() => Format::Json,
+        Some((_, v)) if v == "auto" || v == "text" => Format::Text,
+        Some((_, v)) if v == "json" => Format::Json,
+        Some((what, other)) => {
+            return Err(format!("{what}='{other}' is not one of text, json, auto"))
         }
     };
     let log_level = level(m, env)?;
@@ -441,8 +455,12 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         grace_warning,
         rewrites,
         expect_exit,
-        // Without its own group the child can only be signalled alone.
-        single_child: m.single_child || !setsid,
+        // Without its own group the child can only be signalled alone. A
+        // preset names a job runner, whose main process manages its own
+        // workers and job processes: they must not get its stop signals
+        // (Celery's pool processes die of a TERM; a Sidekiq job's child
+        // would be cut off), so presets signal the main process only.
+        single_child: m.single_child || !setsid || m.preset.is_some(),
         setsid,
         parent_death,
         log_format,
@@ -759,6 +777,70 @@ mod tests {
         // A flag beats its variable.
         let c = parse_with(&["--grace=5s", "x"], &[("RINIT_GRACE", "45s")]).unwrap();
         assert_eq!(c.plan.grace, Some(Duration::from_secs(5)));
+    }
+
+    /// A refused variable is named as the variable, a refused flag as the
+    /// flag; a bare number is seconds, so a platform's setting copied as is
+    /// starts.
+    #[test]
+    fn refusals_name_the_variable_or_the_flag() {
+        let env = |k: &str| match k {
+            "RINIT_PLATFORM_KILL_AFTER" => Some("sixty".to_string()),
+            _ => None,
+        };
+        let e = parse(["x".into()], &env).unwrap_err();
+        assert!(
+            e.text
+                .starts_with("rinit: RINIT_PLATFORM_KILL_AFTER='sixty' is not a duration"),
+            "{}",
+            e.text
+        );
+        let e = parse(["--platform-kill-after=sixty".into(), "x".into()], &|_| {
+            None
+        })
+        .unwrap_err();
+        assert!(
+            e.text.starts_with("rinit: --platform-kill-after='sixty'"),
+            "{}",
+            e.text
+        );
+        let e = parse(["x".into()], &|k| (k == "RINIT_GRACE").then(|| "0".into())).unwrap_err();
+        assert!(
+            e.text
+                .starts_with("rinit: RINIT_GRACE=0 would kill at once"),
+            "{}",
+            e.text
+        );
+        let e = parse(["x".into()], &|k| {
+            (k == "RINIT_LOG_FORMAT").then(|| "xml".into())
+        })
+        .unwrap_err();
+        assert!(
+            e.text
+                .starts_with("rinit: RINIT_LOG_FORMAT='xml' is not one of"),
+            "{}",
+            e.text
+        );
+        let c = parse(["--grace=55".into(), "x".into()], &|k| {
+            (k == "RINIT_PLATFORM_KILL_AFTER").then(|| "60".into())
+        })
+        .unwrap();
+        assert_eq!(c.plan.grace, Some(Duration::from_secs(55)));
+        assert_eq!(c.window, Window::Known(Duration::from_secs(60)));
+    }
+
+    /// A preset signals the runner's main process only; without one the
+    /// group is the target unless -c says otherwise.
+    #[test]
+    fn presets_signal_the_main_process_only() {
+        for (name, _, _) in PRESETS {
+            assert!(
+                run(&["--preset", name, "x"]).unwrap().single_child,
+                "{name}"
+            );
+        }
+        assert!(!run(&["--stop-sequence=TERM@1s", "x"]).unwrap().single_child);
+        assert!(!run(&["x"]).unwrap().single_child);
     }
 
     #[test]

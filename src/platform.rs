@@ -247,8 +247,12 @@ pub fn resolve_grace(
 /// humantime's year (365.25 days), so the limit prints as `1year`.
 pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
 
-/// Parses a humantime duration (`25s`, `1m30s`, `500ms`) for `what`
-/// (`--grace`, ...), refusing anything over `MAX_DURATION`.
+/// Parses a duration for `what` (`--grace`, `RINIT_GRACE`, ...): humantime's
+/// `25s`, `1m30s`, `500ms`, or a bare number of seconds (`60`, `2.5`), the
+/// unit of every platform's own setting (`docker stop -t 60`, ECS
+/// `stopTimeout: 60`, `terminationGracePeriodSeconds: 60`), so a value copied
+/// from one starts rather than crash-looping on a refusal. Anything over
+/// `MAX_DURATION` is refused.
 pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
     if seconds_bound(text) > 1 << 63 {
         return Err(format!(
@@ -256,8 +260,18 @@ pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
             fmt(MAX_DURATION)
         ));
     }
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("{what}='{text}' is not a duration such as 25s, 1m30s or 500ms: {e}")
+    let t = text.trim();
+    let bare = t.starts_with(|c: char| c.is_ascii_digit())
+        && t.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let seconds;
+    let t = if bare {
+        seconds = format!("{t}s");
+        seconds.as_str()
+    } else {
+        t
+    };
+    let d = humantime::parse_duration(t).map_err(|e| {
+        format!("{what}='{text}' is not a duration such as 25s, 1m30s, 500ms or 60 (seconds): {e}")
     })?;
     if d > MAX_DURATION {
         return Err(format!(
@@ -502,6 +516,10 @@ mod tests {
             );
         }
         for (t, secs) in [
+            ("60", 60),
+            (" 30 ", 30),
+            ("0", 0),
+            ("31536000", 31_536_000),
             ("31536000000000000ns", 31_536_000),
             ("31536000000000us", 31_536_000),
             ("31536000000ms", 31_536_000),
@@ -514,6 +532,29 @@ mod tests {
         ] {
             assert_eq!(parse_duration("--grace", t), Ok(S(secs)), "{t}");
         }
+    }
+
+    /// The platforms' settings are plain seconds; a value copied from one
+    /// means seconds here too, fractions included.
+    #[test]
+    fn bare_numbers_are_seconds() {
+        assert_eq!(
+            parse_duration("--grace", "2.5"),
+            Ok(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            parse_duration("--grace", "25"),
+            parse_duration("--grace", "25s")
+        );
+        for t in ["-3", "1.2.3", ".5", "1e3", "NaN", "1 2"] {
+            let e = parse_duration("RINIT_GRACE", t).unwrap_err();
+            assert!(
+                e.starts_with(&format!("RINIT_GRACE='{t}' is not a duration")),
+                "{t}: {e}"
+            );
+        }
+        let e = parse_duration("--grace", "31557601").unwrap_err();
+        assert!(e.contains("longer than the 1year"), "{e}");
     }
 
     #[test]
