@@ -7,7 +7,9 @@
 ARG BASE
 FROM ${BASE}
 COPY debs/ /tmp/debs/
-RUN apt-get install -y -qq --no-install-recommends /tmp/debs/*.deb >/dev/null \
+# --force-unsafe-io: no fsync per file (a test image; the build is a third faster).
+RUN apt-get install -y -qq -o Dpkg::Options::=--force-unsafe-io --no-install-recommends \
+       /tmp/debs/*.deb >/dev/null \
     && rm -rf /tmp/debs
 COPY wheels/ /tmp/wheels/
 COPY requirements.txt /tmp/requirements.txt
