@@ -242,6 +242,8 @@ impl World {
             Runner::Celery => {
                 env.push(("BROKER_URL".into(), self.redis.url()));
                 env.push(("PYTHONPATH".into(), runners_dir().display().to_string()));
+                // No __pycache__ written into the source tree.
+                env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
             }
         }
         env
