@@ -57,20 +57,7 @@ pub struct Stop {
 /// rejection is always exactly one line (found by fuzzing, issue 13).
 pub fn usage(msg: impl std::fmt::Display) -> Stop {
     let mut text = String::from("rinit: ");
-    for c in msg.to_string().chars() {
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-            // As Rust writes them (`\n`, `\u{1b}`); by hand, which costs
-            // the binary less than `char::escape_default`.
-            match c {
-                '\n' => text.push_str("\\n"),
-                '\r' => text.push_str("\\r"),
-                '\t' => text.push_str("\\t"),
-                c => text.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            }
-        } else {
-            text.push(c);
-        }
-    }
+    log::escape_into(&mut text, &msg.to_string());
     text.push_str(" (see 'rinit --help')");
     Stop {
         status: USAGE,
@@ -318,7 +305,7 @@ pub fn parse(
     if m.version {
         return Err(Stop {
             status: 0,
-            text: format!("rinit {}\n", env!("CARGO_PKG_VERSION")),
+            text: version(),
         });
     }
     if m.command.is_empty() {
@@ -327,6 +314,17 @@ pub fn parse(
         ));
     }
     config(&m, env).map_err(usage)
+}
+
+/// `rinit --version`: `rinit 0.1.0 - git.rinit-0_1_0`. The tail is for
+/// dockerd, which runs its init (`--init-path`) with `--version` for `docker
+/// info` and `docker version` and reads tini's format (`tini version 0.19.0 -
+/// git.de40ad0`): the word after ` - git.` is shown as "init version" and may
+/// hold no dot. Without it the daemon logs "failed to parse ... version" on
+/// every `docker info`.
+fn version() -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    format!("rinit {v} - git.rinit-{}\n", v.replace('.', "_"))
 }
 
 /// A flag's value, or the environment variable standing in for it, with the
@@ -649,6 +647,23 @@ mod tests {
         assert_eq!(run(&["--version", "x"]).unwrap_err().status, 0);
         let both = run(&["--preset=celery", "--stop-sequence=TERM@0s", "x"]).unwrap_err();
         assert!(both.text.contains("together"), "{}", both.text);
+    }
+
+    /// dockerd's reading of `--version` (moby's `parseInitVersion`): split
+    /// on " - ", and the second part is `git.` and one word with no dot.
+    #[test]
+    fn version_is_what_dockerd_parses() {
+        let text = run(&["-V"]).unwrap_err().text;
+        let parts: Vec<&str> = text.split(" - ").collect();
+        assert_eq!(parts[0], format!("rinit {}", env!("CARGO_PKG_VERSION")));
+        let git: Vec<&str> = parts[1].trim().split('.').collect();
+        assert_eq!(
+            git,
+            [
+                "git",
+                &format!("rinit-{}", env!("CARGO_PKG_VERSION").replace('.', "_"))
+            ]
+        );
     }
 
     #[test]

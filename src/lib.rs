@@ -10,11 +10,16 @@
 pub mod cli;
 pub mod log;
 pub mod platform;
+pub mod procfs;
 pub mod reap;
 pub mod shutdown;
 pub mod signals;
 pub mod spawn;
 pub mod supervisor;
+
+/// How long rinit's exit waits for a stalled log reader to take its last
+/// lines.
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The whole of rinit: parse and check the configuration, set up logging,
 /// and hand over to the supervisor loop. Never returns.
@@ -35,5 +40,9 @@ pub fn run() -> ! {
         }
     };
     log::init(cfg.log_format, cfg.log_level);
-    std::process::exit(supervisor::run(cfg));
+    let status = supervisor::run(cfg);
+    // A stalled log reader gets a moment for the last lines, never more:
+    // the platform's SIGKILL is at most a second away.
+    log::flush_before_exit(EXIT_FLUSH);
+    std::process::exit(status);
 }

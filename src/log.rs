@@ -7,11 +7,19 @@
 //! child's output. JSON follows Cloud Logging's structured-log fields
 //! (`time`, `severity`, `message`, `logging.googleapis.com/labels`) and is
 //! otherwise flat, so CloudWatch Logs Insights discovers every field.
+//!
+//! Logging never blocks the init. A log driver under back-pressure (Docker's
+//! blocking mode, awslogs, fluentd) stops reading stderr; a blocking write
+//! would then stop PID 1 itself: no reaping, no deadline. So every write is
+//! non-blocking (see [`Sink`]); what the reader cannot take yet waits in a
+//! bounded backlog that the supervisor retries, and lines that do not fit
+//! are counted and reported once the reader is back. The text format escapes
+//! control characters, so one event is always one line, whatever a process
+//! name or a command path holds.
 
 use std::fmt::{Debug, Write as _};
-use std::io::Write as _;
-use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -50,12 +58,12 @@ pub fn parse_level(text: &str) -> Option<LevelFilter> {
 
 /// Installs the subscriber for the rest of the process.
 pub fn init(format: Format, level: LevelFilter) {
-    let _ = tracing::subscriber::set_global_default(Logger { format, level });
+    sink().format = format;
+    let _ = tracing::subscriber::set_global_default(Logger { level });
 }
 
 /// The subscriber: level filter plus formatter; spans are not used.
 struct Logger {
-    format: Format,
     level: LevelFilter,
 }
 
@@ -86,12 +94,222 @@ impl Subscriber for Logger {
         let severity = fields
             .severity
             .unwrap_or_else(|| severity(event.metadata().level()));
-        let line = match self.format {
-            Format::Text => text_line(severity, &fields),
-            Format::Json => json_line(severity, &fields),
+        let mut sink = sink();
+        let line = sink.format.line(severity, &fields);
+        sink.emit(line.as_bytes());
+    }
+}
+
+impl Format {
+    fn line(self, severity: &str, f: &Fields) -> String {
+        match self {
+            Format::Text => text_line(severity, f),
+            Format::Json => json_line(severity, f),
+        }
+    }
+}
+
+/// Lines the reader has not taken yet are kept up to this many bytes; past
+/// it, new lines are dropped and counted. 64 KiB is a pipe's own buffer:
+/// hundreds of rinit's lines, more than a whole drain logs.
+const BACKLOG: usize = 64 * 1024;
+
+/// While lines wait, the supervisor wakes this often to retry them.
+pub const RETRY: Duration = Duration::from_millis(100);
+
+/// Where log lines go: stderr, written without ever blocking.
+///
+/// The descriptor is shared with the child (it is the container's log
+/// stream), so rinit cannot set `O_NONBLOCK` on it: that flag belongs to
+/// the open file, and the child's writes would start failing. Instead:
+/// - pipes, FIFOs, sockets and terminals get `pwritev2(RWF_NOWAIT)`, which
+///   makes one write non-blocking and nothing else;
+/// - where the kernel does not support that for the file (before Linux
+///   5.x for pipes), a pipe, FIFO or terminal is opened again through
+///   `/proc/self/fd/2` as a new open file of rinit's own, non-blocking;
+/// - a regular file is written plainly (a page-cache write does not wait
+///   for a reader), and so is anything that cannot be reopened: the one case
+///   left where a stalled reader could still block rinit.
+struct Sink {
+    format: Format,
+    how: How,
+    /// Bytes written by no one yet, whole lines in order (the first may be
+    /// partly written already).
+    backlog: Vec<u8>,
+    /// Lines dropped since the backlog was last emptied.
+    dropped: u64,
+}
+
+/// How the sink writes, decided at its first line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    Untried,
+    NoWait,
+    Reopened(i32),
+    Plain,
+}
+
+/// The one sink, shared by the subscriber and the supervisor's retries.
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    format: Format::Text,
+    how: How::Untried,
+    backlog: Vec::new(),
+    dropped: 0,
+});
+
+fn sink() -> std::sync::MutexGuard<'static, Sink> {
+    // A panic while holding the lock cannot leave a line half-built in
+    // the backlog (lines are appended whole), so poisoning is ignored.
+    SINK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sink {
+    /// Writes `line`, or queues it behind lines that are still waiting.
+    fn emit(&mut self, line: &[u8]) {
+        if self.flush() {
+            let n = self.write_now(line);
+            self.backlog.extend_from_slice(&line[n..]);
+        } else if self.backlog.len() + line.len() <= BACKLOG {
+            self.backlog.extend_from_slice(line);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Writes what waits, in order; true when nothing is left waiting. Once
+    /// the backlog is out, the count of dropped lines follows as a line of
+    /// its own.
+    fn flush(&mut self) -> bool {
+        while !self.backlog.is_empty() {
+            let n = self.write_now(&self.backlog.clone());
+            if n == 0 {
+                return false;
+            }
+            self.backlog.drain(..n);
+        }
+        if self.dropped > 0 {
+            let fields = Fields {
+                message: "stderr was not read for a while: log lines were dropped".into(),
+                phase: "log".into(),
+                severity: None,
+                rest: vec![("dropped", Value::Num(self.dropped.to_string()))],
+            };
+            let line = self.format.line("WARNING", &fields);
+            self.dropped = 0;
+            let n = self.write_now(line.as_bytes());
+            self.backlog.extend_from_slice(&line.as_bytes()[n..]);
+        }
+        self.backlog.is_empty()
+    }
+
+    /// One write that does not block: how much of `buf` went out (0 when the
+    /// reader is full). A closed or broken stderr counts as written: there
+    /// is no one to wait for.
+    fn write_now(&mut self, buf: &[u8]) -> usize {
+        loop {
+            if self.how == How::Untried {
+                self.how = first_how();
+            }
+            // SAFETY: plain syscalls on a buffer we own.
+            let r = unsafe {
+                match self.how {
+                    How::NoWait => {
+                        let iov = libc::iovec {
+                            iov_base: buf.as_ptr() as *mut libc::c_void,
+                            iov_len: buf.len(),
+                        };
+                        libc::pwritev2(2, &iov, 1, -1, libc::RWF_NOWAIT)
+                    }
+                    How::Reopened(fd) => libc::write(fd, buf.as_ptr().cast(), buf.len()),
+                    _ => libc::write(2, buf.as_ptr().cast(), buf.len()),
+                }
+            };
+            if r >= 0 {
+                return r as usize;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN) => return 0,
+                Some(libc::EINTR) => {}
+                Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) if self.how == How::NoWait => {
+                    self.how = reopen();
+                }
+                _ => return buf.len(),
+            }
+        }
+    }
+
+    /// The descriptor a stalled reader would make writable again.
+    fn fd(&self) -> i32 {
+        match self.how {
+            How::Reopened(fd) => fd,
+            _ => 2,
+        }
+    }
+}
+
+/// Regular files are written plainly; anything else without blocking.
+fn first_how() -> How {
+    // SAFETY: fstat writes only `st`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let file =
+        unsafe { libc::fstat(2, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    if file {
+        How::Plain
+    } else {
+        How::NoWait
+    }
+}
+
+/// A non-blocking open file of rinit's own for the pipe, FIFO or terminal
+/// behind stderr; a plain write when there is none to be had.
+fn reopen() -> How {
+    // SAFETY: plain syscalls on a NUL-terminated path.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let kind = if libc::fstat(2, &mut st) == 0 {
+            st.st_mode & libc::S_IFMT
+        } else {
+            0
         };
-        // One write per line; a closed stderr must not stop the init.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        if kind == libc::S_IFIFO || kind == libc::S_IFCHR {
+            let fd = libc::open(
+                c"/proc/self/fd/2".as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                return How::Reopened(fd);
+            }
+        }
+    }
+    How::Plain
+}
+
+/// Retries the lines a stalled reader has not taken; true when none wait.
+pub fn flush() -> bool {
+    sink().flush()
+}
+
+/// Before rinit exits: waits for the reader up to `bound` for what is still
+/// queued, then gives up on it. The exit is never held longer.
+pub fn flush_before_exit(bound: Duration) {
+    let end = Instant::now() + bound;
+    loop {
+        let mut sink = sink();
+        if sink.flush() {
+            return;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: sink.fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        drop(sink);
+        // SAFETY: poll writes only `pfd`.
+        unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as libc::c_int) };
     }
 }
 
@@ -170,10 +388,15 @@ fn text_line(severity: &str, f: &Fields) -> String {
     if let Some(ms) = since_stop_ms() {
         let _ = write!(out, "+{}.{:03}s ", ms / 1000, ms % 1000);
     }
-    let _ = write!(out, "rinit {severity} {}: {}", f.phase, f.message);
+    let _ = write!(out, "rinit {severity} {}: ", f.phase);
+    escape_into(&mut out, &f.message);
     for (k, v) in &f.rest {
         match v {
-            Value::Str(s) if s.is_empty() || s.contains(' ') => {
+            // Debug quoting escapes quotes, backslashes and every control
+            // character, so a value can neither end the line nor fake a field.
+            Value::Str(s)
+                if s.is_empty() || s.contains([' ', '"']) || s.chars().any(breaks_line) =>
+            {
                 let _ = write!(out, " {k}={s:?}");
             }
             Value::Str(s) | Value::Num(s) => {
@@ -216,6 +439,45 @@ fn json_line(severity: &str, f: &Fields) -> String {
         }
     }
     out.push_str(",\"logging.googleapis.com/labels\":{\"component\":\"rinit\"}}\n");
+    out
+}
+
+/// A character that could end a line or rewrite it on a terminal: control
+/// characters (newline, carriage return, escape, NEL) and the Unicode line
+/// and paragraph separators.
+fn breaks_line(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Appends `s` with every line-breaking character written as Rust writes it
+/// (`\n`, `\u{1b}`), so text that holds what the user or a process chose
+/// (a command path, an option's value) stays on one line. By hand, which
+/// costs the binary less than `char::escape_default`.
+pub fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if breaks_line(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Bytes the kernel hands over (a process name, a path) as text: valid
+/// UTF-8 as it is, each other byte as `\xNN`. The kernel cuts a name at 15
+/// bytes, often inside a character, and a name may be any bytes at all.
+pub fn bytes_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
     out
 }
 

@@ -1,4 +1,4 @@
-//! Reaping: collecting every exited child, and finding who is still alive.
+//! Reaping: collecting every exited child.
 
 /// How a process ended, as `waitpid` reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,9 @@ pub struct Reaped {
     pub main: Option<Exit>,
     /// Orphans and other descendants reaped (not counting the main child).
     pub orphans: usize,
+    /// Of those, the ones a signal ended: (pid, signal). Allocated only
+    /// when there are any.
+    pub signalled: Vec<(i32, i32)>,
     /// No children left at all: every descendant is gone.
     pub none_left: bool,
     /// The main child was stopped (only looked for with `untraced`).
@@ -57,6 +60,9 @@ pub fn reap_zombies(main_pid: i32, untraced: bool) -> Reaped {
                 });
             } else {
                 out.orphans += 1;
+                if libc::WIFSIGNALED(status) {
+                    out.signalled.push((pid, libc::WTERMSIG(status)));
+                }
             }
             continue;
         }
@@ -68,79 +74,20 @@ pub fn reap_zombies(main_pid: i32, untraced: bool) -> Reaped {
     }
 }
 
-/// A live process, for the logs of a kill.
-#[derive(Clone, Debug)]
-pub struct Process {
-    /// Its pid.
-    pub pid: i32,
-    /// Its command name (`/proc/PID/comm`).
-    pub comm: String,
-}
-
-/// The processes rinit is responsible for, read from /proc: every
-/// descendant, or (`whole_namespace`, when rinit is PID 1) every process but
-/// rinit. Empty when /proc is missing or belongs to another PID namespace,
-/// so a pid read there is never signalled here.
-pub fn survivors(whole_namespace: bool) -> Vec<Process> {
-    scan(whole_namespace, false)
-}
-
-/// `survivors`, plus those already dead but not yet reaped: right after a
-/// SIGKILL, the ones it just killed.
-pub fn survivors_and_dying(whole_namespace: bool) -> Vec<Process> {
-    scan(whole_namespace, true)
-}
-
-fn scan(whole_namespace: bool, with_zombies: bool) -> Vec<Process> {
-    let me = std::process::id() as i32;
-    let proc_self = std::fs::read_link("/proc/self")
-        .ok()
-        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-    if proc_self != Some(me) {
-        return Vec::new();
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+/// Whether the main child has exited, without reaping it: while it is an
+/// unreaped zombie its pid, and so its process group's id, cannot be reused,
+/// so this is the last moment the group's members are provably its own.
+pub fn exited(pid: i32) -> bool {
+    // SAFETY: waitid writes only `info`.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
     };
-    // (pid, ppid, comm) of every live, non-zombie process.
-    let table: Vec<(i32, i32, String)> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| stat(pid, with_zombies))
-        .collect();
-    if whole_namespace {
-        return table
-            .into_iter()
-            .filter(|&(pid, _, _)| pid != me)
-            .map(|(pid, _, comm)| Process { pid, comm })
-            .collect();
-    }
-    let mut ours = vec![me];
-    let mut found = Vec::new();
-    // Breadth-first over the parent links; the table is small (a container).
-    while let Some(parent) = ours.pop() {
-        for (pid, ppid, comm) in &table {
-            if *ppid == parent {
-                ours.push(*pid);
-                found.push(Process {
-                    pid: *pid,
-                    comm: comm.clone(),
-                });
-            }
-        }
-    }
-    found
-}
-
-/// Parses `/proc/PID/stat` into (pid, ppid, comm), skipping zombies unless
-/// asked: they are already dead and only wait to be reaped.
-fn stat(pid: i32, with_zombies: bool) -> Option<(i32, i32, String)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may hold spaces and parentheses: it ends at the last ')'.
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let mut rest = text.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    (with_zombies || (state != "Z" && state != "X")).then_some((pid, ppid, comm))
+    // SAFETY: si_pid is set when waitid found a child in the state asked.
+    r == 0 && unsafe { info.si_pid() } == pid
 }

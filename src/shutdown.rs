@@ -27,7 +27,8 @@
 //! - a different one is forwarded (QUIT after TERM is Celery's cold shutdown).
 //!
 //! The states, in order: running (no `Drain`), draining (steps pending),
-//! killing (`escalated`: SIGKILL sent, rechecks until nothing is left), exited.
+//! killing (`escalated`: SIGKILL sent, rechecks until nothing is left, or
+//! `KILL_WAIT` has passed), exited.
 
 use std::time::{Duration, Instant};
 
@@ -67,10 +68,22 @@ pub enum Step {
     /// that are not rinit's children (`docker exec`), whose end no SIGCHLD
     /// announces.
     Recheck,
+    /// `KILL_WAIT` after the SIGKILL something is still there: rinit exits
+    /// anyway, naming it.
+    GiveUp,
 }
 
 /// How often a `Recheck` comes while something is left.
 pub const RECHECK: Duration = Duration::from_millis(100);
+
+/// How long rinit waits, after its SIGKILL, for the killed to be gone.
+/// A killed process is usually gone within milliseconds; one that is not
+/// could not be killed (a root process when rinit is not root) or is stuck
+/// in the kernel (uninterruptible I/O). rinit's promise is to end before the
+/// platform's kill, at least 1 s after the deadline when the window is
+/// known, so it stops waiting after half of that: as PID 1 its exit makes
+/// the kernel kill everything left in the namespace, permissions or not.
+pub const KILL_WAIT: Duration = Duration::from_millis(500);
 
 /// A drain in progress.
 #[derive(Debug)]
@@ -154,10 +167,12 @@ impl Drain {
     }
 
     /// Escalation happened (deadline or a second SIGINT): drop every
-    /// remaining step, including pending signals the dead cannot receive.
+    /// remaining step, including pending signals the dead cannot receive;
+    /// look again soon, and give up waiting at `KILL_WAIT`.
     pub fn escalate(&mut self, now: Instant) {
         self.escalated = true;
         self.steps.clear();
+        self.steps.push((now + KILL_WAIT, Step::GiveUp));
         self.recheck(now);
     }
 
@@ -363,11 +378,17 @@ mod tests {
         assert_eq!(d.due(t0 + S(2)), send(libc::SIGTERM));
         assert_eq!(d.next_at(), Some(t0 + S(5)));
         assert_eq!(d.due(t0 + S(5)), Some(Step::Deadline));
-        // Killing: only rechecks, one at a time, RECHECK apart.
-        d.escalate(t0 + S(5));
-        d.recheck(t0 + S(5));
-        assert_eq!(d.next_at(), Some(t0 + S(5) + RECHECK));
-        assert_eq!(d.due(t0 + S(5) + RECHECK), Some(Step::Recheck));
+        // Killing: only rechecks, one at a time, RECHECK apart, until
+        // KILL_WAIT gives up.
+        let t1 = t0 + S(5);
+        d.escalate(t1);
+        d.recheck(t1);
+        assert_eq!(d.next_at(), Some(t1 + RECHECK));
+        assert_eq!(d.due(t1 + RECHECK), Some(Step::Recheck));
+        d.recheck(t1 + RECHECK);
+        assert_eq!(d.next_at(), Some(t1 + RECHECK * 2));
+        assert_eq!(d.due(t1 + KILL_WAIT), Some(Step::Recheck));
+        assert_eq!(d.due(t1 + KILL_WAIT), Some(Step::GiveUp));
         assert_eq!(d.next_at(), None);
     }
 

@@ -1,8 +1,11 @@
 //! Starting the command: its own process group, a clean signal state.
 
-use std::ffi::{CString, OsString};
-use std::io;
+use std::ffi::{CString, OsStr, OsString};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::log;
 
 /// How the child is isolated from rinit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +60,7 @@ pub struct SpawnError {
 /// An exec failure comes back over a close-on-exec pipe as the child's errno,
 /// so rinit can exit 126/127 with the message instead of supervising a corpse.
 pub fn spawn(argv: &[OsString], isolation: Isolation) -> Result<i32, SpawnError> {
-    let program = argv[0].to_string_lossy();
-    let fail = |e: io::Error| classify(&program, &e);
+    let fail = |e: io::Error| classify(&argv[0], &e);
     let cargs: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()))
@@ -147,16 +149,168 @@ unsafe fn isolate(isolation: Isolation) -> Result<(), i32> {
 }
 
 /// Maps an exec failure to the shell's conventions (127 / 126) or 1.
-fn classify(program: &str, e: &io::Error) -> SpawnError {
-    let (status, what) = match e.raw_os_error() {
-        Some(libc::ENOENT) => (127, "command not found"),
+///
+/// `ENOENT` does not always mean the command is missing: the kernel says the
+/// same when the file is there but what it needs to run is not (a script's
+/// interpreter, `#!/bin/sh\r` with Windows line endings among them; a
+/// dynamic binary's loader), and so does glibc when a file with no `#!`
+/// line needs a `/bin/sh` the image lacks. Those are 126, "exists but cannot
+/// be executed", with the missing part named, as bash's "bad interpreter".
+fn classify(program: &OsStr, e: &io::Error) -> SpawnError {
+    let mut shown = String::new();
+    log::escape_into(&mut shown, &log::bytes_text(program.as_bytes()));
+    let (status, message) = match e.raw_os_error() {
+        Some(libc::ENOENT) => match missing_part(program) {
+            Some(why) => (126, format!("command cannot be executed: '{shown}': {why}")),
+            None => (127, format!("command not found: '{shown}': {e}")),
+        },
         Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EISDIR) | Some(libc::EPERM) => {
-            (126, "command cannot be executed")
+            (126, format!("command cannot be executed: '{shown}': {e}"))
         }
-        _ => (1, "cannot start command"),
+        _ => (1, format!("cannot start command: '{shown}': {e}")),
     };
-    SpawnError {
-        status,
-        message: format!("{what}: '{program}': {e}"),
+    SpawnError { status, message }
+}
+
+/// When exec said `ENOENT` about a file that exists: what it could not
+/// find. `None` when the file itself is missing.
+fn missing_part(program: &OsStr) -> Option<String> {
+    let path = resolve(program)?;
+    let mut head = Vec::new();
+    std::fs::File::open(&path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    let mut why = String::new();
+    if let Some(line) = head.strip_prefix(b"#!") {
+        // As the kernel reads it: up to the newline, the first word after
+        // spaces and tabs. A carriage return is part of the name.
+        let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+        let interp = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .find(|w| !w.is_empty())
+            .unwrap_or_default();
+        why.push_str("its interpreter '");
+        log::escape_into(&mut why, &log::bytes_text(interp));
+        why.push_str("' was not found");
+        if interp.ends_with(b"\r") {
+            why.push_str(" (the \\r is a Windows line ending: convert the script with dos2unix)");
+        }
+    } else if head.starts_with(b"\x7fELF") {
+        why.push_str("its loader (ELF interpreter) ");
+        if let Some(interp) = elf_interp(&head) {
+            why.push('\'');
+            log::escape_into(&mut why, &log::bytes_text(interp));
+            why.push_str("' ");
+        }
+        why.push_str(
+            "was not found: a dynamically linked program in an image without its libraries",
+        );
+    } else {
+        why.push_str("it has no #! line, and there is no /bin/sh to run it with");
+    }
+    Some(why)
+}
+
+/// The file `execvp` tried: the path itself when it holds a '/', else the
+/// first match on `PATH` (glibc's default when unset).
+fn resolve(program: &OsStr) -> Option<PathBuf> {
+    let bytes = program.as_bytes();
+    if bytes.contains(&b'/') {
+        return Some(PathBuf::from(program)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The `PT_INTERP` path of a 64-bit little-endian ELF file's first bytes.
+fn elf_interp(elf: &[u8]) -> Option<&[u8]> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?) as usize);
+    // EI_CLASS 2: 64-bit; EI_DATA 1: little-endian.
+    if elf.get(4..6)? != [2, 1] {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20)?, u16_at(0x36)? as usize, u16_at(0x38)?);
+    (0..phnum as usize).find_map(|i| {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        // p_type 3: PT_INTERP.
+        if elf.get(ph..ph + 4)? != 3u32.to_le_bytes() {
+            return None;
+        }
+        let (off, len) = (u64_at(ph + 8)?, u64_at(ph + 32)?);
+        let interp = elf.get(off..off.checked_add(len)?)?;
+        interp.split(|&b| b == 0).next()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each way a file can exist and still not run, and a file that is
+    /// missing: status and the part named.
+    #[test]
+    fn enoent_names_what_is_missing() {
+        let dir = std::env::temp_dir().join(format!("rinit-spawn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = |name: &str, body: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, body).expect("write");
+            p.into_os_string()
+        };
+        let enoent = io::Error::from_raw_os_error(libc::ENOENT);
+        let cases: [(OsString, i32, &str); 5] = [
+            (
+                file("interp.sh", b"#!/nonexistent/interp -x\necho\n"),
+                126,
+                "its interpreter '/nonexistent/interp' was not found",
+            ),
+            (
+                file("crlf.sh", b"#!/bin/sh\r\necho\r\n"),
+                126,
+                "its interpreter '/bin/sh\\r' was not found (the \\r is a Windows line ending",
+            ),
+            (
+                file("plain.sh", b"echo hi\n"),
+                126,
+                "no #! line, and there is no /bin/sh",
+            ),
+            (
+                dir.join("missing").into_os_string(),
+                127,
+                "command not found",
+            ),
+            ("rinit-no-such-command".into(), 127, "command not found"),
+        ];
+        for (program, status, needle) in cases {
+            let e = classify(&program, &enoent);
+            assert_eq!(e.status, status, "{program:?}: {}", e.message);
+            assert!(e.message.contains(needle), "{program:?}: {}", e.message);
+            assert!(
+                !e.message.contains(['\r', '\n']),
+                "one line: {:?}",
+                e.message
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The loader a dynamically linked program asks for, read from its own
+    /// program headers (Debian's coreutils are dynamically linked).
+    #[test]
+    fn elf_loader_is_named() {
+        let env = std::fs::read("/usr/bin/env").expect("/usr/bin/env");
+        let interp = elf_interp(&env).expect("a dynamic binary has PT_INTERP");
+        assert!(
+            interp.starts_with(b"/lib") && interp.windows(3).any(|w| w == b"ld-"),
+            "{:?}",
+            String::from_utf8_lossy(interp)
+        );
+        assert_eq!(elf_interp(b"\x7fELF\x01\x01"), None);
+        assert_eq!(elf_interp(b"#!/bin/sh"), None);
     }
 }

@@ -3,28 +3,38 @@
 //!
 //! ```text
 //! run:  configure_signals, spawn, then loop {
-//!           take_due_steps      (stop-sequence sends, the deadline, rechecks)
-//!           wait for a signal   (no timeout unless a step is pending)
+//!           take_due_steps      (stop-sequence sends, the deadline, rechecks, giving up)
+//!           log::flush          (lines a stalled log reader has not taken yet)
+//!           wait for a signal   (no timeout unless a step or a log line is pending)
 //!           SIGCHLD -> on_reap  (may return rinit's exit status)
 //!           other   -> on_signal
 //!       }
 //! ```
 //!
 //! A `Supervisor` keeps what is fixed at start (config, child, target, pid1,
-//! isolation) apart from the two values that change: the main child's exit
-//! (once reaped) and the drain (once a stop began). rinit exits when the
-//! main child has been reaped and nothing else is left: no child, and as
-//! PID 1 no other process in the namespace (`docker exec`'s, which only
-//! /proc shows, are checked every `RECHECK`).
+//! isolation) apart from what changes: the main child's exit (once reaped),
+//! the drain (once a stop began), and what rinit must account for at exit.
+//! rinit exits when the main child has been reaped and nothing else is left:
+//! no child, and as PID 1 no other process in the namespace (`docker exec`'s,
+//! whose end no SIGCHLD announces, are checked every `RECHECK`), or when
+//! `KILL_WAIT` after its SIGKILL something still could not be killed.
+//!
+//! rinit signals only its own. The child's pid, and the id of the group it
+//! leads, cannot be reused while the child is unreaped, so until then both
+//! are signalled directly. Once it is reaped, its group is signalled member
+//! by member, and only while rinit can prove the id is still the child's
+//! group (`members_now`); single processes through pidfds
+//! (`procfs::Process::signal`).
 
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::Config;
 use crate::log;
+use crate::procfs::{self, Process, Scope};
 use crate::reap::{self, Exit};
-use crate::shutdown::{self, Action, Drain, Step};
+use crate::shutdown::{self, Action, Drain, Step, KILL_WAIT};
 use crate::signals::{self, name, Received, Target};
 use crate::spawn::{self, Isolation};
 
@@ -51,7 +61,8 @@ pub fn run(cfg: Config) -> i32 {
         if let Some(status) = s.take_due_steps() {
             return status;
         }
-        match signals::wait(&wait_set, s.timeout()) {
+        let logs_waiting = !log::flush();
+        match signals::wait(&wait_set, s.timeout(logs_waiting)) {
             None => {}
             Some(r) if r.signo == libc::SIGCHLD => {
                 if let Some(status) = s.on_reap() {
@@ -77,6 +88,12 @@ struct Supervisor {
     main: Option<Exit>,
     /// The drain, once a stop (or the main child's exit) began one.
     drain: Option<Drain>,
+    /// Once the child is reaped: the (pid, start) of the members last seen
+    /// in its group, the proof that the group's id is still its group's.
+    group: Vec<(i32, u64)>,
+    /// Processes a forwarded signal ended during the drain (pids): a
+    /// runner's helpers that die of the stop signal are lost work.
+    forward_kills: Vec<i32>,
 }
 
 impl Supervisor {
@@ -94,6 +111,18 @@ impl Supervisor {
             isolation,
             main: None,
             drain: None,
+            group: Vec::new(),
+            forward_kills: Vec::new(),
+        }
+    }
+
+    /// Where rinit looks for what is left: as PID 1 the whole namespace,
+    /// otherwise its descendants.
+    fn scope(&self) -> Scope {
+        if self.pid1 {
+            Scope::Namespace
+        } else {
+            Scope::Descendants
         }
     }
 
@@ -110,25 +139,32 @@ impl Supervisor {
         self.drain.as_ref().is_some_and(|d| d.escalated)
     }
 
-    /// How long the loop may sleep: until the next drain step, or forever.
-    fn timeout(&self) -> Option<Duration> {
-        self.drain
+    /// How long the loop may sleep: until the next drain step, or while log
+    /// lines wait for a stalled reader until the next retry; else forever.
+    fn timeout(&self, logs_waiting: bool) -> Option<Duration> {
+        let step = self
+            .drain
             .as_ref()
             .and_then(Drain::next_at)
-            .map(|t| t.saturating_duration_since(Instant::now()))
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        match (step, logs_waiting.then_some(log::RETRY)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Carries out every drain step that is due; rinit's exit status if a
-    /// recheck finds nothing left.
+    /// Carries out every drain step that is due; rinit's exit status once
+    /// nothing is left, or when it gives up waiting for the killed.
     fn take_due_steps(&mut self) -> Option<i32> {
         while let Some(step) = self.drain.as_mut().and_then(|d| d.due(Instant::now())) {
             match step {
-                Step::Send { signo, staged } => {
-                    if let Some(t) = self.reachable() {
-                        forward(t, signo, staged, true);
-                    }
-                }
+                Step::Send { signo, staged } => self.forward(signo, staged),
                 Step::Deadline => {
+                    // A child that exited a moment ago (its SIGCHLD still
+                    // queued) was not killed: reap before deciding it was.
+                    if let Some(status) = self.on_reap() {
+                        return Some(status);
+                    }
                     warn!(phase = "deadline", grace = %self.grace_text(), "grace expired; killing what is left");
                     self.escalate();
                 }
@@ -143,6 +179,9 @@ impl Supervisor {
                         d.recheck(Instant::now());
                     }
                 }
+                Step::GiveUp => {
+                    return Some(self.on_reap().unwrap_or_else(|| self.give_up()));
+                }
             }
         }
         None
@@ -153,6 +192,16 @@ impl Supervisor {
     /// when the main child has just gone and others remain.
     fn on_reap(&mut self) -> Option<i32> {
         let job_control = self.isolation == Isolation::Foreground && !self.pid1;
+        if self.main_alive() && matches!(self.target, Target::Group(_)) && reap::exited(self.child)
+        {
+            // Its unreaped zombie still pins the group's id: whoever is in
+            // the group now is in the child's group.
+            self.group = self
+                .group_members(false)
+                .iter()
+                .map(|p| (p.pid, p.start))
+                .collect();
+        }
         let reaped = reap::reap_zombies(self.child, job_control);
         if let Some(exit) = reaped.main {
             self.log_child_exit(exit);
@@ -170,13 +219,12 @@ impl Supervisor {
         }
         let exit = self.main?;
         // As PID 1, processes that are not rinit's children (`docker exec`) are
-        // rinit's to end too, but only /proc shows they are still there.
-        let others = !reaped.none_left || (self.pid1 && !reap::survivors(true).is_empty());
+        // rinit's to end too; no SIGCHLD says when they are gone.
+        let others = !reaped.none_left || (self.pid1 && procfs::others_alive());
         if !others {
             return Some(self.finish(exit));
         }
-        if reaped.main.is_some() {
-            // A stop drain already signalled the group; what escaped it has not been.
+        if reaped.main.is_some() && !self.escalated() {
             self.sweep_stragglers();
         }
         let now = Instant::now();
@@ -225,16 +273,14 @@ impl Supervisor {
             }
             Action::Forward => {
                 info!(phase = "signal", signal = %name(r.signo), sender_pid = sender, "stop signal during the drain");
-                if let Some(t) = self.reachable() {
-                    forward(t, forwarded, false, true);
-                }
+                self.forward(forwarded, false);
             }
         }
     }
 
     /// Forwards a signal that is not a stop signal, with the terminal's job
     /// control around it when rinit runs in a shell.
-    fn pass_on(&self, r: Received, forwarded: i32) {
+    fn pass_on(&mut self, r: Received, forwarded: i32) {
         let sender = r.sender.unwrap_or(0);
         if self.maintenance(r.signo) {
             // Cloud Run's notice of a live migration (TSTP) and its end
@@ -253,8 +299,8 @@ impl Supervisor {
         if r.signo == libc::SIGCONT {
             self.job_control(r.signo);
         }
-        if let Some(t) = self.reachable().filter(|_| forwarded != 0) {
-            forward(t, forwarded, false, self.draining());
+        if forwarded != 0 {
+            self.forward(forwarded, false);
         }
         if r.signo != libc::SIGCONT {
             self.job_control(r.signo);
@@ -282,6 +328,104 @@ impl Supervisor {
         // Already sent: the drain keeps only the deadline.
         let pending = if at_once { 0 } else { forwarded };
         self.drain = Some(Drain::on_stop(&self.cfg.plan, r.signo, pending, now));
+        if at_once {
+            self.note_forward_kills(forwarded);
+        }
+    }
+
+    /// Sends `signo` where forwarded signals go and logs it (at info during
+    /// a drain, at debug otherwise: the steady state stays quiet); during a
+    /// drain, notes the group members it ended.
+    fn forward(&mut self, signo: i32, staged: bool) {
+        if !self.send(signo) {
+            debug!(phase = "forward", signal = %name(signo), target = %self.target.describe(), "nothing left to signal");
+            return;
+        }
+        let what = self.target.describe();
+        if staged {
+            info!(phase = "stage", signal = %name(signo), target = %what, "stop sequence step sent");
+        } else if self.draining() {
+            info!(phase = "forward", signal = %name(signo), target = %what, "forwarded");
+        } else {
+            debug!(phase = "forward", signal = %name(signo), target = %what, "forwarded");
+        }
+        if self.draining() {
+            self.note_forward_kills(signo);
+        }
+    }
+
+    /// Sends `signo` to the child or its group; false when nothing was there.
+    /// Both ids are signalled directly while the unreaped child pins them;
+    /// after that a lone child is gone for good and its group is signalled
+    /// member by member, while it provably is its group (`members_now`).
+    fn send(&mut self, signo: i32) -> bool {
+        match self.target {
+            t if self.main_alive() => {
+                t.send(signo);
+                true
+            }
+            Target::Child(_) => false,
+            Target::Group(_) => {
+                let members = self.members_now();
+                for p in &members {
+                    let _ = p.signal(signo);
+                }
+                !members.is_empty()
+            }
+        }
+    }
+
+    /// The members of the child's group other than the child, with the
+    /// dead-but-unreaped among them when asked.
+    fn group_members(&self, with_zombies: bool) -> Vec<Process> {
+        let Target::Group(g) = self.target else {
+            return Vec::new();
+        };
+        let mut all = procfs::scan(self.scope(), with_zombies).unwrap_or_default();
+        all.retain(|p| p.pgid == g && p.pid != self.child);
+        all
+    }
+
+    /// Once the child is reaped: the members of its group, if rinit can
+    /// still prove the group is the child's: one of the members it saw in it
+    /// last time (same pid, same start time) is still in it, and while a
+    /// member is in a group its id cannot be reused. Otherwise none, for
+    /// good: the number may since have become someone else's group.
+    fn members_now(&mut self) -> Vec<Process> {
+        if self.group.is_empty() {
+            return Vec::new();
+        }
+        let now = self.group_members(false);
+        if now.iter().any(|p| self.group.contains(&(p.pid, p.start))) {
+            self.group = now.iter().map(|p| (p.pid, p.start)).collect();
+            now
+        } else {
+            debug!(phase = "forward", target = %self.target.describe(), "the group is gone; never signalled again");
+            self.group.clear();
+            Vec::new()
+        }
+    }
+
+    /// Logs each member of the child's group that `signo` (just forwarded
+    /// to the group) ends: it neither handles, ignores nor blocks it. A job
+    /// runner's pool processes dying of the TERM meant for the runner is
+    /// work lost, and must not look like a clean drain. Read right after
+    /// the kill: a process that another parent reaps in between is missed;
+    /// rinit's own children never are (it reaps only after this).
+    fn note_forward_kills(&mut self, signo: i32) {
+        let members = if self.main_alive() {
+            self.group_members(true)
+        } else {
+            self.members_now()
+        };
+        for p in members {
+            if self.forward_kills.contains(&p.pid) || p.ended_by(signo) != Some(true) {
+                continue;
+            }
+            warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %name(signo),
+                  "killed by the forwarded signal (it does not handle it)");
+            self.forward_kills.push(p.pid);
+        }
     }
 
     /// Cloud Run jobs get SIGTSTP 10 s before a live migration and SIGCONT
@@ -289,16 +433,6 @@ impl Supervisor {
     fn maintenance(&self, signo: i32) -> bool {
         self.cfg.platform == crate::platform::Platform::CloudRun
             && (signo == libc::SIGTSTP || signo == libc::SIGCONT)
-    }
-
-    /// The target, unless it is a lone child that has been reaped: its pid
-    /// may already belong to another process. (A group's id stays pinned
-    /// while any member lives, and a group with none left gets nothing.)
-    fn reachable(&self) -> Option<Target> {
-        match self.target {
-            Target::Child(_) if !self.main_alive() => None,
-            t => Some(t),
-        }
     }
 
     /// Terminal job control (only with a TTY, not as PID 1): a stop signal
@@ -340,69 +474,107 @@ impl Supervisor {
 
     /// SIGKILL, widest first so the deadline holds however many processes
     /// there are: as PID 1 the whole namespace (daemons that escaped the group
-    /// with setsid included), the child's group, then each survivor by pid,
-    /// which also names them in the log (`logged`; rechecks log at debug).
-    fn kill_rest(&self, logged: bool) {
-        let group = match self.target {
-            Target::Group(pgid) | Target::Child(pgid) => pgid,
-        };
-        // SAFETY: kill has no memory effects; kill(-1) from PID 1 spares PID 1.
-        unsafe {
-            if self.pid1 {
-                libc::kill(-1, libc::SIGKILL);
+    /// with setsid included), the child and its group while it pins them,
+    /// then each survivor by pid, which also names them in the log (`first`;
+    /// rechecks log at debug). Every kill is checked: one that fails (a root
+    /// process when rinit runs as a user) is an ERROR, never "killed".
+    fn kill_rest(&mut self, first: bool) {
+        if self.pid1 {
+            let _ = procfs::kill(-1, libc::SIGKILL);
+        }
+        if self.main_alive() {
+            if self.isolation != Isolation::None {
+                let _ = procfs::kill(-self.child, libc::SIGKILL);
             }
-            // Only while the unreaped leader pins the group's id: once reaped, the
-            // number could name someone else's group.
-            if self.main_alive() {
-                libc::kill(-group, libc::SIGKILL);
-            }
+            let _ = procfs::kill(self.child, libc::SIGKILL);
         }
         // Listed after the wide kills, so the dying count: they were running at the deadline.
-        let left = if logged {
-            reap::survivors_and_dying(self.pid1)
-        } else {
-            reap::survivors(self.pid1)
-        };
-        for p in left {
-            if logged {
-                warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL");
-            } else {
-                debug!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL (recheck)");
+        for p in procfs::scan(self.scope(), first).unwrap_or_default() {
+            let r = match p.zombie {
+                Some(_) => Ok(()),
+                None => p.signal(libc::SIGKILL),
+            };
+            match r {
+                Ok(()) if first => warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL"),
+                Ok(()) => debug!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL (recheck)"),
+                // Gone since the scan: nothing left to kill.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) if first => {
+                    error!(phase = "kill", pid = p.pid, comm = %p.comm, error = %e, "cannot SIGKILL")
+                }
+                Err(e) => {
+                    debug!(phase = "kill", pid = p.pid, comm = %p.comm, error = %e, "cannot SIGKILL (recheck)")
+                }
             }
-            // SAFETY: as above.
-            unsafe { libc::kill(p.pid, libc::SIGKILL) };
         }
     }
 
+    /// `KILL_WAIT` after the SIGKILL something is still there: name it and
+    /// exit all the same. As PID 1, rinit's exit makes the kernel kill
+    /// everything left in the namespace; otherwise it is left running.
+    fn give_up(&mut self) -> i32 {
+        let left = procfs::scan(self.scope(), false).unwrap_or_default();
+        let fate = if self.pid1 {
+            "rinit exits and the kernel kills it with the namespace"
+        } else {
+            "rinit exits and leaves it running"
+        };
+        for p in &left {
+            error!(phase = "kill", pid = p.pid, comm = %p.comm, wait = %crate::platform::fmt(KILL_WAIT),
+                   "still there after SIGKILL; {fate}");
+        }
+        if left.is_empty() {
+            error!(phase = "kill", wait = %crate::platform::fmt(KILL_WAIT),
+                   "processes are still there after SIGKILL, and no /proc names them; {fate}");
+        }
+        // A main child that outlived its SIGKILL dies by it with rinit (PID 1).
+        self.finish(self.main.unwrap_or(Exit::Signal(libc::SIGKILL)))
+    }
+
     /// The main child is gone but others remain: SIGTERM them now (SIGKILL
-    /// follows at the grace). Each gets one TERM: the group's members through
-    /// the group unless a stop drain already signalled it, the rest (daemons
-    /// that left the group) one by one.
-    fn sweep_stragglers(&self) {
+    /// follows at the grace). Each gets one TERM: members of the group that
+    /// a stop drain already signalled are left out. Without a /proc to name
+    /// them, PID 1 can still reach them all with `kill(-1)`.
+    fn sweep_stragglers(&mut self) {
         log::mark_stop(Instant::now());
-        let group = match self.target {
-            Target::Group(pgid) => Some(pgid),
-            Target::Child(_) => None,
+        let signalled: Vec<(i32, u64)> = if self.draining() {
+            self.members_now()
+                .iter()
+                .map(|p| (p.pid, p.start))
+                .collect()
+        } else {
+            Vec::new()
         };
         let mut sent = 0u64;
-        for p in reap::survivors(self.pid1) {
-            // SAFETY: getpgid and kill have no memory effects.
-            if group.is_some_and(|g| unsafe { libc::getpgid(p.pid) } == g) {
-                continue;
+        match procfs::scan(self.scope(), false) {
+            Some(left) => {
+                for p in left
+                    .iter()
+                    .filter(|p| !signalled.contains(&(p.pid, p.start)))
+                {
+                    match p.signal(libc::SIGTERM) {
+                        Ok(()) => {
+                            debug!(phase = "forward", signal = "SIGTERM", pid = p.pid, comm = %p.comm, "straggler");
+                            sent += 1;
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                        Err(e) => {
+                            warn!(phase = "forward", signal = "SIGTERM", pid = p.pid, comm = %p.comm, error = %e, "cannot signal a straggler")
+                        }
+                    }
+                }
             }
-            debug!(phase = "forward", signal = "SIGTERM", pid = p.pid, comm = %p.comm, "straggler");
-            unsafe { libc::kill(p.pid, libc::SIGTERM) };
-            sent += 1;
-        }
-        if let Some(pgid) = group.filter(|_| !self.draining()) {
-            // SAFETY: as above.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            info!(phase = "forward", signal = "SIGTERM", target = %self.target.describe(), grace = %self.grace_text(),
-                  "main child gone; terminating what is left (its group)");
+            None if self.pid1 => {
+                let _ = procfs::kill(-1, libc::SIGTERM);
+                info!(phase = "forward", signal = "SIGTERM", grace = %self.grace_text(),
+                      "main child gone; terminating what is left (everything: no /proc shows this namespace)");
+                return;
+            }
+            None => {}
         }
         if sent > 0 {
             info!(phase = "forward", signal = "SIGTERM", count = sent, grace = %self.grace_text(),
-                  "main child gone; terminating what is left (outside its group)");
+                  "main child gone; terminating what is left");
         }
     }
 
@@ -416,13 +588,26 @@ impl Supervisor {
         };
         let escalated = self.escalated();
         let drain_ms = self.drain.as_ref().map_or(0, Drain::elapsed_ms);
+        let killed_by_forward = self.forward_kills.len();
         if escalated {
             warn!(
                 phase = "exit",
-                status, drain_ms, escalated, "exiting after killing the rest"
+                status, drain_ms, escalated, killed_by_forward, "exiting after killing the rest"
+            );
+        } else if killed_by_forward > 0 {
+            warn!(
+                phase = "exit",
+                status,
+                drain_ms,
+                escalated,
+                killed_by_forward,
+                "exiting; the stop signal killed processes that do not handle it"
             );
         } else {
-            info!(phase = "exit", status, drain_ms, escalated, "exiting");
+            info!(
+                phase = "exit",
+                status, drain_ms, escalated, killed_by_forward, "exiting"
+            );
         }
         status
     }
@@ -489,20 +674,6 @@ fn become_subreaper() -> bool {
               "not PID 1 and cannot become a subreaper: orphans will not be reaped by rinit");
     }
     ok
-}
-
-/// Sends `signo` to the target. Forwards are logged at info during a
-/// drain, at debug otherwise (the steady state stays quiet).
-fn forward(target: Target, signo: i32, staged: bool, draining: bool) {
-    target.send(signo);
-    let what = target.describe();
-    if staged {
-        info!(phase = "stage", signal = %name(signo), target = %what, "stop sequence step sent");
-    } else if draining {
-        info!(phase = "forward", signal = %name(signo), target = %what, "forwarded");
-    } else {
-        debug!(phase = "forward", signal = %name(signo), target = %what, "forwarded");
-    }
 }
 
 /// The main child stopped while it owned the terminal (Ctrl-Z): take the

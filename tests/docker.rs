@@ -29,7 +29,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use docker_support::{
-    assert_static, build, build_text, engine, sibling_binary, static_base, Container, State,
+    assert_static, build, build_text, engine, sibling_binary, static_base, Compose, Container,
+    State,
 };
 use rinit_test_support::{root_dir, text_phase, wait_for, TempDir};
 
@@ -689,36 +690,6 @@ fn design_line_drains_under_docker_stop_t_30() {
     );
 }
 
-/// `docker-compose` in the foreground of a test: removes its project on drop.
-struct Compose {
-    project: String,
-    file: PathBuf,
-}
-
-impl Compose {
-    fn run(&self, args: &[&str], timeout: Duration) -> rinit_test_support::Out {
-        let mut cmd = std::process::Command::new("docker-compose");
-        cmd.arg("-p")
-            .arg(&self.project)
-            .arg("-f")
-            .arg(&self.file)
-            .args(args);
-        rinit_test_support::run(&mut cmd, timeout)
-    }
-}
-
-impl Drop for Compose {
-    /// Best effort and never a panic: this may run while a failed test unwinds.
-    fn drop(&mut self) {
-        let mut cmd = std::process::Command::new("docker-compose");
-        cmd.arg("-p").arg(&self.project).arg("-f").arg(&self.file);
-        let _ = rinit_test_support::try_run(
-            cmd.args(["down", "-v", "-t", "1"]),
-            Duration::from_secs(60),
-        );
-    }
-}
-
 /// The design line under Compose with `stop_grace_period: 30s`: `docker-compose
 /// stop` waits out the 12 s drain, exit 0, no SIGKILL in Docker's events.
 #[test]
@@ -748,19 +719,11 @@ fn design_line_drains_under_compose_stop_grace_period() {
             data.path().display()
         ),
     );
-    let compose = Compose {
-        project: format!("rinit-test-compose-{}", std::process::id()),
-        file: data.join("compose.yaml"),
-    };
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs().saturating_sub(1));
+    let compose = Compose::new("compose", data.join("compose.yaml"), None);
     let up = compose.run(&["up", "-d"], Duration::from_secs(120));
     assert!(up.ok(), "docker-compose up: {}{}", up.stdout, up.stderr);
     wait_ready(&data, "ready");
-    let id = compose.run(&["ps", "-q", "worker"], Duration::from_secs(60));
-    let id = id.stdout.trim().to_string();
-    assert!(!id.is_empty(), "docker-compose ps found no container");
+    let id = compose.container_id("worker");
     let t0 = std::time::Instant::now();
     let stop = compose.run(&["stop"], Duration::from_secs(90));
     let took = t0.elapsed();
@@ -781,24 +744,8 @@ fn design_line_drains_under_compose_stop_grace_period() {
         secs(took)
     );
     assert!(data.read("done").starts_with("done "), "the job finished");
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let signals = docker_support::docker_ok(&[
-        "events",
-        "--since",
-        &since.to_string(),
-        "--until",
-        &format!("{until:.3}"),
-        "--filter",
-        &format!("container={id}"),
-        "--filter",
-        "event=kill",
-        "--format",
-        "{{.Actor.Attributes.signal}}",
-    ]);
     assert_eq!(
-        signals.split_whitespace().collect::<Vec<_>>(),
+        compose.signals_sent(&id),
         ["15"],
         "Compose's SIGTERM only, never its SIGKILL"
     );

@@ -30,17 +30,38 @@ pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for one image build.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// `docker`, talking to the engine at `host` (`docker -H`; a private daemon,
+/// tests/docker_init.rs), or to the default engine when `None`.
+pub fn docker_command(host: Option<&str>) -> Command {
+    let mut cmd = Command::new("docker");
+    if let Some(host) = host {
+        cmd.args(["-H", host]);
+    }
+    cmd
+}
+
 /// `docker ARGS...` with the default timeout.
 pub fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Out {
-    run(Command::new("docker").args(args), CMD_TIMEOUT)
+    docker_on(None, args)
 }
 
 /// `docker ARGS...`, which must succeed; returns its stdout.
 pub fn docker_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
-    let out = docker(args);
+    docker_on_ok(None, args)
+}
+
+/// `docker -H HOST ARGS...` (see [`docker_command`]) with the default timeout.
+pub fn docker_on<S: AsRef<std::ffi::OsStr>>(host: Option<&str>, args: &[S]) -> Out {
+    run(docker_command(host).args(args), CMD_TIMEOUT)
+}
+
+/// `docker -H HOST ARGS...`, which must succeed; returns its stdout.
+pub fn docker_on_ok<S: AsRef<std::ffi::OsStr>>(host: Option<&str>, args: &[S]) -> String {
+    let out = docker_on(host, args);
     assert!(
         out.ok(),
-        "docker {:?} failed ({:?}):\n{}{}",
+        "docker {}{:?} failed ({:?}):\n{}{}",
+        host.map(|h| format!("-H {h} ")).unwrap_or_default(),
         args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
         out.code,
         out.stdout,
@@ -323,26 +344,73 @@ pub struct State {
 
 static CONTAINERS: AtomicUsize = AtomicUsize::new(0);
 
+/// Unix seconds a second ago: a `docker events --since` that cannot miss
+/// what happens next.
+fn events_since() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().saturating_sub(1))
+}
+
+/// Now, for `docker events --until` (to the millisecond, so the call returns).
+fn events_until() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    format!("{now:.3}")
+}
+
+/// The signals an engine sent container `id` since `since`, in order, from
+/// its `kill` events: `docker stop` shows "15", then "9" only if its timeout
+/// ran out and it had to SIGKILL; `docker kill -s` shows its own.
+pub fn signals_sent_to(host: Option<&str>, id: &str, since: u64) -> Vec<String> {
+    let out = docker_on_ok(
+        host,
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &events_until(),
+            "--filter",
+            &format!("container={id}"),
+            "--filter",
+            "event=kill",
+            "--format",
+            "{{.Actor.Attributes.signal}}",
+        ],
+    );
+    out.split_whitespace().map(str::to_string).collect()
+}
+
 /// A running (or exited) container, removed with `docker rm -f` on drop.
 pub struct Container {
     pub name: String,
     /// Unix seconds just before `docker run`, for `docker events --since`.
     created: u64,
+    /// The engine it runs on (`docker -H`); `None`: the default one.
+    host: Option<String>,
 }
 
 impl Container {
     /// `docker run -d --network host --name ... ARGS`: ARGS holds further
     /// run options, the image and the command.
     pub fn run<S: AsRef<str>>(label: &str, args: &[S]) -> Container {
+        Container::run_on(None, label, args)
+    }
+
+    /// As [`Container::run`], on the engine at `host` (`docker -H`).
+    pub fn run_on<S: AsRef<str>>(host: Option<&str>, label: &str, args: &[S]) -> Container {
         let name = format!(
             "rinit-test-{label}-{}-{}",
             std::process::id(),
             CONTAINERS.fetch_add(1, Ordering::Relaxed)
         );
-        let created = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs().saturating_sub(1));
-        let c = Container { name, created };
+        let c = Container {
+            name,
+            created: events_since(),
+            host: host.map(str::to_string),
+        };
         let mut full: Vec<String> = [
             "run",
             "-d",
@@ -357,15 +425,26 @@ impl Container {
         .map(|s| s.to_string())
         .collect();
         full.extend(args.iter().map(|a| a.as_ref().to_string()));
-        docker_ok(&full);
+        docker_on_ok(host, &full);
         c
+    }
+
+    /// `docker` talking to this container's engine.
+    fn docker(&self) -> Command {
+        docker_command(self.host.as_deref())
+    }
+
+    /// `docker ARGS...` on this container's engine, which must succeed.
+    fn docker_ok(&self, args: &[&str]) -> String {
+        docker_on_ok(self.host.as_deref(), args)
     }
 
     /// `docker stop -t SECS`; returns how long the call took.
     pub fn stop(&self, secs: u32) -> Duration {
         let t0 = Instant::now();
         let out = run(
-            Command::new("docker").args(["stop", "-t", &secs.to_string(), &self.name]),
+            self.docker()
+                .args(["stop", "-t", &secs.to_string(), &self.name]),
             Duration::from_secs(u64::from(secs) + 60),
         );
         let took = t0.elapsed();
@@ -375,12 +454,12 @@ impl Container {
 
     /// `docker kill -s SIG`.
     pub fn kill(&self, sig: &str) {
-        docker_ok(&["kill", "-s", sig, &self.name]);
+        self.docker_ok(&["kill", "-s", sig, &self.name]);
     }
 
     /// Waits for the container to exit; returns its exit code.
     pub fn wait(&self, timeout: Duration) -> i32 {
-        let out = run(Command::new("docker").args(["wait", &self.name]), timeout);
+        let out = run(self.docker().args(["wait", &self.name]), timeout);
         assert!(out.ok(), "docker wait {}: {}", self.name, out.stderr);
         out.stdout
             .trim()
@@ -389,7 +468,7 @@ impl Container {
     }
 
     pub fn state(&self) -> State {
-        let text = docker_ok(&[
+        let text = self.docker_ok(&[
             "inspect",
             "--format",
             "{{.State.Running}} {{.State.ExitCode}} {{.State.OOMKilled}} {{.State.StartedAt}} {{.State.FinishedAt}}",
@@ -406,32 +485,15 @@ impl Container {
         }
     }
 
-    /// The signals the engine sent this container so far, in order, from
-    /// its `kill` events: `docker stop` shows "15", then "9" only if its
-    /// timeout ran out and it had to SIGKILL; `docker kill -s` shows its own.
+    /// The signals the engine sent this container so far (see
+    /// [`signals_sent_to`]).
     pub fn signals_sent(&self) -> Vec<String> {
-        let until = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let out = docker_ok(&[
-            "events",
-            "--since",
-            &self.created.to_string(),
-            "--until",
-            &format!("{until:.3}"),
-            "--filter",
-            &format!("container={}", self.name),
-            "--filter",
-            "event=kill",
-            "--format",
-            "{{.Actor.Attributes.signal}}",
-        ]);
-        out.split_whitespace().map(str::to_string).collect()
+        signals_sent_to(self.host.as_deref(), &self.name, self.created)
     }
 
     /// Everything the container wrote, stdout then stderr.
     pub fn logs(&self) -> String {
-        let out = docker(&["logs", &self.name]);
+        let out = docker_on(self.host.as_deref(), &["logs", &self.name]);
         format!("{}{}", out.stdout, out.stderr)
     }
 
@@ -439,15 +501,80 @@ impl Container {
     pub fn exec(&self, args: &[&str]) -> Out {
         let mut full = vec!["exec", self.name.as_str()];
         full.extend_from_slice(args);
-        docker(&full)
+        docker_on(self.host.as_deref(), &full)
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = run(
-            Command::new("docker").args(["rm", "-f", "-v", &self.name]),
+        let _ = try_run(
+            self.docker().args(["rm", "-f", "-v", &self.name]),
             CMD_TIMEOUT,
+        );
+    }
+}
+
+/// A `docker-compose` project in the foreground of a test, taken down on drop.
+pub struct Compose {
+    pub project: String,
+    pub file: PathBuf,
+    /// `DOCKER_HOST` for Compose (a private daemon); `None`: the default.
+    host: Option<String>,
+    /// Unix seconds before `up`, for `docker events --since`.
+    since: u64,
+}
+
+impl Compose {
+    /// A project named `rinit-test-LABEL-PID` from `file`, on the engine at
+    /// `host`. Nothing runs until [`Compose::run`] is called with `up`.
+    pub fn new(label: &str, file: PathBuf, host: Option<&str>) -> Compose {
+        Compose {
+            project: format!("rinit-test-{label}-{}", std::process::id()),
+            file,
+            host: host.map(str::to_string),
+            since: events_since(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("docker-compose");
+        if let Some(host) = &self.host {
+            cmd.env("DOCKER_HOST", host);
+        }
+        cmd.arg("-p").arg(&self.project).arg("-f").arg(&self.file);
+        cmd
+    }
+
+    /// `docker-compose -p PROJECT -f FILE ARGS...`.
+    pub fn run(&self, args: &[&str], timeout: Duration) -> Out {
+        run(self.command().args(args), timeout)
+    }
+
+    /// The id of `service`'s container (`docker-compose ps -q`).
+    pub fn container_id(&self, service: &str) -> String {
+        let out = self.run(&["ps", "-q", service], CMD_TIMEOUT);
+        let id = out.stdout.trim().to_string();
+        assert!(
+            !id.is_empty(),
+            "docker-compose ps found no {service} container: {}",
+            out.stderr
+        );
+        id
+    }
+
+    /// The signals the engine sent container `id` since this project was
+    /// made (see [`signals_sent_to`]).
+    pub fn signals_sent(&self, id: &str) -> Vec<String> {
+        signals_sent_to(self.host.as_deref(), id, self.since)
+    }
+}
+
+impl Drop for Compose {
+    /// Best effort and never a panic: this may run while a failed test unwinds.
+    fn drop(&mut self) {
+        let _ = try_run(
+            self.command().args(["down", "-v", "-t", "1"]),
+            Duration::from_secs(60),
         );
     }
 }

@@ -98,6 +98,13 @@ pub struct Rinit {
     env: Vec<(String, String)>,
     dashes: bool,
     pre_exec: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>>,
+    /// PID 1 mode: mount a /proc of the new namespace (the default); off, rinit
+    /// sees the test's /proc, whose pids are not its namespace's.
+    mount_proc: bool,
+    /// Run rinit through these (`setpriv --reuid ...`), which exec it.
+    wrapper: Vec<OsString>,
+    /// rinit's stderr, when the test holds its other end (a pipe).
+    stderr_fd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Rinit {
@@ -111,7 +118,29 @@ impl Rinit {
             env: Vec::new(),
             dashes: true,
             pre_exec: None,
+            mount_proc: true,
+            wrapper: Vec::new(),
+            stderr_fd: None,
         }
+    }
+
+    /// PID 1 without its own /proc: the test's /proc stays, as with
+    /// `unshare --pid --fork` alone.
+    pub fn foreign_proc(mut self) -> Rinit {
+        self.mount_proc = false;
+        self
+    }
+
+    /// Runs rinit through `argv` (a program that execs what follows it).
+    pub fn wrapped<S: Into<OsString>>(mut self, argv: impl IntoIterator<Item = S>) -> Rinit {
+        self.wrapper.extend(argv.into_iter().map(Into::into));
+        self
+    }
+
+    /// rinit's stderr goes to `fd` (the test reads the other end itself).
+    pub fn stderr_fd(mut self, fd: std::os::fd::OwnedFd) -> Rinit {
+        self.stderr_fd = Some(fd);
+        self
     }
 
     /// rinit options (before `--`).
@@ -167,10 +196,14 @@ impl Rinit {
         if self.mode == Mode::Pid1 {
             argv.push(unshare_bin().into());
             // --kill-child: if the test dies, the namespace dies with unshare.
-            for a in ["--pid", "--fork", "--mount-proc", "--kill-child"] {
+            for a in ["--pid", "--fork", "--kill-child"] {
                 argv.push(a.into());
             }
+            if self.mount_proc {
+                argv.push("--mount-proc".into());
+            }
         }
+        argv.extend(self.wrapper.iter().cloned());
         argv.push(rinit_bin().into());
         argv.extend(self.opts.iter().cloned());
         if self.dashes {
@@ -190,8 +223,11 @@ impl Rinit {
             .env("PATH", PATH)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).expect("stdout file"))
-            .stderr(fs::File::create(&stderr).expect("stderr file"));
+            .stdout(fs::File::create(&stdout).expect("stdout file"));
+        match self.stderr_fd.take() {
+            Some(fd) => cmd.stderr(Stdio::from(fd)),
+            None => cmd.stderr(fs::File::create(&stderr).expect("stderr file")),
+        };
         if let Some(f) = self.pre_exec.take() {
             // SAFETY: the tests' closures only make async-signal-safe syscalls.
             unsafe { cmd.pre_exec(f) };

@@ -7,7 +7,7 @@
 //! do: ignore TERM, drain slowly, leave orphans, escape the process group.
 //!
 //! Usage: probe [--record FILE] [--ready FILE] [--mask FILE] [--exit-on SIG:MS:CODE]...
-//!              [--die-on SIG]... [--ignore SIG]... [--grandchild] [--daemon]
+//!              [--die-on SIG]... [--ignore SIG]... [--grandchild] [--daemon] [--daemon-exits]
 //!              [--orphans N] [--zombie-report FILE] [--sleep MS] [--exit CODE]
 //!              [--stamp FILE] [--done FILE] [--tty FILE]
 //!
@@ -49,6 +49,7 @@ struct Opts {
     ignore: Vec<i32>,
     grandchild: bool,
     daemon: bool,
+    daemon_exits: bool,
     orphans: usize,
     zombie_report: Option<String>,
     sleep_ms: Option<u64>,
@@ -91,6 +92,10 @@ fn parse() -> Opts {
             "--ignore" => o.ignore.push(signo(&val())),
             "--grandchild" => o.grandchild = true,
             "--daemon" => o.daemon = true,
+            "--daemon-exits" => {
+                o.daemon = true;
+                o.daemon_exits = true;
+            }
             "--orphans" => o.orphans = val().parse().unwrap_or_else(|_| die("probe: --orphans N")),
             "--zombie-report" => o.zombie_report = Some(val()),
             "--sleep" => {
@@ -283,6 +288,17 @@ fn main() {
     if o.daemon {
         let pid = fork_then(|| unsafe {
             libc::setsid();
+            if o.daemon_exits {
+                // A daemon that finishes on SIGTERM: it records it and exits.
+                let mut term: libc::sigset_t = std::mem::zeroed();
+                libc::sigaddset(&mut term, libc::SIGTERM);
+                libc::sigprocmask(libc::SIG_SETMASK, &term, std::ptr::null_mut());
+                let mut sig = 0;
+                libc::sigwait(&term, &mut sig);
+                let me = std::process::id();
+                append(&o.record, &format!("{me} SIGTERM {}\n", mono_ns()));
+                std::process::exit(0);
+            }
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
             let empty: libc::sigset_t = std::mem::zeroed();
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
