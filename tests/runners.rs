@@ -794,6 +794,45 @@ fn sidekiq_timeout_past_the_bound_loses_the_long_job() {
     assert_eq!(w.parked(), 0, "not in the retry set either: lost");
 }
 
+/// Without a preset, rinit's default sends TERM to Sidekiq's whole process
+/// group: the `sleep` the child-process job waits on dies of it, so the job
+/// fails into the retry set although Sidekiq's `-t 5` would have let it
+/// finish. rinit's log names the `sleep` at WARNING and counts it.
+#[test]
+fn sidekiq_without_preset_the_killed_child_shows_in_rinits_log() {
+    let Some(w) = World::new("sidekiq_group_term", Runner::Sidekiq) else {
+        return;
+    };
+    let o = stop_pid1(
+        &w,
+        "sidekiq, rinit's default (TERM to the group)",
+        under_rinit(&[GRACE], w.worker(5)),
+    );
+    o.assert_fails_with(&["killed_by_forward=1", "child did not finish"]);
+    let log = &o.stopped.log;
+    let warnings: Vec<&str> = text_phase(log, "forward")
+        .into_iter()
+        .filter(|l| l.contains(" WARNING forward: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert_eq!(
+        text_field(warnings[0], "comm").as_deref(),
+        Some("sleep"),
+        "{log}"
+    );
+    assert_eq!(
+        text_field(warnings[0], "signal").as_deref(),
+        Some("SIGTERM"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sleep 4.0 failed"),
+        "the job saw its child die:\n{log}"
+    );
+    assert_eq!(o.stopped.code, Some(0), "Sidekiq's own status stays 0");
+    assert_eq!(w.parked(), 1, "the child-process job is in the retry set");
+}
+
 // ---- Celery as PID 1 --------------------------------------------------------
 
 /// `--preset celery` under `--grace=8s`: TERM (warm shutdown) to Celery's
