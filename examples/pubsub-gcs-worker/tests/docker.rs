@@ -20,7 +20,7 @@ mod common;
 use rinit_test_support::docker as docker_support;
 
 use common::containers::{start_worker, stop_cleanly, worker_image};
-use common::{n, TestEnv};
+use common::{n, Rng, TestEnv};
 use docker_support::engine;
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::wait_every;
@@ -38,22 +38,6 @@ const TOPIC: &str = "topic-docker";
 const SUB: &str = "sub-docker";
 const BUCKET: &str = "bucket-docker";
 
-/// xorshift64*: the random stop moments, replayable from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 #[test]
 fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
     if !engine("docker_stop_at_random_moments_stores_every_message_exactly_once") {
@@ -65,17 +49,7 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
 
     let image = worker_image();
 
-    let seed = std::env::var("RINIT_DOCKER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    eprintln!("random stop moments: RINIT_DOCKER_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("RINIT_DOCKER_SEED");
 
     // Storage through a proxy that holds each chunk the worker sends for
     // 25 ms: a write then takes about as long as one to real Cloud Storage,

@@ -1,0 +1,254 @@
+//! Why a process died by SIGKILL: rinit's own kill, the kernel's OOM killer,
+//! or someone else.
+//!
+//! PID 1 reaps every death, so it is the one process that can tell "exit
+//! 137" apart. A SIGKILL after rinit's own deadline (or a second Ctrl-C) is
+//! rinit's. Otherwise the memory cgroup's count of OOM kills says whether
+//! the kernel's OOM killer acted since rinit last looked: cgroup v2's
+//! `memory.events` (`oom_kill`, plus `oom_group_kill`), cgroup v1's
+//! `memory.oom_control` (`oom_kill`). The count is read once at start and
+//! again only when a SIGKILL death is reaped, never on a timer, so an idle
+//! rinit still never wakes up. Where no count can be read, the cause is
+//! "unknown": a guess would send an operator down the wrong path.
+
+use std::ffi::{CStr, CString};
+
+use crate::procfs::{find, read_small};
+
+/// Why a process died by SIGKILL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// rinit killed it at its deadline.
+    Deadline,
+    /// rinit killed it on a SIGINT during the drain.
+    Interrupt,
+    /// The kernel's OOM killer.
+    Oom,
+    /// Another sender (`docker exec ... kill -9`, a sidecar, a person).
+    Other,
+    /// No cgroup count to tell the OOM killer from another sender.
+    Unknown,
+}
+
+impl Cause {
+    /// The word in the logs (`cause=oom`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Deadline => "deadline",
+            Cause::Interrupt => "interrupt",
+            Cause::Oom => "oom",
+            Cause::Other => "other",
+            Cause::Unknown => "unknown",
+        }
+    }
+}
+
+/// rinit's memory cgroup, where its OOM-kill count and memory figures are.
+#[derive(Debug)]
+pub struct Memory {
+    /// The count's file (`.../memory.events` or `.../memory.oom_control`),
+    /// NUL-terminated, and whether it is cgroup v2's.
+    counter: Option<(CString, bool)>,
+    /// The OOM-kill count at the last look.
+    seen: Option<u64>,
+}
+
+impl Memory {
+    /// Finds the cgroup and reads its count once: later deaths compare
+    /// with it. This runs at every start, so it reads with plain syscalls
+    /// into the stack and searches with libc's `memmem`: std's file reading,
+    /// path building and line splitting cost ~20,000 instructions here
+    /// (bench/run, figure 2).
+    pub fn start() -> Memory {
+        let counter = find_counter();
+        let mut text = [0u8; 256];
+        let seen = counter
+            .as_ref()
+            .and_then(|(file, v2)| count(read_small(file, &mut text)?, *v2));
+        Memory { counter, seen }
+    }
+
+    /// After `deaths` SIGKILL deaths that rinit did not cause were reaped:
+    /// `Oom` when the count went up by at least as many, `Other` when it
+    /// did not move, `Unknown` when it moved by fewer (which of them?) or
+    /// cannot be read.
+    pub fn classify(&mut self, deaths: usize) -> Cause {
+        let mut text = [0u8; 512];
+        let now = self
+            .counter
+            .as_ref()
+            .and_then(|(file, v2)| count(read_small(file, &mut text)?, *v2));
+        let cause = match (self.seen, now) {
+            (Some(before), Some(after)) if after.saturating_sub(before) >= deaths as u64 => {
+                Cause::Oom
+            }
+            (Some(before), Some(after)) if after == before => Cause::Other,
+            _ => Cause::Unknown,
+        };
+        if now.is_some() {
+            self.seen = now;
+        }
+        cause
+    }
+
+    /// The cgroup's memory limit and peak usage in bytes, where it shows
+    /// them (v1: `memory.limit_in_bytes`, `memory.max_usage_in_bytes`; v2:
+    /// `memory.max`, `memory.peak`, Linux 5.19+). "No limit" is `None`.
+    pub fn limit_and_peak(&self) -> (Option<u64>, Option<u64>) {
+        let Some((file, v2)) = &self.counter else {
+            return (None, None);
+        };
+        let file = file.to_bytes();
+        let dir = &file[..file.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+        let read = |name: &str| {
+            let path = CString::new([dir, b"/", name.as_bytes()].concat()).ok()?;
+            let mut buf = [0u8; 64];
+            let text = std::str::from_utf8(read_small(&path, &mut buf)?).ok()?;
+            // v1 writes "no limit" as a huge multiple of the page size.
+            text.trim().parse::<u64>().ok().filter(|&n| n < 1 << 62)
+        };
+        if *v2 {
+            (read("memory.max"), read("memory.peak"))
+        } else {
+            (
+                read("memory.limit_in_bytes"),
+                read("memory.max_usage_in_bytes"),
+            )
+        }
+    }
+}
+
+/// The count's file for rinit's memory cgroup, from `/proc/self/cgroup`:
+/// the v1 `memory` line if there is one (hybrid hosts keep memory on v1),
+/// else the v2 line (`0::`). Inside a container whose cgroup namespace is
+/// the host's, that path is the host's and does not exist under the
+/// container's `/sys/fs/cgroup`, which is then the container's own cgroup:
+/// so the path is tried first, the mount's root second.
+fn find_counter() -> Option<(CString, bool)> {
+    let mut buf = [0u8; 1024];
+    let text = read_small(c"/proc/self/cgroup", &mut buf)?;
+    let (path, v2) = match find(text, b":memory:").or_else(|| find(text, b",memory:")) {
+        Some(at) => (line_from(text, at + 8), false),
+        None if text.starts_with(b"0::") => (line_from(text, 3), true),
+        None => (line_from(text, find(text, b"\n0::")? + 4), true),
+    };
+    let (root, counter): (&[u8], &[u8]) = if v2 {
+        (b"/sys/fs/cgroup", b"/memory.events")
+    } else {
+        (b"/sys/fs/cgroup/memory", b"/memory.oom_control")
+    };
+    let path = if path == b"/" { &b""[..] } else { path };
+    let mut file = [0u8; 1024];
+    let found = [path, b""].into_iter().find_map(|p| {
+        let len = root.len() + p.len() + counter.len();
+        if len >= file.len() {
+            return None;
+        }
+        file[..root.len()].copy_from_slice(root);
+        file[root.len()..root.len() + p.len()].copy_from_slice(p);
+        file[root.len() + p.len()..len].copy_from_slice(counter);
+        file[len] = 0;
+        let file = CStr::from_bytes_until_nul(&file).ok()?;
+        // SAFETY: access only reads the NUL-terminated path.
+        (unsafe { libc::access(file.as_ptr(), libc::R_OK) } == 0).then(|| (file.to_owned(), v2))
+    });
+    found
+}
+
+/// `text` from `at` to the end of that line.
+fn line_from(text: &[u8], at: usize) -> &[u8] {
+    let rest = text.get(at..).unwrap_or_default();
+    &rest[..find(rest, b"\n").unwrap_or(rest.len())]
+}
+
+/// The OOM-kill count in the text of `memory.events` (v2: `oom_kill` plus
+/// `oom_group_kill`) or `memory.oom_control` (v1: `oom_kill`, Linux 4.13+).
+fn count(text: &[u8], v2: bool) -> Option<u64> {
+    let field = |key: &[u8]| {
+        // A key starts a line; with its space, "oom_kill " is not
+        // "oom_kill_disable".
+        let mut from = 0;
+        let at = loop {
+            let at = from + find(text.get(from..)?, key)?;
+            if at == 0 || text[at - 1] == b'\n' {
+                break at + key.len();
+            }
+            from = at + 1;
+        };
+        let digits = line_from(text, at);
+        std::str::from_utf8(digits).ok()?.parse::<u64>().ok()
+    };
+    let kills = field(b"oom_kill ")?;
+    Some(if v2 {
+        kills + field(b"oom_group_kill ").unwrap_or(0)
+    } else {
+        kills
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// Recorded contents of the two files (cgroup v2's from a 6.1 kernel,
+    /// v1's from a 5.10 one).
+    #[test]
+    fn counts_from_recorded_files() {
+        let v2 = b"low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 1\n";
+        assert_eq!(count(v2, true), Some(3));
+        assert_eq!(
+            count(b"low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n", true),
+            Some(0)
+        );
+        let v1 = b"oom_kill_disable 0\nunder_oom 0\noom_kill 4\n";
+        assert_eq!(count(v1, false), Some(4));
+        // v1 before Linux 4.13 has no count: unknown, not zero.
+        assert_eq!(count(b"oom_kill_disable 0\nunder_oom 0\n", false), None);
+        // `oom_kill_disable` must not be read as `oom_kill`.
+        assert_eq!(count(b"oom_kill_disable 1\n", false), None);
+    }
+
+    /// This machine's own memory cgroup is found and its count read.
+    #[test]
+    fn finds_this_process_cgroup() {
+        let m = Memory::start();
+        if let Some((file, _)) = &m.counter {
+            assert!(
+                std::path::Path::new(std::ffi::OsStr::from_bytes(file.to_bytes())).exists(),
+                "{file:?}"
+            );
+            assert!(m.seen.is_some(), "{file:?} has a count");
+        }
+    }
+
+    /// Each outcome of a look at the count.
+    #[test]
+    fn classify_compares_with_the_last_look() {
+        let dir = std::env::temp_dir().join(format!("rinit-cause-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("memory.events");
+        let write =
+            |n: u64| std::fs::write(&file, format!("oom 0\noom_kill {n}\n")).expect("write");
+        write(5);
+        let mut m = Memory {
+            counter: Some((
+                CString::new(file.as_os_str().as_bytes()).expect("path"),
+                true,
+            )),
+            seen: Some(5),
+        };
+        assert_eq!(m.classify(1), Cause::Other);
+        write(6);
+        assert_eq!(m.classify(1), Cause::Oom);
+        write(7);
+        assert_eq!(m.classify(2), Cause::Unknown, "one OOM kill for two deaths");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(m.classify(1), Cause::Unknown, "no file");
+        let mut none = Memory {
+            counter: None,
+            seen: None,
+        };
+        assert_eq!(none.classify(1), Cause::Unknown);
+    }
+}
