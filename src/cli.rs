@@ -136,7 +136,7 @@ Accepted for tini: -s (subreaper: always on when not PID 1), -g (group: the defa
 The command's environment also gets RINIT_DRAIN_MS and RINIT_DRAIN_SECONDS: the time from the
 signal it receives to rinit's deadline, less 1s (none with --grace=none), for its own timeout.
 
-Presets (offsets from the stop signal; negative ones count back from the deadline):
+Presets (offsets from the end of --pre-stop-delay; negative ones count back from the deadline):
   sidekiq   TSTP@0s,TERM@2s    TSTP = quiet (stop fetching), TERM 2s later = shut down
   faktory   TSTP@0s,TERM@2s    TSTP = quiet, TERM 2s later = shut down
   celery    TERM@0s,QUIT@-3s   TERM = warm shutdown, QUIT 3s before the deadline = cold shutdown
