@@ -508,3 +508,43 @@ fn readme_names_every_option_and_variable_of_help() {
         "README.md does not mention {missing:?}, which `rinit --help` names"
     );
 }
+
+/// Each message Troubleshooting names in bold (`**`message`**`) is one rinit
+/// prints: it is in rinit's source or in an output the README shows (and
+/// the tests above run), so renaming a message cannot leave its entry
+/// pointing at nothing.
+#[test]
+fn troubleshooting_names_messages_rinit_prints() {
+    let readme = std::fs::read_to_string(root_dir().join("README.md")).expect("README.md");
+    let start = readme
+        .find("## Troubleshooting")
+        .expect("README.md has Troubleshooting");
+    let end = readme[start..]
+        .find("From the reference worker")
+        .map_or(readme.len(), |e| start + e);
+    let mut printed = String::new();
+    for entry in std::fs::read_dir(root_dir().join("src")).expect("src/") {
+        let path = entry.expect("an entry of src/").path();
+        printed.push_str(&std::fs::read_to_string(&path).expect("a source file"));
+    }
+    let file = root_dir().join("README.md");
+    for block in markdown_blocks(&file, &readme) {
+        for step in block.steps {
+            printed.push_str(&step.expected);
+        }
+    }
+    let named = Regex::new(r"\*\*`([^`]+)`\*\*").expect("pattern");
+    let fragments: Vec<&str> = named
+        .captures_iter(&readme[start..end])
+        .map(|c| c.get(1).expect("a group").as_str())
+        .collect();
+    assert!(fragments.len() >= 10, "Troubleshooting names {fragments:?}");
+    let missing: Vec<&&str> = fragments
+        .iter()
+        .filter(|f| !printed.contains(*f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "Troubleshooting names messages rinit does not print: {missing:?}"
+    );
+}
