@@ -539,10 +539,7 @@ fn troubleshooting_names_messages_rinit_prints() {
         .map(|c| c.get(1).expect("a group").as_str())
         .collect();
     assert!(fragments.len() >= 10, "Troubleshooting names {fragments:?}");
-    let missing: Vec<&&str> = fragments
-        .iter()
-        .filter(|f| !printed.contains(*f))
-        .collect();
+    let missing: Vec<&&str> = fragments.iter().filter(|f| !printed.contains(*f)).collect();
     assert!(
         missing.is_empty(),
         "Troubleshooting names messages rinit does not print: {missing:?}"
