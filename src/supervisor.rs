@@ -95,7 +95,13 @@ struct Supervisor {
     group_proof: u64,
     /// Why each SIGKILL death happened, and what the deadline killed.
     deaths: Deaths,
+    /// When the group's members were last listed for `Deaths::watch`.
+    watched_at: Option<Instant>,
 }
+
+/// How often, at most, a forward during a drain lists the group's members
+/// to watch them (`watch_group`).
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 impl Supervisor {
     fn new(cfg: Config, child: i32, pid1: bool, isolation: Isolation) -> Supervisor {
@@ -114,6 +120,7 @@ impl Supervisor {
             drain: None,
             group_proof: 0,
             deaths: Deaths::start(),
+            watched_at: None,
         }
     }
 
@@ -364,6 +371,13 @@ impl Supervisor {
     /// helpers dying of the stop signal meant for the runner is work lost,
     /// and must not look like a clean drain (`Deaths::settle`).
     fn watch_group(&mut self) {
+        // A storm of signals during a drain must not become a storm of
+        // /proc scans: one per WATCH_EVERY at most (the first always).
+        let now = Instant::now();
+        if self.watched_at.is_some_and(|t| now < t + WATCH_EVERY) {
+            return;
+        }
+        self.watched_at = Some(now);
         if let Target::Group(_) = self.target {
             let members = if self.main_alive() {
                 self.group_members(false)
