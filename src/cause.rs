@@ -13,7 +13,11 @@
 
 use std::ffi::{CStr, CString};
 
-use crate::procfs::{find, read_small};
+use tracing::{error, info, warn};
+
+use std::os::fd::OwnedFd;
+
+use crate::procfs::{ended, find, read_small, Ended, Process};
 
 /// Why a process died by SIGKILL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +45,155 @@ impl Cause {
             Cause::Unknown => "unknown",
         }
     }
+}
+
+/// What rinit learned of the SIGKILL deaths it reaped: why its own SIGKILL
+/// went out, why the main child died, what the deadline killed and what it
+/// could not. The exit line and the termination message read it.
+#[derive(Debug)]
+pub struct Deaths {
+    /// Why rinit sent its SIGKILL, once it did.
+    pub kill_cause: Option<Cause>,
+    /// Why the main child died, when it died by SIGKILL.
+    pub main_cause: Option<Cause>,
+    /// rinit's memory cgroup: tells the OOM killer's SIGKILL from others'.
+    pub memory: Memory,
+    /// `comm (pid N)` of what the deadline killed, and could not kill.
+    pub killed: Vec<String>,
+    pub unkillable: Vec<String>,
+    /// Members of the child's group that a forwarded signal reached,
+    /// watched through pidfds until they exit: one that dies of it may be
+    /// reaped by its own parent (a runner's pool) long before rinit looks,
+    /// and a pidfd opened before still tells how it died.
+    watched: Vec<(Process, OwnedFd)>,
+    /// Signals forwarded to the group during the drain, as bits.
+    forwarded: u64,
+    /// Pids a forwarded signal killed.
+    pub forward_kills: Vec<i32>,
+}
+
+impl Deaths {
+    /// Nothing died yet; the OOM-kill count is read once, now.
+    pub fn start() -> Deaths {
+        Deaths {
+            kill_cause: None,
+            main_cause: None,
+            memory: Memory::start(),
+            killed: Vec::new(),
+            unkillable: Vec::new(),
+            watched: Vec::new(),
+            forwarded: 0,
+            forward_kills: Vec::new(),
+        }
+    }
+
+    /// Watches these members of the child's group: a signal is about to be
+    /// forwarded to it. Called before the send, so that a process the
+    /// signal kills at once cannot be reaped by its parent unseen.
+    pub fn watch(&mut self, members: Vec<Process>) {
+        for p in members {
+            if self.watched.iter().any(|(w, _)| w.pid == p.pid)
+                || self.forward_kills.contains(&p.pid)
+            {
+                continue;
+            }
+            if let Ok(fd) = p.pidfd() {
+                self.watched.push((p, fd));
+            }
+        }
+    }
+
+    /// `signo` went to the group.
+    pub fn forwarded(&mut self, signo: i32) {
+        self.forwarded |= 1u64 << ((signo - 1) as u64 % 64);
+    }
+
+    /// Watched members that have exited since: one that died of a signal
+    /// rinit forwarded to the group is a WARNING, and counted on the exit
+    /// line. The exit status comes from the pidfd (Linux 6.15+) or, before,
+    /// from the zombie while its parent has not reaped it yet.
+    pub fn settle(&mut self) {
+        let forwarded = self.forwarded;
+        let kills = &mut self.forward_kills;
+        self.watched.retain(|(p, fd)| {
+            let status = match ended(fd) {
+                Ended::Running => return true,
+                Ended::Exited(Some(status)) => Some(status),
+                Ended::Exited(None) => p.exit_status(),
+            };
+            if let Some(s) = status.filter(|&s| libc::WIFSIGNALED(s)) {
+                let sig = libc::WTERMSIG(s);
+                if forwarded & 1u64 << ((sig - 1) as u64 % 64) != 0 {
+                    warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %crate::signals::name(sig),
+                          "killed by the forwarded signal (it does not handle it)");
+                    kills.push(p.pid);
+                }
+            }
+            false
+        });
+    }
+
+    /// The deadline's SIGKILL of `p` went out (`ok`) or failed.
+    pub fn note_kill(&mut self, p: &Process, ok: bool) {
+        let list = if ok {
+            &mut self.killed
+        } else {
+            &mut self.unkillable
+        };
+        list.push(format!("{} (pid {})", p.comm, p.pid));
+    }
+
+    /// When reaped processes died by SIGKILL: why. rinit's own kill, or
+    /// else the cgroup's OOM-kill count, read only now (never on a timer).
+    /// A helper killed by the OOM killer while the main child (`child`)
+    /// lives on (`main_alive`, before this reap) is a WARNING; the main
+    /// child's cause is kept for its `child_exit` and `exit` lines, with an
+    /// ERROR and the memory figures when it is the OOM killer's.
+    pub fn explain(&mut self, reaped: &crate::reap::Reaped, child: i32, main_alive: bool) {
+        let main = reaped.main == Some(crate::reap::Exit::Signal(libc::SIGKILL));
+        let helpers = reaped
+            .signalled
+            .iter()
+            .filter(|&&(_, s)| s == libc::SIGKILL)
+            .map(|&(pid, _)| pid);
+        let deaths = helpers.clone().count() + usize::from(main);
+        if deaths == 0 {
+            return;
+        }
+        let cause = match self.kill_cause {
+            Some(c) => c,
+            None => self.memory.classify(deaths),
+        };
+        if main {
+            self.main_cause = Some(cause);
+            if cause == Cause::Oom {
+                let (limit, peak) = self.memory.limit_and_peak();
+                error!(phase = "oom", pid = child, limit = %mib(limit), peak = %mib(peak),
+                       "main child killed by the kernel's OOM killer");
+            }
+        }
+        for pid in helpers {
+            match cause {
+                Cause::Deadline | Cause::Interrupt => {}
+                Cause::Oom if main_alive && !main => warn!(
+                    phase = "oom",
+                    pid, "a process was killed by the kernel's OOM killer; the main child lives on"
+                ),
+                c => info!(
+                    phase = "reaped",
+                    pid,
+                    cause = c.name(),
+                    "a process died by SIGKILL"
+                ),
+            }
+        }
+    }
+}
+
+/// Bytes as whole MiB for a log line, or "unknown" where the cgroup does
+/// not say.
+pub fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "unknown".into(), |b| format!("{}MiB", b >> 20))
 }
 
 /// rinit's memory cgroup, where its OOM-kill count and memory figures are.

@@ -136,7 +136,7 @@ Accepted for tini: -s (subreaper: always on when not PID 1), -g (group: the defa
 The command's environment also gets RINIT_DRAIN_MS and RINIT_DRAIN_SECONDS: the time from the
 signal it receives to rinit's deadline, less 1s (none with --grace=none), for its own timeout.
 
-Presets (offsets from the stop signal; negative ones count back from the deadline):
+Presets (offsets from the end of --pre-stop-delay; negative ones count back from the deadline):
   sidekiq   TSTP@0s,TERM@2s    TSTP = quiet (stop fetching), TERM 2s later = shut down
   faktory   TSTP@0s,TERM@2s    TSTP = quiet, TERM 2s later = shut down
   celery    TERM@0s,QUIT@-3s   TERM = warm shutdown, QUIT 3s before the deadline = cold shutdown
@@ -393,7 +393,10 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     let k_service_only = auto && platform == Platform::CloudRun && platform::k_service_only(env);
     let (platform, window, platform_note) =
         platform::resolve_window(platform, stated, k_service_only)?;
-    let grace = match or_env(&m.grace, "--grace", env, "RINIT_GRACE") {
+    let grace_given = or_env(&m.grace, "--grace", env, "RINIT_GRACE");
+    // A refusal or warning about the grace names what the user wrote.
+    let grace_from = grace_given.as_ref().map_or("--grace", |(what, _)| *what);
+    let grace = match grace_given {
         Some((_, t)) if t.trim() == "none" => Some(None),
         Some((what, t)) => match platform::parse_duration(what, &t)? {
             d if d.is_zero() => {
@@ -408,7 +411,9 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     let platform::Grace {
         grace,
         warning: grace_warning,
-    } = platform::resolve_grace(grace, platform, window)?;
+    } = platform::resolve_grace(grace, platform, window)
+        .map_err(|e| e.replacen("--grace", grace_from, 1))?;
+    let grace_warning = grace_warning.map(|w| w.replacen("--grace", grace_from, 1));
     let pre_stop = match or_env(
         &m.pre_stop_delay,
         "--pre-stop-delay",
@@ -841,10 +846,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.window, Window::Assumed(Duration::from_secs(30)));
-        assert!(c
-            .grace_warning
-            .unwrap()
-            .contains("terminationGracePeriodSeconds"));
+        let warning = c.grace_warning.unwrap();
+        assert!(
+            warning.contains("terminationGracePeriodSeconds"),
+            "{warning}"
+        );
+        assert!(warning.starts_with("RINIT_GRACE=45s "), "{warning}");
         // The same, stated: no warning.
         let c = parse_with(
             &["--platform-kill-after=60s", "x"],

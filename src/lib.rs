@@ -13,6 +13,7 @@ pub mod log;
 pub mod platform;
 pub mod procfs;
 pub mod reap;
+pub mod report;
 pub mod shutdown;
 pub mod signals;
 pub mod spawn;

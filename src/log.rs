@@ -395,12 +395,16 @@ fn text_line(severity: &str, f: &Fields) -> String {
             // Debug quoting escapes quotes, backslashes and every control
             // character, so a value can neither end the line nor fake a field.
             Value::Str(s)
-                if s.is_empty() || s.contains([' ', '"']) || s.chars().any(breaks_line) =>
+                if s.is_empty()
+                    || s.bytes().any(|b| b == b' ' || b == b'"')
+                    || s.chars().any(breaks_line) =>
             {
                 let _ = write!(out, " {k}={s:?}");
             }
             Value::Str(s) | Value::Num(s) => {
-                let _ = write!(out, " {k}={s}");
+                for part in [" ", k, "=", s] {
+                    out.push_str(part);
+                }
             }
             Value::Bool(b) => {
                 let _ = write!(out, " {k}={b}");
@@ -454,6 +458,11 @@ fn breaks_line(c: char) -> bool {
 /// (a command path, an option's value) stays on one line. By hand, which
 /// costs the binary less than `char::escape_default`.
 pub fn escape_into(out: &mut String, s: &str) {
+    // Nearly always nothing to escape: one scan, one copy.
+    if !s.chars().any(breaks_line) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\n' => out.push_str("\\n"),

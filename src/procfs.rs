@@ -16,6 +16,7 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::log::bytes_text;
 
@@ -187,77 +188,113 @@ fn nspid(status: &[u8]) -> Option<Vec<i32>> {
 }
 
 impl Process {
-    /// Whether `signo`, just sent, ends this process. A signal whose action
-    /// is to terminate, not caught, ignored or blocked, is turned by the
-    /// kernel into the process's death inside the `kill(2)` itself: a
-    /// SIGKILL pending on each of its threads, then (once it runs) an exit
-    /// code of `signo`, kept while it is a zombie. Those are read in that
-    /// order, so a process moving from one to the next between the reads is
-    /// still seen. Reading the signal masks instead would be wrong for a
-    /// process in `sigwait`, which the kernel shows unblocked while it
-    /// waits. `None` when the process is gone and cannot tell.
-    pub fn ended_by(&self, signo: i32) -> Option<bool> {
-        if !terminates_by_default(signo) {
-            return Some(false);
-        }
-        if self.zombie.is_none() {
-            let mut buf = [0u8; 4096];
-            let status = proc_file(self.proc_pid, "status", &mut buf)?;
-            let pending = u64::from_str_radix(status_field(status, "SigPnd:")?.trim(), 16).ok()?;
-            if pending & 1 << (libc::SIGKILL - 1) != 0 {
-                return Some(true);
-            }
-        }
+    /// Its wait status if it has begun to exit or is a zombie (`stat`
+    /// field 52), read now.
+    pub fn exit_status(&self) -> Option<i32> {
         let mut buf = [0u8; 1024];
         let code = parse_stat(proc_file(self.proc_pid, "stat", &mut buf)?)?.exit_code;
-        Some(libc::WIFSIGNALED(code) && libc::WTERMSIG(code) == signo)
+        (code != 0).then_some(code)
     }
 
-    /// Sends `signo` to this process and no other. rinit's own children are
-    /// signalled by pid: their pids stay theirs until rinit reaps them. Any
-    /// other process is signalled through a pidfd, opened and then checked
-    /// against the start time the scan saw, so a pid reused since the scan
-    /// is never hit. Where pidfds do not exist (before Linux 5.3), by pid.
-    pub fn signal(&self, signo: i32) -> io::Result<()> {
-        if self.ppid == std::process::id() as i32 {
-            return kill(self.pid, signo);
-        }
-        // SAFETY: pidfd_open takes two integers.
+    /// A pidfd for this very process: opened, then checked against the
+    /// start time the scan saw, so a pid reused since the scan is refused
+    /// (`ESRCH`). `ENOSYS` before Linux 5.3.
+    pub fn pidfd(&self) -> io::Result<OwnedFd> {
+        // SAFETY: pidfd_open takes two integers; the fd is owned at once.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) } as i32;
         if fd < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENOSYS) => kill(self.pid, signo),
-                _ => Err(e),
-            };
+            return Err(io::Error::last_os_error());
         }
+        // SAFETY: a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut buf = [0u8; 1024];
         let same = proc_file(self.proc_pid, "stat", &mut buf)
             .and_then(parse_stat)
             .is_some_and(|p| p.start == self.start);
-        let r = if !same {
-            Err(io::Error::from_raw_os_error(libc::ESRCH))
+        if same {
+            Ok(fd)
         } else {
-            // SAFETY: a pidfd we own, no siginfo.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd,
-                    signo,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        };
-        // SAFETY: closing the fd opened above.
-        unsafe { libc::close(fd) };
-        r
+            Err(io::Error::from_raw_os_error(libc::ESRCH))
+        }
     }
+
+    /// Sends `signo` to this process and no other. rinit's own children are
+    /// signalled by pid: their pids stay theirs until rinit reaps them. Any
+    /// other process is signalled through its `pidfd`, so a pid reused
+    /// since the scan is never hit. Where pidfds do not exist (before Linux
+    /// 5.3), by pid.
+    pub fn signal(&self, signo: i32) -> io::Result<()> {
+        if self.ppid == std::process::id() as i32 {
+            return kill(self.pid, signo);
+        }
+        let fd = match self.pidfd() {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return kill(self.pid, signo),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: a pidfd we own, no siginfo.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signo,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// What a pidfd says of its process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Still running.
+    Running,
+    /// Gone, with its wait status where the kernel keeps it for holders of
+    /// a pidfd (Linux 6.15+), even after another parent reaped it.
+    Exited(Option<i32>),
+}
+
+/// The kernel's `struct pidfd_info`, as first published (Linux 6.13): 64
+/// bytes, which later kernels still accept.
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+
+/// `PIDFD_INFO_EXIT`: ask for (and be told of) the exit status.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// Whether the process behind `fd` has exited, and how.
+pub fn ended(fd: &OwnedFd) -> Ended {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll with a zero timeout writes only `pfd`.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 || pfd.revents & libc::POLLIN == 0 {
+        return Ended::Running;
+    }
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: the ioctl writes at most the 64 bytes of `info`.
+    let ok = unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO, &mut info) } == 0;
+    Ended::Exited((ok && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code))
 }
 
 /// `kill(2)`, its failure as an error.
@@ -370,21 +407,6 @@ pub fn read_small<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     }
 }
 
-/// Signals whose default action ends the process (terminate, or core).
-fn terminates_by_default(signo: i32) -> bool {
-    !matches!(
-        signo,
-        libc::SIGCHLD
-            | libc::SIGCONT
-            | libc::SIGURG
-            | libc::SIGWINCH
-            | libc::SIGSTOP
-            | libc::SIGTSTP
-            | libc::SIGTTIN
-            | libc::SIGTTOU
-    ) && (1..=64).contains(&signo)
-}
-
 /// Now, in the unit of `Process::start`: clock ticks since boot
 /// (`CLOCK_BOOTTIME`, which /proc's start times count in too).
 pub fn now_ticks() -> u64 {
@@ -488,19 +510,49 @@ mod tests {
         assert!(p.start > 0);
     }
 
+    /// A grandchild killed by SIGTERM and reaped by its own parent: the
+    /// pidfd still tells how it died (Linux 6.15+; before, that it ended).
     #[test]
-    fn default_actions() {
-        for s in [
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGUSR1,
-            40,
-        ] {
-            assert!(terminates_by_default(s), "{s}");
-        }
-        for s in [libc::SIGCHLD, libc::SIGCONT, libc::SIGTSTP, libc::SIGWINCH] {
-            assert!(!terminates_by_default(s), "{s}");
+    fn a_pidfd_tells_how_someone_elses_child_died() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe, fork and waitpid; the child only forks, writes and exits.
+        let mid = unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            let mid = libc::fork();
+            if mid == 0 {
+                let gc = libc::fork();
+                if gc == 0 {
+                    libc::pause();
+                    libc::_exit(0);
+                }
+                libc::write(fds[1], (&gc as *const i32).cast(), 4);
+                libc::waitpid(gc, std::ptr::null_mut(), 0);
+                libc::_exit(0);
+            }
+            mid
+        };
+        let mut gc = 0i32;
+        // SAFETY: reads 4 bytes into `gc`.
+        assert_eq!(
+            unsafe { libc::read(fds[0], (&mut gc as *mut i32).cast(), 4) },
+            4
+        );
+        let found = scan(Scope::Descendants, false).expect("/proc");
+        let p = found
+            .iter()
+            .find(|p| p.pid == gc)
+            .expect("the grandchild is listed");
+        let fd = p.pidfd().expect("pidfd");
+        assert_eq!(ended(&fd), Ended::Running);
+        kill(gc, libc::SIGTERM).expect("kill");
+        // SAFETY: reaps the middle process, which reaped the grandchild.
+        unsafe { libc::waitpid(mid, std::ptr::null_mut(), 0) };
+        match ended(&fd) {
+            Ended::Exited(Some(status)) => {
+                assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM)
+            }
+            Ended::Exited(None) => {} // a kernel before 6.15
+            Ended::Running => panic!("the grandchild is gone"),
         }
     }
 }

@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use crate::cause::{Cause, Memory};
-use crate::cli::{Config, TerminationLog};
+use crate::cause::{Cause, Deaths};
+use crate::cli::Config;
 use crate::log;
 use crate::procfs::{self, Process, Scope};
 use crate::reap::{self, Exit};
+use crate::report;
 use crate::shutdown::{self, Action, Drain, Step, KILL_WAIT};
 use crate::signals::{self, name, Received, Target};
 use crate::spawn::{self, Isolation};
@@ -92,20 +93,15 @@ struct Supervisor {
     /// Once the child is reaped: a time (`procfs::now_ticks`) at which its
     /// group was still its group, the proof for `members_now`.
     group_proof: u64,
-    /// Processes a forwarded signal ended during the drain (pids): a
-    /// runner's helpers that die of the stop signal are lost work.
-    forward_kills: Vec<i32>,
-    /// Why rinit sent its SIGKILL, once it did.
-    kill_cause: Option<Cause>,
-    /// Why the main child died, when it died by SIGKILL.
-    main_cause: Option<Cause>,
-    /// rinit's memory cgroup: tells the OOM killer's SIGKILL from others'.
-    memory: Memory,
-    /// What the deadline killed and what it could not, `comm (pid N)`, for
-    /// the termination message.
-    killed: Vec<String>,
-    unkillable: Vec<String>,
+    /// Why each SIGKILL death happened, and what the deadline killed.
+    deaths: Deaths,
+    /// When the group's members were last listed for `Deaths::watch`.
+    watched_at: Option<Instant>,
 }
+
+/// How often, at most, a forward during a drain lists the group's members
+/// to watch them (`watch_group`).
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 impl Supervisor {
     fn new(cfg: Config, child: i32, pid1: bool, isolation: Isolation) -> Supervisor {
@@ -123,12 +119,8 @@ impl Supervisor {
             main: None,
             drain: None,
             group_proof: 0,
-            forward_kills: Vec::new(),
-            kill_cause: None,
-            main_cause: None,
-            memory: Memory::start(),
-            killed: Vec::new(),
-            unkillable: Vec::new(),
+            deaths: Deaths::start(),
+            watched_at: None,
         }
     }
 
@@ -208,11 +200,12 @@ impl Supervisor {
     /// when the main child has just gone and others remain.
     fn on_reap(&mut self) -> Option<i32> {
         let job_control = self.isolation == Isolation::Foreground && !self.pid1;
+        self.deaths.settle();
         // Until the child is reaped its zombie pins the group's id: taken
         // before the reap, this time is one at which the group was its own.
         let before = procfs::now_ticks();
         let reaped = reap::reap_zombies(self.child, job_control);
-        self.explain_kills(&reaped);
+        self.deaths.explain(&reaped, self.child, self.main_alive());
         if let Some(exit) = reaped.main {
             self.group_proof = before;
             self.log_child_exit(exit);
@@ -327,6 +320,7 @@ impl Supervisor {
         let plan = &self.cfg.plan;
         let at_once = plan.sequence.is_none() && plan.pre_stop.is_zero();
         if at_once {
+            self.watch_group();
             self.target.send(forwarded);
         }
         let now = Instant::now();
@@ -340,7 +334,8 @@ impl Supervisor {
         let pending = if at_once { 0 } else { forwarded };
         self.drain = Some(Drain::on_stop(&self.cfg.plan, r.signo, pending, now));
         if at_once {
-            self.note_forward_kills(forwarded);
+            self.deaths.forwarded(forwarded);
+            self.deaths.settle();
         }
     }
 
@@ -348,6 +343,9 @@ impl Supervisor {
     /// a drain, at debug otherwise: the steady state stays quiet); during a
     /// drain, notes the group members it ended.
     fn forward(&mut self, signo: i32, staged: bool) {
+        if self.draining() {
+            self.watch_group();
+        }
         if !self.send(signo) {
             debug!(phase = "forward", signal = %name(signo), target = %self.target.describe(), "nothing left to signal");
             return;
@@ -361,7 +359,32 @@ impl Supervisor {
             debug!(phase = "forward", signal = %name(signo), target = %what, "forwarded");
         }
         if self.draining() {
-            self.note_forward_kills(signo);
+            if let Target::Group(_) = self.target {
+                self.deaths.forwarded(signo);
+            }
+            self.deaths.settle();
+        }
+    }
+
+    /// Watches the members of the child's group (other than the child)
+    /// before a signal is forwarded to it during a drain: a runner's
+    /// helpers dying of the stop signal meant for the runner is work lost,
+    /// and must not look like a clean drain (`Deaths::settle`).
+    fn watch_group(&mut self) {
+        // A storm of signals during a drain must not become a storm of
+        // /proc scans: one per WATCH_EVERY at most (the first always).
+        let now = Instant::now();
+        if self.watched_at.is_some_and(|t| now < t + WATCH_EVERY) {
+            return;
+        }
+        self.watched_at = Some(now);
+        if let Target::Group(_) = self.target {
+            let members = if self.main_alive() {
+                self.group_members(false)
+            } else {
+                self.members_now()
+            };
+            self.deaths.watch(members);
         }
     }
 
@@ -423,28 +446,6 @@ impl Supervisor {
         }
     }
 
-    /// Logs each member of the child's group that `signo` (just forwarded
-    /// to the group) ends because it does not handle it. A job runner's pool
-    /// processes dying of the TERM meant for the runner is work lost, and
-    /// must not look like a clean drain. Read right after the kill
-    /// (`Process::ended_by`): a process that another parent reaps in between
-    /// is missed; rinit's own children never are (it reaps only after this).
-    fn note_forward_kills(&mut self, signo: i32) {
-        let members = if self.main_alive() {
-            self.group_members(true)
-        } else {
-            self.members_now()
-        };
-        for p in members {
-            if self.forward_kills.contains(&p.pid) || p.ended_by(signo) != Some(true) {
-                continue;
-            }
-            warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %name(signo),
-                  "killed by the forwarded signal (it does not handle it)");
-            self.forward_kills.push(p.pid);
-        }
-    }
-
     /// Cloud Run jobs get SIGTSTP 10 s before a live migration and SIGCONT
     /// right after it.
     fn maintenance(&self, signo: i32) -> bool {
@@ -483,7 +484,7 @@ impl Supervisor {
     /// SIGKILLs everything rinit is responsible for, then schedules a recheck
     /// for anything that slipped through (forked or left the group meanwhile).
     fn escalate(&mut self, why: Cause) {
-        self.kill_cause = Some(why);
+        self.deaths.kill_cause = Some(why);
         self.kill_rest(true);
         if let Some(d) = self.drain.as_mut() {
             d.escalate(Instant::now());
@@ -522,12 +523,7 @@ impl Supervisor {
                 r => r,
             };
             if first {
-                let list = if r.is_ok() {
-                    &mut self.killed
-                } else {
-                    &mut self.unkillable
-                };
-                list.push(format!("{} (pid {})", p.comm, p.pid));
+                self.deaths.note_kill(&p, r.is_ok());
             }
             match (r, first) {
                 (Ok(()), true) => warn!(phase = "kill", pid = p.pid, comm = %p.comm, "SIGKILL"),
@@ -615,7 +611,8 @@ impl Supervisor {
 
     /// Logs the exit line, writes the termination message and maps the
     /// child's exit to rinit's status.
-    fn finish(&self, exit: Exit) -> i32 {
+    fn finish(&mut self, exit: Exit) -> i32 {
+        self.deaths.settle();
         // As tini's -e: the final status, whether the child exited with it or
         // died by a signal (`-e 143` covers a JVM that dies by its SIGTERM).
         let status = match exit.status() {
@@ -624,8 +621,9 @@ impl Supervisor {
         };
         let escalated = self.escalated();
         let drain_ms = self.drain.as_ref().map_or(0, Drain::elapsed_ms);
-        let killed_by_forward = self.forward_kills.len();
-        let cause = match (exit, self.main_cause) {
+        let killed_by_forward = self.deaths.forward_kills.len();
+        let main_cause = self.deaths.main_cause;
+        let cause = match (exit, main_cause) {
             (Exit::Code(_), _) => "exited",
             (Exit::Signal(_), Some(c)) => c.name(),
             (Exit::Signal(_), None) => "signal",
@@ -638,7 +636,7 @@ impl Supervisor {
                 "exiting; the stop signal killed processes that do not handle it",
             )
         } else {
-            (self.main_cause == Some(Cause::Oom), "exiting")
+            (main_cause == Some(Cause::Oom), "exiting")
         };
         if warning {
             warn!(
@@ -651,162 +649,17 @@ impl Supervisor {
                 status, cause, drain_ms, escalated, killed_by_forward, "{message}"
             );
         }
-        self.write_termination_message(|| self.termination_message(status, exit, drain_ms));
+        report::write(&self.cfg.termination_log, || {
+            report::message(&report::Outcome {
+                status,
+                exit,
+                drain_ms: self.drain.as_ref().map(|_| drain_ms),
+                grace: self.grace_text(),
+                deaths: &self.deaths,
+                killed_by_forward,
+            })
+        });
         status
-    }
-
-    /// When reaped processes died by SIGKILL: why. rinit's own kill, or else
-    /// the cgroup's OOM-kill count, read only now (never on a timer).
-    /// Helpers killed by the OOM killer while the main child lives are a
-    /// WARNING; the main child's cause goes on its `child_exit` and `exit`
-    /// lines (and an ERROR with the memory figures when it is the OOM
-    /// killer's).
-    fn explain_kills(&mut self, reaped: &reap::Reaped) {
-        let main = reaped.main == Some(Exit::Signal(libc::SIGKILL));
-        let helpers: Vec<i32> = reaped
-            .signalled
-            .iter()
-            .filter(|&&(_, s)| s == libc::SIGKILL)
-            .map(|&(pid, _)| pid)
-            .collect();
-        let deaths = helpers.len() + usize::from(main);
-        if deaths == 0 {
-            return;
-        }
-        let cause = match self.kill_cause {
-            Some(c) => c,
-            None => self.memory.classify(deaths),
-        };
-        if main {
-            self.main_cause = Some(cause);
-            if cause == Cause::Oom {
-                let (limit, peak) = self.memory.limit_and_peak();
-                error!(phase = "oom", pid = self.child, limit = %mib(limit), peak = %mib(peak),
-                       "main child killed by the kernel's OOM killer");
-            }
-        }
-        for pid in helpers {
-            match cause {
-                Cause::Deadline | Cause::Interrupt => {}
-                Cause::Oom if self.main_alive() && !main => {
-                    warn!(
-                        phase = "oom",
-                        pid,
-                        "a process was killed by the kernel's OOM killer; the main child lives on"
-                    )
-                }
-                c => info!(
-                    phase = "reaped",
-                    pid,
-                    cause = c.name(),
-                    "a process died by SIGKILL"
-                ),
-            }
-        }
-    }
-
-    /// The one line a platform shows operators for this exit (Kubernetes:
-    /// the container's last state in `kubectl describe pod`): the status,
-    /// why, how long the drain took and what was killed. At most 4 KiB,
-    /// Kubernetes' own limit for one container's message.
-    fn termination_message(&self, status: i32, exit: Exit, drain_ms: u64) -> String {
-        let why = match (exit, self.main_cause) {
-            (Exit::Code(c), _) => format!("the command exited with code {c}"),
-            (Exit::Signal(_), Some(Cause::Deadline)) => {
-                format!("the command was killed at rinit's {} deadline", self.grace_text())
-            }
-            (Exit::Signal(_), Some(Cause::Interrupt)) => {
-                "the command was killed on an interrupt during the drain".into()
-            }
-            (Exit::Signal(_), Some(Cause::Oom)) => {
-                let (limit, peak) = self.memory.limit_and_peak();
-                format!(
-                    "the command was killed by the kernel's OOM killer (memory limit {}, peak {})",
-                    mib(limit),
-                    mib(peak)
-                )
-            }
-            (Exit::Signal(_), Some(Cause::Other)) => {
-                "the command was killed by SIGKILL from another process, not rinit nor the OOM killer".into()
-            }
-            (Exit::Signal(_), Some(Cause::Unknown)) => {
-                "the command was killed by SIGKILL; no memory cgroup count tells by whom".into()
-            }
-            (Exit::Signal(s), None) => format!("the command died by {}", name(s)),
-        };
-        let mut m = format!("rinit: exit status {status}: {why}");
-        if self.drain.is_some() {
-            m.push_str(&format!("; drain {drain_ms} ms"));
-        }
-        for (what, list) in [
-            ("killed at the deadline", &self.killed),
-            ("could not kill", &self.unkillable),
-        ] {
-            if !list.is_empty() {
-                m.push_str(&format!("; {what}: {}", list.join(", ")));
-            }
-        }
-        if !self.forward_kills.is_empty() {
-            m.push_str(&format!(
-                "; the stop signal killed {} processes that do not handle it",
-                self.forward_kills.len()
-            ));
-        }
-        if m.len() > 4096 {
-            let mut end = 4093;
-            while !m.is_char_boundary(end) {
-                end -= 1;
-            }
-            m.truncate(end);
-            m.push_str("...");
-        }
-        m
-    }
-
-    /// Writes the termination message (made only when there is somewhere
-    /// to write it) where `--termination-log` says: by default Kubernetes'
-    /// `/dev/termination-log` if it exists and is writable, silently
-    /// nothing otherwise. Opened non-blocking, so a FIFO without a reader
-    /// cannot hold the exit; a failure is one WARNING.
-    fn write_termination_message(&self, text: impl FnOnce() -> String) {
-        let (path, explicit) = match &self.cfg.termination_log {
-            TerminationLog::Off => return,
-            TerminationLog::Default => (c"/dev/termination-log".to_owned(), false),
-            TerminationLog::Path(p) => match std::ffi::CString::new(p.as_encoded_bytes()) {
-                Ok(p) => (p, true),
-                Err(_) => return,
-            },
-        };
-        let flags = libc::O_WRONLY | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        let flags = if explicit {
-            flags | libc::O_CREAT
-        } else {
-            flags
-        };
-        // SAFETY: plain syscalls on a path and a buffer we own; the fd is
-        // closed here.
-        let r = unsafe {
-            let fd = libc::open(path.as_ptr(), flags, 0o644);
-            if fd < 0 && !explicit {
-                return;
-            }
-            let text = text();
-            let ok =
-                fd >= 0 && libc::write(fd, text.as_ptr().cast(), text.len()) == text.len() as isize;
-            let e = std::io::Error::last_os_error();
-            if fd >= 0 {
-                libc::close(fd);
-            }
-            if ok {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        };
-        if let Err(e) = r {
-            warn!(phase = "exit", path = %log::bytes_text(path.to_bytes()), error = %e,
-                  "cannot write the termination message");
-        }
     }
 
     /// The time since the stop is not a field here: the logger stamps
@@ -817,7 +670,7 @@ impl Supervisor {
         match exit {
             Exit::Code(code) => info!(phase = "child_exit", pid, code, "main child exited"),
             Exit::Signal(s) => {
-                let cause = self.main_cause.map_or("signal", Cause::name);
+                let cause = self.deaths.main_cause.map_or("signal", Cause::name);
                 info!(phase = "child_exit", pid, signal = %name(s), killed_by_rinit = self.escalated(),
                       cause, "main child killed by signal")
             }
@@ -890,10 +743,4 @@ fn stop_with_child(child: i32) {
             libc::raise(libc::SIGSTOP);
         }
     }
-}
-
-/// Bytes as whole MiB for a log line, or "unknown" where the cgroup does
-/// not say.
-fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "unknown".into(), |b| format!("{}MiB", b >> 20))
 }

@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_support::{assert_static, build_text, docker, docker_ok, engine, locked, Container};
-use rinit_test_support::{ci, root_dir, run, text_phase, wait_for, Out, TempDir};
+use rinit_test_support::{ci, launch_as_pid1, root_dir, run, text_phase, wait_for, Out, TempDir};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -401,23 +401,7 @@ fn wheel_pip_install_procfile_drain_as_pid1() {
     // execs the single command, so rinit is PID 1. Nothing else of this
     // test's environment is passed on (no platform detection by accident).
     let state = tmp.join("worker.state");
-    let path = format!(
-        "{}:/usr/local/bin:/usr/bin:/bin",
-        venv.join("bin").display()
-    );
-    let mut child = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-            "bash",
-            "-c",
-        ])
-        .arg(&command)
-        .current_dir(&app)
-        .env_clear()
-        .env("PATH", &path)
+    let mut child = launch_as_pid1(&command, &app, &venv.join("bin"))
         .env("WORKER_STATE", &state)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

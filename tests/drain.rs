@@ -456,7 +456,7 @@ fn refused_configurations(mode: Mode) {
         (
             &[],
             &[("RINIT_GRACE", "15s"), ("RINIT_PLATFORM_KILL_AFTER", "10s")],
-            &["--grace=15s", "10s"],
+            &["RINIT_GRACE=15s", "10s"],
         ),
         // The pre-stop delay must fit in the grace.
         (

@@ -5,8 +5,9 @@
 //!
 //! Input format: items separated by NUL bytes; an item starting with `\x01`
 //! is an environment entry `NAME=VALUE` (the worker reads
-//! `PUBSUB_EMULATOR_HOST` and `STORAGE_EMULATOR_HOST` through its `env`
-//! parameter), any other item the next argument after argv[0]. The flags'
+//! `PUBSUB_EMULATOR_HOST`, `STORAGE_EMULATOR_HOST` and rinit's
+//! `RINIT_DRAIN_MS` through its `env` parameter), any other item the next
+//! argument after argv[0]. The flags'
 //! own variables (`PROJECT_ID`, ...) are read by clap from the process
 //! environment, which a fuzz target cannot vary safely; every one of them
 //! has a flag that goes through the same checks.
@@ -16,7 +17,7 @@
 // The includer provides the worker's `config` module at its root: the fuzz
 // target compiles examples/pubsub-gcs-worker/src/config.rs in directly, the
 // replay test takes it from the worker's library.
-use crate::config::{self, Config, Endpoint, LogFormat, Parsed};
+use crate::config::{self, Config, DrainFrom, Endpoint, LogFormat, Parsed};
 
 /// argv (with argv[0]) and the environment entries, from fuzz bytes.
 pub fn decode(data: &[u8]) -> (Vec<String>, Vec<(String, String)>) {
@@ -52,7 +53,7 @@ fn is_one_line(text: &str) -> bool {
 
 /// The command line and environment that describe `cfg`, written the way an
 /// operator would: the full subscription name, durations in humantime's form,
-/// each emulator as its URL.
+/// each emulator as its URL, rinit's drain budget as rinit hands it down.
 fn print_back(cfg: &Config) -> (Vec<String>, Vec<(String, String)>) {
     let dur = rinit::platform::fmt;
     let args = vec![
@@ -66,7 +67,6 @@ fn print_back(cfg: &Config) -> (Vec<String>, Vec<(String, String)>) {
             "--max-outstanding-messages={}",
             cfg.max_outstanding_messages
         ),
-        format!("--drain-timeout={}", dur(cfg.drain_timeout)),
         format!("--write-attempts={}", cfg.write_attempts),
         format!("--write-attempt-timeout={}", dur(cfg.write_attempt_timeout)),
         format!("--lease-extension={}", dur(cfg.lease_extension)),
@@ -78,7 +78,14 @@ fn print_back(cfg: &Config) -> (Vec<String>, Vec<(String, String)>) {
             }
         ),
     ];
+    let mut args = args;
+    if cfg.drain_from == DrainFrom::Set {
+        args.push(format!("--drain-timeout={}", dur(cfg.drain_timeout)));
+    }
     let mut env = Vec::new();
+    if let Some(budget) = cfg.drain_budget {
+        env.push(("RINIT_DRAIN_MS".to_string(), budget.as_millis().to_string()));
+    }
     for (var, endpoint) in [
         ("PUBSUB_EMULATOR_HOST", &cfg.pubsub_endpoint),
         ("STORAGE_EMULATOR_HOST", &cfg.storage_endpoint),
@@ -98,7 +105,8 @@ fn printed(c: &Config) -> String {
         (
             (&c.project_id, &c.subscription, &c.bucket, &c.object_prefix),
             (c.concurrency, c.max_outstanding_messages, c.write_attempts),
-            (c.drain_timeout, c.write_attempt_timeout, c.lease_extension),
+            (c.drain_timeout, c.drain_from, c.drain_budget),
+            (c.write_attempt_timeout, c.lease_extension),
             (c.log_format, &c.pubsub_endpoint, &c.storage_endpoint),
         )
     )

@@ -1,6 +1,8 @@
-//! Running a command to completion with a timeout, capturing its output.
+//! Running a command to completion with a timeout, capturing its output;
+//! and launching an app's command as a buildpack's launcher does.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -64,4 +66,29 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
             panic!("timed out after {timeout:?}: {what}");
         }
     }
+}
+
+/// An app's `command` launched as a buildpack's launcher does it, PID 1 of a
+/// new PID namespace: `unshare --pid --fork --mount-proc --kill-child bash
+/// -c COMMAND` in `dir`, with `venv_bin` first on PATH and nothing else of
+/// the test's environment (no platform detected by accident). The caller
+/// adds the app's variables and spawns it.
+pub fn launch_as_pid1(command: &str, dir: &Path, venv_bin: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "bash",
+        "-c",
+    ])
+    .arg(command)
+    .current_dir(dir)
+    .env_clear()
+    .env(
+        "PATH",
+        format!("{}:/usr/local/bin:/usr/bin:/bin", venv_bin.display()),
+    );
+    c
 }

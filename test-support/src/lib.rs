@@ -1,8 +1,10 @@
 //! What rinit's tests and the reference worker's tests share, in one place so
 //! that each rule exists once: a temp dir, a poll with a deadline, reading
 //! /proc, reading rinit's log lines (one strictness), deciding "is this CI?"
-//! (one rule), running commands with a timeout, the Docker helpers, a
-//! fault-injecting proxy, and a single-node Docker Swarm.
+//! (one rule), running commands with a timeout, processes that die with
+//! their guard, the Docker helpers, a fault-injecting proxy, and a
+//! single-node Docker Swarm; with the feature `worker`, the worker's
+//! harness (the emulators, their REST APIs, the worker's image).
 //!
 //! Test code: it panics with a message instead of returning errors, since a
 //! failed helper is a failed test.
@@ -14,13 +16,19 @@ pub mod docker;
 pub mod faultproxy;
 pub mod fs;
 pub mod logs;
+pub mod process;
 pub mod procfs;
+pub mod rng;
 pub mod signals;
 pub mod swarm;
 pub mod wait;
+#[cfg(feature = "worker")]
+pub mod worker;
 
 pub use ci::ci;
-pub use cmd::{run, try_run, Out};
+pub use cmd::{launch_as_pid1, run, try_run, Out};
 pub use fs::{root_dir, TempDir};
-pub use logs::{json_lines, phase, text_field, text_phase};
-pub use wait::{poll, wait_every, wait_for};
+pub use logs::{assert_clean_exit, json_lines, phase, text_field, text_phase};
+pub use process::{free_port, Proc, Running};
+pub use rng::Rng;
+pub use wait::{eventually, poll, wait_every, wait_for};

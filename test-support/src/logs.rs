@@ -43,3 +43,18 @@ pub fn text_phase<'a>(stderr: &'a str, name: &str) -> Vec<&'a str> {
         })
         .collect()
 }
+
+/// rinit's text log of a clean stop: one `exit` line with status 0 and no
+/// escalation, and no `kill` line (rinit killed nothing). `what` names the
+/// stop in the failure message.
+pub fn assert_clean_exit(stderr: &str, what: &str) {
+    let exit = text_phase(stderr, "exit");
+    assert!(
+        exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
+        "{what}: rinit's exit line: {exit:?}\n{stderr}"
+    );
+    assert!(
+        text_phase(stderr, "kill").is_empty(),
+        "{what}: rinit killed nothing:\n{stderr}"
+    );
+}

@@ -10,6 +10,16 @@ use clap::Parser;
 use std::fmt;
 use std::time::Duration;
 
+// The path is spelt out because the fuzz target compiles this file in by
+// its path (fuzz/fuzz_targets/worker_config.rs), and must find this one
+// beside it too.
+#[path = "config/values.rs"]
+mod values;
+use values::{
+    check_object_prefix, duration, emulator_endpoint, lease_extension, log_format, names,
+    outstanding_bytes, positive, rinit_drain_budget,
+};
+
 /// The command line; every flag can also come from the environment.
 #[derive(Debug, Parser)]
 #[command(
@@ -59,9 +69,10 @@ pub struct Cli {
     )]
     max_outstanding_bytes: String,
 
-    /// Time allowed after SIGTERM to finish in-flight writes and flush acks.
-    #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DUR", default_value = "8s")]
-    drain_timeout: String,
+    /// Time allowed after SIGTERM to finish in-flight writes and flush acks
+    /// [default: the budget rinit hands the worker in RINIT_DRAIN_MS, else 6s]
+    #[arg(long, env = "DRAIN_TIMEOUT", value_name = "DUR")]
+    drain_timeout: Option<String>,
 
     /// Attempts per message before it is nacked (1 = no retry).
     #[arg(long, env = "WRITE_ATTEMPTS", value_name = "N", default_value = "4")]
@@ -134,6 +145,11 @@ pub struct Config {
     /// Bytes of message data held at once (see `worker::ByteBudget`).
     pub max_outstanding_bytes: u64,
     pub drain_timeout: Duration,
+    /// Where `drain_timeout` came from.
+    pub drain_from: DrainFrom,
+    /// The drain budget rinit handed the worker (RINIT_DRAIN_MS): the time
+    /// from the stop signal to rinit's deadline, less rinit's safety margin.
+    pub drain_budget: Option<Duration>,
     pub write_attempts: u32,
     pub write_attempt_timeout: Duration,
     pub lease_extension: Duration,
@@ -143,6 +159,35 @@ pub struct Config {
     pub pubsub_endpoint: Endpoint,
     pub storage_endpoint: Endpoint,
 }
+
+/// Where the drain timeout came from: it is always shorter than rinit's
+/// grace unless it was set by hand (the worker must give up, leaving its
+/// unfinished messages to be redelivered, before rinit has to SIGKILL it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainFrom {
+    /// DRAIN_TIMEOUT or --drain-timeout.
+    Set,
+    /// RINIT_DRAIN_MS, from rinit.
+    Rinit,
+    /// Neither: [`DEFAULT_DRAIN_TIMEOUT`].
+    Default,
+}
+
+impl DrainFrom {
+    /// The `drain_timeout_from` field of the start line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DrainFrom::Set => "DRAIN_TIMEOUT",
+            DrainFrom::Rinit => "RINIT_DRAIN_MS",
+            DrainFrom::Default => "default",
+        }
+    }
+}
+
+/// The drain timeout with neither DRAIN_TIMEOUT nor rinit's budget: below
+/// rinit's own default grace of 8 s (7 s of budget), so that the worker
+/// gives up first.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A configuration problem, rendered as exactly one line.
 #[derive(Debug, PartialEq, Eq)]
@@ -156,6 +201,15 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl Config {
+    /// rinit's budget, when a drain timeout set by hand is longer: rinit's
+    /// deadline would SIGKILL the worker before it gives up.
+    pub fn drain_over_budget(&self) -> Option<Duration> {
+        self.drain_budget
+            .filter(|budget| self.drain_from == DrainFrom::Set && self.drain_timeout > *budget)
+    }
+}
+
 /// What `main` should do after parsing the command line.
 pub enum Parsed {
     Run(Box<Config>),
@@ -164,7 +218,8 @@ pub enum Parsed {
 }
 
 /// Parses flags and environment; `env` is the source of the emulator
-/// variables (a parameter so tests need not touch the process environment).
+/// variables and of rinit's RINIT_DRAIN_MS (a parameter so tests need not
+/// touch the process environment).
 pub fn parse<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, ConfigError>
 where
     I: IntoIterator<Item = T>,
@@ -209,34 +264,8 @@ fn first_line_of_clap_error(e: &clap::Error) -> String {
 }
 
 fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let present = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let project = present(cli.project_id);
-    let subscription = present(cli.subscription_id);
-    let bucket = present(cli.bucket_name);
-
-    let mut missing = Vec::new();
-    if project.is_none() {
-        missing.push("PROJECT_ID (--project-id)");
-    }
-    if subscription.is_none() {
-        missing.push("SUBSCRIPTION_ID (--subscription-id)");
-    }
-    if bucket.is_none() {
-        missing.push("BUCKET_NAME (--bucket-name)");
-    }
-    let (Some(project), Some(subscription), Some(bucket)) = (project, subscription, bucket) else {
-        return Err(ConfigError(format!(
-            "configuration error: missing {}",
-            missing.join(", ")
-        )));
-    };
-
-    let project_id = project.trim().to_string();
-    check_project_id(&project_id)?;
-    let subscription = subscription_name(&project_id, subscription.trim())?;
-    let bucket = bucket.trim().to_string();
-    check_bucket(&bucket)?;
-
+    let (project_id, subscription, bucket) =
+        names(cli.project_id, cli.subscription_id, cli.bucket_name)?;
     let concurrency = positive("CONCURRENCY (--concurrency)", &cli.concurrency, 10_000)?;
     let max_outstanding_messages = positive(
         "MAX_OUTSTANDING_MESSAGES (--max-outstanding-messages)",
@@ -249,16 +278,16 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
              at least CONCURRENCY ({concurrency})"
         )));
     }
-    let max_outstanding_bytes = parse_size(&cli.max_outstanding_bytes)
-        .filter(|b| (MIN_OUTSTANDING_BYTES..=MAX_OUTSTANDING_BYTES).contains(b))
-        .ok_or_else(|| {
-            bad(
-                "MAX_OUTSTANDING_BYTES (--max-outstanding-bytes)",
-                &cli.max_outstanding_bytes,
-                "must be a size from 1MiB to 1TiB such as 64MiB, 500MB or 1048576",
-            )
-        })?;
-    let drain_timeout = duration("DRAIN_TIMEOUT (--drain-timeout)", &cli.drain_timeout)?;
+    let max_outstanding_bytes = outstanding_bytes(&cli.max_outstanding_bytes)?;
+    let drain_budget = rinit_drain_budget(env("RINIT_DRAIN_MS"))?;
+    let (drain_timeout, drain_from) = match (&cli.drain_timeout, drain_budget) {
+        (Some(v), _) => (
+            duration("DRAIN_TIMEOUT (--drain-timeout)", v)?,
+            DrainFrom::Set,
+        ),
+        (None, Some(budget)) => (budget, DrainFrom::Rinit),
+        (None, None) => (DEFAULT_DRAIN_TIMEOUT, DrainFrom::Default),
+    };
     let write_attempts = positive(
         "WRITE_ATTEMPTS (--write-attempts)",
         &cli.write_attempts,
@@ -268,29 +297,13 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         "WRITE_ATTEMPT_TIMEOUT (--write-attempt-timeout)",
         &cli.write_attempt_timeout,
     )?;
-    let lease_extension = duration("LEASE_EXTENSION (--lease-extension)", &cli.lease_extension)?;
-    if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&lease_extension) {
-        return Err(ConfigError(format!(
-            "configuration error: LEASE_EXTENSION (--lease-extension) must be between 10s and \
-             600s, got {:?}",
-            cli.lease_extension
-        )));
-    }
+    let lease_extension = lease_extension(&cli.lease_extension)?;
     let unavailable_exit_after = duration(
         "UNAVAILABLE_EXIT_AFTER (--unavailable-exit-after)",
         &cli.unavailable_exit_after,
     )?;
-    let log_format = match cli.log_format.trim().to_ascii_lowercase().as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(ConfigError(format!(
-                "configuration error: LOG_FORMAT (--log-format) must be text or json, got {other:?}"
-            )))
-        }
-    };
+    let log_format = log_format(&cli.log_format)?;
     check_object_prefix(&cli.object_prefix)?;
-
     let pubsub_endpoint = emulator_endpoint("PUBSUB_EMULATOR_HOST", env("PUBSUB_EMULATOR_HOST"))?;
     let storage_endpoint =
         emulator_endpoint("STORAGE_EMULATOR_HOST", env("STORAGE_EMULATOR_HOST"))?;
@@ -304,6 +317,8 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         max_outstanding_messages,
         max_outstanding_bytes,
         drain_timeout,
+        drain_from,
+        drain_budget,
         // `positive` bounded it to 100, so the conversion cannot fail.
         write_attempts: u32::try_from(write_attempts).unwrap_or(100),
         write_attempt_timeout,
@@ -313,187 +328,6 @@ fn validate(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Co
         pubsub_endpoint,
         storage_endpoint,
     })
-}
-
-fn bad(what: &str, value: &str, why: &str) -> ConfigError {
-    ConfigError(format!("configuration error: {what} {value:?} {why}"))
-}
-
-/// Project IDs: 6-30 chars of lowercase letters, digits and hyphens. The
-/// emulator accepts any name, so only the character set is enforced, which
-/// still catches a pasted project *number* with spaces or a full URL.
-fn check_project_id(p: &str) -> Result<(), ConfigError> {
-    let ok = p.len() <= 100
-        && p.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "PROJECT_ID (--project-id)",
-            p,
-            "is not a valid project ID",
-        ))
-    }
-}
-
-/// Accepts a short subscription ID or the full resource name of a
-/// subscription in the same project.
-fn subscription_name(project: &str, s: &str) -> Result<String, ConfigError> {
-    const WHAT: &str = "SUBSCRIPTION_ID (--subscription-id)";
-    let id = if let Some(rest) = s.strip_prefix("projects/") {
-        match rest.split_once("/subscriptions/") {
-            Some((p, id)) if p == project => id,
-            Some((p, _)) => {
-                return Err(bad(
-                    WHAT,
-                    s,
-                    &format!("names project {p:?} but PROJECT_ID is {project:?}"),
-                ))
-            }
-            None => return Err(bad(WHAT, s, "is not projects/P/subscriptions/S")),
-        }
-    } else {
-        s
-    };
-    // Pub/Sub resource IDs: 3-255 chars, start with a letter, then letters,
-    // digits and - _ . ~ + %.
-    let valid = (3..=255).contains(&id.len())
-        && id.starts_with(|c: char| c.is_ascii_alphabetic())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '%'));
-    if !valid {
-        return Err(bad(
-            WHAT,
-            s,
-            "is not a valid subscription ID (3-255 chars, starts with a letter)",
-        ));
-    }
-    Ok(format!("projects/{project}/subscriptions/{id}"))
-}
-
-/// Bucket names: 3-63 chars (222 with dots) of lowercase letters, digits,
-/// '-', '_' and '.', starting and ending with a letter or digit.
-fn check_bucket(b: &str) -> Result<(), ConfigError> {
-    let max = if b.contains('.') { 222 } else { 63 };
-    let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let ok = (3..=max).contains(&b.len())
-        && b.starts_with(edge)
-        && b.ends_with(edge)
-        && b.chars().all(|c| edge(c) || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "BUCKET_NAME (--bucket-name)",
-            b,
-            "is not a valid bucket name (3-63 lowercase letters, digits, '-', '_', '.')",
-        ))
-    }
-}
-
-/// Object names may not contain CR/LF and are at most 1024 bytes; leave room
-/// for the message ID (up to ~20 digits).
-fn check_object_prefix(p: &str) -> Result<(), ConfigError> {
-    if p.len() > 900 || p.contains(['\r', '\n']) || p.starts_with(".well-known/acme-challenge/") {
-        return Err(bad(
-            "OBJECT_PREFIX (--object-prefix)",
-            p,
-            "is not usable as an object name prefix",
-        ));
-    }
-    Ok(())
-}
-
-fn positive(what: &str, v: &str, max: usize) -> Result<usize, ConfigError> {
-    match v.trim().parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(bad(what, v, &format!("must be an integer from 1 to {max}"))),
-    }
-}
-
-/// Parses a duration exactly as rinit does (`rinit::platform::parse_duration`:
-/// humantime's `500ms`, `8s`, `1m30s`, `2h`, guarded against the sums that
-/// make humantime panic), or a bare number of seconds, which the worker has
-/// always accepted. Zero and anything over 24 h are refused: every duration
-/// here is a timeout or a hold.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let d = match rinit::platform::parse_duration("duration", v) {
-        Ok(d) => d,
-        Err(_) => Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok()?,
-    };
-    (!d.is_zero() && d <= Duration::from_secs(86_400)).then_some(d)
-}
-
-/// Bounds of MAX_OUTSTANDING_BYTES. Below 1 MiB the bound would serialize
-/// ordinary traffic; above 1 TiB it bounds nothing.
-const MIN_OUTSTANDING_BYTES: u64 = 1 << 20;
-const MAX_OUTSTANDING_BYTES: u64 = 1 << 40;
-
-/// Parses a size: bytes (`1048576`), or a number with a unit, decimal (`kB`,
-/// `MB`, `GB`, `TB`) or binary (`KiB`, `MiB`, `GiB`, `TiB`), case-insensitive,
-/// with optional space (`64MiB`, `1.5 GB`).
-pub fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    let bytes = (n * factor as f64).round();
-    // Also refuses NaN and infinities (`as` would saturate them).
-    (bytes.is_finite() && (0.0..=u64::MAX as f64 / 2.0).contains(&bytes)).then_some(bytes as u64)
-}
-
-fn duration(what: &str, v: &str) -> Result<Duration, ConfigError> {
-    parse_duration(v).ok_or_else(|| {
-        bad(
-            what,
-            v,
-            "must be a positive duration such as 500ms, 8s, 1m30s (at most 24h)",
-        )
-    })
-}
-
-/// `host:port`, optionally with an `http://` or `https://` scheme, turned
-/// into a URL. Only the form is checked: no name is resolved here.
-fn emulator_endpoint(var: &str, v: Option<String>) -> Result<Endpoint, ConfigError> {
-    let Some(raw) = v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else {
-        return Ok(Endpoint::Google);
-    };
-    let (scheme, rest) = if let Some(r) = raw.strip_prefix("http://") {
-        ("http", r)
-    } else if let Some(r) = raw.strip_prefix("https://") {
-        ("https", r)
-    } else {
-        ("http", raw.as_str())
-    };
-    let rest = rest.trim_end_matches('/');
-    let port_ok = rest
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if !port_ok || rest.contains('/') {
-        return Err(bad(
-            var,
-            &raw,
-            "must be host:port (optionally with http://)",
-        ));
-    }
-    Ok(Endpoint::Emulator(format!("{scheme}://{rest}")))
 }
 
 #[cfg(test)]
@@ -522,48 +356,70 @@ mod tests {
         "bkt-1",
     ];
 
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("8s"), Some(Duration::from_secs(8)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("0s"), None);
-        assert_eq!(parse_duration("abc"), None);
-        assert_eq!(parse_duration("5 parsecs"), None);
-        // Absurd sums are refused, not a panic in humantime.
-        assert_eq!(parse_duration("0.5s18446744073709551615.5s"), None);
-        // What humantime prints for a bare-seconds value parses back.
-        assert_eq!(
-            parse_duration("2m 9s 457ms 555us 800ns"),
-            Some(Duration::new(129, 457_555_800))
-        );
-        assert_eq!(
-            parse_duration("3600.123456789"),
-            Some(Duration::new(3600, 123_456_789))
-        );
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("25h"), None);
-        assert_eq!(parse_duration("-3"), None);
-        assert_eq!(parse_duration("NaN"), None);
+    fn run_env(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec!["w"];
+        all.extend_from_slice(&BASE);
+        all.extend_from_slice(args);
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        match parse(all, &lookup)? {
+            Parsed::Run(c) => Ok(*c),
+            Parsed::Print(_) => Err(ConfigError("printed".into())),
+        }
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("64MiB"), Some(64 << 20));
-        assert_eq!(parse_size("64 mib"), Some(64 << 20));
-        assert_eq!(parse_size("500MB"), Some(500_000_000));
-        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
-        assert_eq!(parse_size("2k"), Some(2000));
-        assert_eq!(parse_size(""), None);
-        assert_eq!(parse_size("MiB"), None);
-        assert_eq!(parse_size("-1MiB"), None);
-        assert_eq!(parse_size("1..5MiB"), None);
-        assert_eq!(parse_size("10 parsecs"), None);
-        assert_eq!(parse_size("1e400"), None);
+    fn drain_timeout_defaults_to_rinits_budget_then_6s() {
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "7000")]).unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(7));
+        assert_eq!(c.drain_from, DrainFrom::Rinit);
+        assert_eq!(c.drain_over_budget(), None);
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "22500")]).unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_millis(22_500));
+        // No time left (a grace of 1 s): the worker gives up at once.
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "0")]).unwrap();
+        assert_eq!(c.drain_timeout, Duration::ZERO);
+        for unset in [&[][..], &[("RINIT_DRAIN_MS", " ")][..]] {
+            let c = run_env(&[], unset).unwrap();
+            assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+            assert_eq!(c.drain_from, DrainFrom::Default);
+            assert_eq!(c.drain_budget, None);
+        }
+        assert_eq!(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn a_drain_timeout_set_by_hand_wins_and_is_checked_against_the_budget() {
+        let budget = [("RINIT_DRAIN_MS", "7000")];
+        let c = run_env(&["--drain-timeout", "10s"], &budget).unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.drain_from, DrainFrom::Set);
+        assert_eq!(c.drain_over_budget(), Some(Duration::from_secs(7)));
+        let c = run_env(&["--drain-timeout", "7s"], &budget).unwrap();
+        assert_eq!(c.drain_over_budget(), None, "equal to the budget fits");
+        let c = run_env(&["--drain-timeout", "10s"], &[]).unwrap();
+        assert_eq!(c.drain_over_budget(), None, "no budget, nothing to exceed");
+    }
+
+    #[test]
+    fn a_malformed_drain_budget_is_named() {
+        for bad in ["7s", "-1", "1.5", "99999999999999999999", "31557600001"] {
+            let e = run_env(&[], &[("RINIT_DRAIN_MS", bad)]).unwrap_err().0;
+            assert!(
+                e.starts_with("configuration error: RINIT_DRAIN_MS") && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+        // The largest rinit can hand down (its one-year cap) is taken.
+        let c = run_env(&[], &[("RINIT_DRAIN_MS", "31557600000")]).unwrap();
+        assert_eq!(c.drain_timeout, rinit::platform::MAX_DURATION);
+    }
+
+    #[test]
+    fn max_outstanding_bytes() {
         let mut a = BASE.to_vec();
         a.extend(["--max-outstanding-bytes", "16MiB"]);
         assert_eq!(run(&a).unwrap().max_outstanding_bytes, 16 << 20);
@@ -673,23 +529,5 @@ mod tests {
                 "{e:?}"
             );
         }
-    }
-
-    #[test]
-    fn emulator_hosts() {
-        assert_eq!(
-            emulator_endpoint("X", Some("127.0.0.1:8085".into())),
-            Ok(Endpoint::Emulator("http://127.0.0.1:8085".into()))
-        );
-        assert_eq!(
-            emulator_endpoint("X", Some("http://localhost:9023/".into())),
-            Ok(Endpoint::Emulator("http://localhost:9023".into()))
-        );
-        assert_eq!(
-            emulator_endpoint("X", Some("".into())),
-            Ok(Endpoint::Google)
-        );
-        assert!(emulator_endpoint("X", Some("localhost".into())).is_err());
-        assert!(emulator_endpoint("X", Some("localhost:http".into())).is_err());
     }
 }

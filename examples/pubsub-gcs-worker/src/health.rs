@@ -4,14 +4,13 @@
 //! (DNS failure, refused connection, TLS error) forever and without a word:
 //! the worker would look healthy and do nothing. So the worker checks for
 //! itself. Pub/Sub is probed with a real gRPC call through the library's own
-//! transport (endpoint, TLS roots, credentials), on a schedule; Cloud Storage
-//! is judged by the worker's own writes. Each service has one [`Health`]:
-//! it logs an INFO line when the service first answers and when it answers
-//! again, and while it fails one WARN line (ERROR when no retry can help) per
-//! report period, however many attempts fail in between.
+//! transport (endpoint, TLS roots, credentials), on a schedule (src/probe.rs);
+//! Cloud Storage is judged by the worker's own writes. Each service has one
+//! [`Health`]: it logs an INFO line when the service first answers and when
+//! it answers again, and while it fails one WARN line (ERROR when no retry
+//! can help) per report period, however many attempts fail in between.
 
 use crate::config::Endpoint;
-use gaxi::grpc::tonic::{Extensions, GrpcMethod};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::error::Error;
 use std::sync::{Mutex, PoisonError};
@@ -24,8 +23,6 @@ const MAX_PERIOD: Duration = Duration::from_secs(30);
 /// Time between probes of Pub/Sub while it answers: how late an outage in
 /// the middle of a run can be noticed.
 const HEALTHY_PROBE_PERIOD: Duration = Duration::from_secs(10);
-/// A probe unanswered this long counts as a failure (a black hole).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What went wrong, as far as it can be told from the error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +152,11 @@ pub fn assess(e: &Error) -> Option<Kind> {
     Some(Kind::Unavailable)
 }
 
+/// Pub/Sub's production endpoint.
+pub const PUBSUB_URL: &str = "https://pubsub.googleapis.com";
+/// Cloud Storage's production endpoint.
+pub const STORAGE_URL: &str = "https://storage.googleapis.com";
+
 /// The URL a client really talks to.
 pub fn endpoint_url(e: &Endpoint, google: &str) -> String {
     match e {
@@ -274,126 +276,16 @@ impl Health {
     }
 
     /// How long the current outage has lasted.
-    fn down_for(&self) -> Option<Duration> {
+    pub fn down_for(&self) -> Option<Duration> {
         self.state().down.as_ref().map(|o| o.since.elapsed())
     }
 
     /// When to probe next: at the next report time during an outage.
-    fn next_probe_in(&self) -> Duration {
+    pub fn next_probe_in(&self) -> Duration {
         match &self.state().down {
             Some(o) => o.next_report.saturating_duration_since(Instant::now()),
             None => HEALTHY_PROBE_PERIOD,
         }
-    }
-}
-
-/// `google.pubsub.v1.ModifyAckDeadlineRequest`, the fields the probe sets.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ModifyAckDeadlineRequest {
-    #[prost(string, tag = "1")]
-    subscription: String,
-    #[prost(int32, tag = "3")]
-    ack_deadline_seconds: i32,
-    #[prost(string, repeated, tag = "4")]
-    ack_ids: Vec<String>,
-}
-
-/// A gRPC call to Pub/Sub that changes nothing: ModifyAckDeadline with no
-/// ack IDs. It needs only the subscriber role (`subscriptions.consume`, as
-/// the stream does; GetSubscription would need more), and Pub/Sub checks
-/// credentials, permission and the subscription before it refuses the empty
-/// list with INVALID_ARGUMENT, which therefore means "usable".
-///
-/// The official crate has no public unary data-plane call, so this uses its
-/// transport crate (`google-cloud-gax-internal`, the one the library's own
-/// stream uses): same endpoint resolution, TLS roots and credentials.
-pub struct PubsubProbe {
-    client: gaxi::grpc::Client,
-    subscription: String,
-}
-
-impl PubsubProbe {
-    /// A probe using the subscriber's credentials (one token cache).
-    pub async fn new(
-        endpoint: &Endpoint,
-        credentials: google_cloud_auth::credentials::Credentials,
-        subscription: String,
-    ) -> Result<PubsubProbe, String> {
-        let mut config = gaxi::options::ClientConfig::default();
-        if let Endpoint::Emulator(url) = endpoint {
-            config.endpoint = Some(url.clone());
-        }
-        config.cred = Some(credentials);
-        let client = gaxi::grpc::Client::new(config, PUBSUB_URL)
-            .await
-            .map_err(|e| format!("cannot create the Pub/Sub probe: {}", describe(&e)))?;
-        Ok(PubsubProbe {
-            client,
-            subscription,
-        })
-    }
-
-    /// One probe: `Ok` when Pub/Sub answered as a usable service would.
-    async fn once(&self) -> Result<(), (Kind, String)> {
-        let mut extensions = Extensions::new();
-        extensions.insert(GrpcMethod::new(
-            "google.pubsub.v1.Subscriber",
-            "ModifyAckDeadline",
-        ));
-        let mut options = google_cloud_gax::options::RequestOptions::default();
-        options.set_retry_policy(google_cloud_gax::retry_policy::NeverRetry);
-        options.set_attempt_timeout(PROBE_TIMEOUT);
-        let request = ModifyAckDeadlineRequest {
-            subscription: self.subscription.clone(),
-            ack_deadline_seconds: 0,
-            ack_ids: Vec::new(),
-        };
-        let params = format!("subscription={}", self.subscription);
-        let call = self.client.execute::<_, ()>(
-            extensions,
-            http::uri::PathAndQuery::from_static("/google.pubsub.v1.Subscriber/ModifyAckDeadline"),
-            request,
-            options,
-            "gl-rust/pubsub-gcs-worker",
-            &params,
-        );
-        match tokio::time::timeout(PROBE_TIMEOUT, call).await {
-            Err(_) => Err((Kind::Timeout, format!("no answer within {PROBE_TIMEOUT:?}"))),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => match assess(&e) {
-                None => Ok(()),
-                Some(kind) => Err((kind, describe_call(&e))),
-            },
-        }
-    }
-}
-
-/// Pub/Sub's production endpoint.
-pub const PUBSUB_URL: &str = "https://pubsub.googleapis.com";
-/// Cloud Storage's production endpoint.
-pub const STORAGE_URL: &str = "https://storage.googleapis.com";
-
-/// Probes Pub/Sub until it has been unusable for `give_up_after`, then
-/// returns how long that was (the caller exits 1). Never returns while
-/// Pub/Sub answers.
-pub async fn watch_pubsub(
-    probe: PubsubProbe,
-    health: &Health,
-    give_up_after: Duration,
-) -> Duration {
-    loop {
-        match probe.once().await {
-            Ok(()) => health.success(),
-            Err((kind, error)) => health.failure(kind, &error),
-        }
-        let mut wait = health.next_probe_in();
-        if let Some(down) = health.down_for() {
-            if down >= give_up_after {
-                return down;
-            }
-            wait = wait.min(give_up_after - down);
-        }
-        tokio::time::sleep(wait).await;
     }
 }
 

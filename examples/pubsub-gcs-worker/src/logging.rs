@@ -34,13 +34,13 @@ pub fn init(format: LogFormat) {
 /// Formats an event as a Cloud Logging structured log line.
 struct CloudJson;
 
-/// Cloud Logging's `LogSeverity` names.
+/// Cloud Logging's `LogSeverity` name for a level: tracing's own name but
+/// for WARN (WARNING there) and TRACE (which Cloud Logging lacks).
 fn severity(level: &Level) -> &'static str {
     match *level {
-        Level::ERROR => "ERROR",
         Level::WARN => "WARNING",
-        Level::INFO => "INFO",
-        _ => "DEBUG",
+        Level::TRACE => "DEBUG",
+        other => other.as_str(),
     }
 }
 

@@ -130,88 +130,114 @@ impl RetryPolicy {
     }
 }
 
-/// Writes the message's object, retrying transient errors with backoff.
-///
-/// Once `shutdown` reports the drain, the attempt in progress is allowed to
-/// finish (that is "finishing in-flight work"), but no new attempt starts,
-/// so a drain during a storage outage ends quickly with a nack instead of
-/// sitting out the backoff schedule. Every attempt tells `health` whether
-/// Cloud Storage answered.
-pub async fn write_message(
-    storage: &Storage,
-    bucket: &str,
-    spec: ObjectSpec,
-    data: bytes::Bytes,
-    policy: &RetryPolicy,
-    shutdown: &mut Shutdown,
-    health: &Health,
-) -> WriteOutcome {
-    let bucket = format!("projects/_/buckets/{bucket}");
-    // Sent up front in the object metadata: Cloud Storage then verifies the
-    // bytes before creating the object (a corrupted upload is rejected, not
-    // stored), and the library does not append the trailing checksum part
-    // to the multipart body that emulators misread as content.
-    let crc32c = crc32c::crc32c(&data);
-    let mut last_error = String::new();
-    for attempt in 1..=policy.attempts {
-        if attempt > 1 {
-            if shutdown.is_draining() {
-                return WriteOutcome::Transient(format!(
-                    "not retried during drain after: {last_error}"
-                ));
-            }
-            let wait = policy.backoff(attempt - 1, &spec.name);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.recv() => {
+/// Where and how objects are written: the client, the bucket, the retry
+/// policy, and the health state every attempt reports to.
+pub struct ObjectWriter {
+    storage: Storage,
+    /// `projects/_/buckets/NAME`, as the client wants it.
+    bucket: String,
+    policy: RetryPolicy,
+    health: Health,
+}
+
+impl ObjectWriter {
+    /// A writer to `bucket` (its short name).
+    pub fn new(storage: Storage, bucket: &str, policy: RetryPolicy, health: Health) -> Self {
+        ObjectWriter {
+            storage,
+            bucket: format!("projects/_/buckets/{bucket}"),
+            policy,
+            health,
+        }
+    }
+
+    /// Whether Cloud Storage answers, as judged by the writes so far.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Writes the message's object, retrying transient errors with backoff.
+    ///
+    /// Once `shutdown` reports the drain, the attempt in progress is allowed
+    /// to finish (that is "finishing in-flight work"), but no new attempt
+    /// starts, so a drain during a storage outage ends quickly with a nack
+    /// instead of sitting out the backoff schedule. Every attempt tells the
+    /// health state whether Cloud Storage answered.
+    pub async fn write(
+        &self,
+        spec: &ObjectSpec,
+        data: bytes::Bytes,
+        shutdown: &mut Shutdown,
+    ) -> WriteOutcome {
+        let policy = &self.policy;
+        // Sent up front in the object metadata: Cloud Storage then verifies
+        // the bytes before creating the object (a corrupted upload is
+        // rejected, not stored), and the library does not append the
+        // trailing checksum part to the multipart body that emulators
+        // misread as content.
+        let crc32c = crc32c::crc32c(&data);
+        let mut last_error = String::new();
+        for attempt in 1..=policy.attempts {
+            if attempt > 1 {
+                if shutdown.is_draining() {
                     return WriteOutcome::Transient(format!(
                         "not retried during drain after: {last_error}"
                     ));
                 }
-            }
-        }
-        let write = storage
-            .write_object(&bucket, &spec.name, data.clone())
-            .set_if_generation_match(0)
-            .with_known_crc32c(crc32c)
-            .set_content_type(spec.content_type)
-            .set_metadata(spec.metadata.clone())
-            .send_unbuffered();
-        let result = match tokio::time::timeout(policy.attempt_timeout, write).await {
-            Ok(r) => r,
-            Err(_) => {
-                last_error = format!(
-                    "attempt {attempt} timed out after {:?}",
-                    policy.attempt_timeout
-                );
-                health.failure(Kind::Timeout, &last_error);
-                tracing::debug!(object = %spec.name, attempt, "write attempt timed out");
-                continue;
-            }
-        };
-        match &result {
-            Ok(_) => health.success(),
-            Err(e) => match health::assess(e) {
-                None => health.success(),
-                Some(kind) => health.failure(kind, &health::describe_call(e)),
-            },
-        }
-        match result {
-            Ok(_) => return WriteOutcome::Created,
-            Err(e) => match classify(&e) {
-                ErrorClass::AlreadyExists => return WriteOutcome::AlreadyExists,
-                ErrorClass::Permanent => return WriteOutcome::Permanent(e.to_string()),
-                ErrorClass::Transient => {
-                    tracing::debug!(object = %spec.name, attempt, error = %e, "write attempt failed");
-                    last_error = e.to_string();
+                let wait = policy.backoff(attempt - 1, &spec.name);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.recv() => {
+                        return WriteOutcome::Transient(format!(
+                            "not retried during drain after: {last_error}"
+                        ));
+                    }
                 }
-            },
+            }
+            let write = self
+                .storage
+                .write_object(&self.bucket, &spec.name, data.clone())
+                .set_if_generation_match(0)
+                .with_known_crc32c(crc32c)
+                .set_content_type(spec.content_type)
+                .set_metadata(spec.metadata.clone())
+                .send_unbuffered();
+            let result = match tokio::time::timeout(policy.attempt_timeout, write).await {
+                Ok(r) => r,
+                Err(_) => {
+                    last_error = format!(
+                        "attempt {attempt} timed out after {:?}",
+                        policy.attempt_timeout
+                    );
+                    self.health.failure(Kind::Timeout, &last_error);
+                    tracing::debug!(object = %spec.name, attempt, "write attempt timed out");
+                    continue;
+                }
+            };
+            match &result {
+                Ok(_) => self.health.success(),
+                Err(e) => match health::assess(e) {
+                    None => self.health.success(),
+                    Some(kind) => self.health.failure(kind, &health::describe_call(e)),
+                },
+            }
+            match result {
+                Ok(_) => return WriteOutcome::Created,
+                Err(e) => match classify(&e) {
+                    ErrorClass::AlreadyExists => return WriteOutcome::AlreadyExists,
+                    ErrorClass::Permanent => return WriteOutcome::Permanent(e.to_string()),
+                    ErrorClass::Transient => {
+                        tracing::debug!(object = %spec.name, attempt, error = %e, "write attempt failed");
+                        last_error = e.to_string();
+                    }
+                },
+            }
         }
+        WriteOutcome::Transient(format!(
+            "{} attempts failed, last: {last_error}",
+            policy.attempts
+        ))
     }
-    WriteOutcome::Transient(format!(
-        "{} attempts failed, last: {last_error}",
-        policy.attempts
-    ))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Bad configuration: exit status 2 and one line naming the problem, before
 //! any connection is attempted (the emulator hosts below point at a port
 //! nobody listens on; a connection attempt would show as a hang or a
-//! different error).
+//! different error). And the one start-up failure an image can cause before
+//! any connection: no CA bundle, exit 1 with a line that says so.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -118,4 +119,27 @@ fn help_exits_zero() {
         text.contains("SUBSCRIPTION_ID") && text.contains("DRAIN_TIMEOUT"),
         "{text}"
     );
+}
+
+/// No CA certificates (SSL_CERT_FILE names a file that is not there, so the
+/// machine's own bundle is not read): the Cloud Storage client cannot be
+/// built even for a plain-HTTP emulator, and the one error line says what is
+/// missing and what to set, not only the library's "could not initialize
+/// transport client".
+#[test]
+fn a_missing_ca_bundle_is_named() {
+    let mut c = valid();
+    c.env("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt");
+    let (code, stderr) = run(c);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    for needle in [
+        "start-up failed",
+        "cannot create the Cloud Storage client: no CA certificates found",
+        "/nonexistent/ca-certificates.crt",
+        "SSL_CERT_FILE",
+        "plain-HTTP emulator",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr:?}");
+    }
 }

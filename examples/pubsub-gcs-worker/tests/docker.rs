@@ -13,17 +13,14 @@
 //! all rounds) and the subscription is empty.
 //!
 //! The random moments come from a seed printed at the start; set
-//! RINIT_DOCKER_SEED to replay one. Helpers: tests/common (emulators) and the
-//! workspace's test-support crate (images, containers).
+//! RINIT_DOCKER_SEED to replay one. Helpers: the test-support crate (the
+//! emulators, the worker's image, containers).
 
-mod common;
-use rinit_test_support::docker as docker_support;
-
-use common::containers::{start_worker, stop_cleanly, worker_image};
-use common::{n, Rng, TestEnv};
-use docker_support::engine;
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
-use rinit_test_support::wait_every;
+use rinit_test_support::worker::{
+    docker_setup, figures, n, start_worker, stop_cleanly, Flow, Replica,
+};
+use rinit_test_support::{wait_every, Rng};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,14 +37,14 @@ const BUCKET: &str = "bucket-docker";
 
 #[test]
 fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
-    if !engine("docker_stop_at_random_moments_stores_every_message_exactly_once") {
-        return;
-    }
-    let Some(env) = TestEnv::start_with(TOPIC, SUB, BUCKET) else {
+    let Some((env, image)) = docker_setup(
+        "docker_stop_at_random_moments_stores_every_message_exactly_once",
+        TOPIC,
+        SUB,
+        BUCKET,
+    ) else {
         return;
     };
-
-    let image = worker_image();
 
     let mut rng = Rng::from_env("RINIT_DOCKER_SEED");
 
@@ -62,33 +59,31 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
     let publishing = AtomicBool::new(true);
     let mut summaries = Vec::new();
     let mut shown = false;
+    let flow = Flow {
+        backlog: BACKLOG,
+        per_tick: 5,
+        tick: Duration::from_millis(100),
+    };
     let (ids, msgs) = std::thread::scope(|scope| {
         // Messages flow for the whole test: a backlog first, so that every
         // worker starts busy, then a small batch every 100 ms.
-        let publisher = scope.spawn(|| {
-            env.publish_until(TOPIC, BACKLOG, 5, Duration::from_millis(100), &publishing)
-        });
+        let publisher = scope.spawn(|| env.publish_until(TOPIC, flow, &publishing));
         for round in 1..=ROUNDS {
-            let c = start_worker(
-                &env,
-                &image,
-                "worker",
-                (SUB, BUCKET),
-                &slow_storage,
-                ROUND_CONCURRENCY,
-            );
+            let replica = Replica {
+                subscription: SUB,
+                bucket: BUCKET,
+                storage: &slow_storage,
+                concurrency: ROUND_CONCURRENCY,
+            };
+            let c = start_worker(&env, &image, "worker", replica);
             let work_ms = rng.between(200, 3000);
             std::thread::sleep(Duration::from_millis(work_ms));
             let (s, took) = stop_cleanly(&c, &format!("round {round}"));
             eprintln!(
                 "round {round:2}: stopped after {work_ms:4} ms of work; docker stop took {:5} ms; \
-                 received={} stored={} nacked={} in_flight_at_stop={} drain_ms={}",
+                 {}",
                 took.as_millis(),
-                n(&s, "received"),
-                n(&s, "stored"),
-                n(&s, "nacked"),
-                n(&s, "in_flight_at_stop"),
-                n(&s, "drain_ms"),
+                figures(&s),
             );
             assert!(
                 n(&s, "received") > 0,
@@ -126,14 +121,13 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
 
     // A last worker, at full speed, drains what is left, then stops as cleanly.
     drop(slow);
-    let c = start_worker(
-        &env,
-        &image,
-        "worker-final",
-        (SUB, BUCKET),
-        &env.storage_host(),
-        16,
-    );
+    let replica = Replica {
+        subscription: SUB,
+        bucket: BUCKET,
+        storage: &env.storage_host(),
+        concurrency: 16,
+    };
+    let c = start_worker(&env, &image, "worker-final", replica);
     let t0 = Instant::now();
     wait_every(
         &format!("{} objects in the bucket", ids.len()),

@@ -4,13 +4,13 @@
 //! so tests are independent and can run in parallel. Waits are bounded by
 //! generous timeouts; nothing asserts on speed except "within rinit's grace".
 
-mod common;
-
-use common::{
-    assert_summary_consistent, eventually, n, pseudo_random_bytes, GcsKind, Running, TestEnv,
+use rinit_test_support::faultproxy::{Fault, FaultProxy};
+use rinit_test_support::procfs::{children, kill, stat};
+use rinit_test_support::worker::{
+    assert_summary_consistent, n, pseudo_random_bytes, rinit_bin, worker_bin, GcsKind, TestEnv,
     TestMessage,
 };
-use rinit_test_support::faultproxy::{Fault, FaultProxy};
+use rinit_test_support::{eventually, wait_every, Running};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -49,50 +49,23 @@ fn mixed_messages(with_large: bool) -> Vec<TestMessage> {
     m
 }
 
-/// Checks that the bucket holds exactly one object per message, named by
-/// message ID, with the payload bytes and the metadata.
-fn assert_objects_match(
-    env: &TestEnv,
-    bucket: &str,
-    ids: &[String],
-    msgs: &[TestMessage],
-    check_content_type: bool,
-) {
+/// The content type of each message's object: text for a UTF-8 payload,
+/// binary for any other (gcp-storage-emulator keeps it; fake-gcs-server
+/// does not).
+fn assert_content_types(env: &TestEnv, bucket: &str, ids: &[String], msgs: &[TestMessage]) {
     let objects = env.list_objects(bucket);
-    let names: BTreeSet<_> = objects.iter().map(|o| o.name.clone()).collect();
-    let want: BTreeSet<_> = ids.iter().cloned().collect();
-    assert_eq!(objects.len(), ids.len(), "exactly one object per message");
-    assert_eq!(names, want);
     let by_name: HashMap<_, _> = objects.iter().map(|o| (o.name.clone(), o)).collect();
     for (id, m) in ids.iter().zip(msgs) {
-        let o = by_name[id];
-        assert_eq!(o.size, m.data.len() as u64, "size of {id}");
-        let bytes = env.read_object(bucket, id);
-        assert!(
-            bytes == m.data,
-            "bytes of object {id} differ from the payload"
+        let want = if std::str::from_utf8(&m.data).is_ok() {
+            TEXT
+        } else {
+            BINARY
+        };
+        assert_eq!(
+            by_name[id].content_type.as_deref(),
+            Some(want),
+            "content type of {id}"
         );
-        assert_eq!(o.metadata.get("pubsub-message-id"), Some(id), "{o:?}");
-        assert!(o.metadata.contains_key("pubsub-publish-time"), "{o:?}");
-        for (k, v) in &m.attributes {
-            assert_eq!(
-                o.metadata.get(&format!("pubsub-attr-{k}")),
-                Some(v),
-                "{o:?}"
-            );
-        }
-        if check_content_type {
-            let want = if std::str::from_utf8(&m.data).is_ok() {
-                TEXT
-            } else {
-                BINARY
-            };
-            assert_eq!(
-                o.content_type.as_deref(),
-                Some(want),
-                "content type of {id}"
-            );
-        }
     }
 }
 
@@ -126,14 +99,10 @@ fn store_scenario(kind: GcsKind, with_large: bool) {
     let s = stop_and_summary(w);
     assert_summary_consistent(&s);
     assert_eq!(n(&s, "created"), ids.len() as u64, "{s}");
-    assert_objects_match(
-        &env,
-        "bucket-a",
-        &ids,
-        &msgs,
-        kind == GcsKind::GcpStorageEmulator,
-    );
-    assert_eq!(env.remaining_message_ids("sub-a"), Vec::<String>::new());
+    env.assert_stored_exactly_once("bucket-a", "sub-a", &ids, &msgs);
+    if kind == GcsKind::GcpStorageEmulator {
+        assert_content_types(&env, "bucket-a", &ids, &msgs);
+    }
 }
 
 /// fake-gcs-server: bytes, names, metadata, a 5 MB payload; content type is
@@ -154,11 +123,9 @@ fn stores_every_message_once_with_content_type() {
 /// them (the precondition fails with 412) and must ack them.
 #[test]
 fn redelivered_messages_do_not_duplicate_or_overwrite() {
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+    let Some(env) = TestEnv::start_with("topic-r", "sub-r", "bucket-r") else {
         return;
     };
-    env.create_topic_and_subscription("topic-r", "sub-r", 10);
-    env.create_bucket("bucket-r");
     let msgs: Vec<_> = (0..12)
         .map(|i| TestMessage::new(format!("payload {i}")))
         .collect();
@@ -211,11 +178,9 @@ fn redelivered_messages_do_not_duplicate_or_overwrite() {
 /// acked), and once storage is back every message is stored.
 #[test]
 fn storage_outage_nacks_then_recovers() {
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+    let Some(mut env) = TestEnv::start_with("topic-o", "sub-o", "bucket-o") else {
         return;
     };
-    env.create_topic_and_subscription("topic-o", "sub-o", 10);
-    env.create_bucket("bucket-o");
     let mut cmd = env.worker_command("sub-o", "bucket-o");
     cmd.env("CONCURRENCY", "4")
         .env("WRITE_ATTEMPTS", "2")
@@ -266,9 +231,8 @@ fn storage_outage_nacks_then_recovers() {
     assert_summary_consistent(&s);
     assert!(n(&s, "nacked_write_failed") >= 10, "{s}");
     assert_eq!(n(&s, "created"), 30, "{s}");
-    assert_objects_match(&env, "bucket-o", &during_ids, &during, false);
+    env.assert_stored_exactly_once("bucket-o", "sub-o", &during_ids, &during);
     assert!(before_ids.iter().all(|id| !during_ids.contains(id)));
-    assert_eq!(env.remaining_message_ids("sub-o"), Vec::<String>::new());
 }
 
 /// A storage endpoint that accepts connections and never answers: writes
@@ -303,11 +267,9 @@ fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
 /// both cases leaving the messages unacked so they are redelivered.
 #[test]
 fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+    let Some(env) = TestEnv::start_with("topic-d", "sub-d", "bucket-d") else {
         return;
     };
-    env.create_topic_and_subscription("topic-d", "sub-d", 10);
-    env.create_bucket("bucket-d");
 
     // 1. TSTP: quiet. Nothing more is stored, the worker stays up; TERM then
     //    exits 0 at once; every message is either stored or still on the
@@ -336,10 +298,7 @@ fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
     );
     let stored_when_quiet = env.list_objects("bucket-d").len();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        w.proc.child.try_wait().expect("try_wait").is_none(),
-        "the worker exited on SIGTSTP"
-    );
+    assert!(w.running(), "the worker exited on SIGTSTP");
     assert_eq!(
         env.list_objects("bucket-d").len(),
         stored_when_quiet,
@@ -448,47 +407,77 @@ fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
     assert_eq!(env.remaining_message_ids("sub-d"), Vec::<String>::new());
 }
 
-/// The child processes of `pid` (Linux /proc).
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
+/// Messages `range` of a load: `size` pseudo-random bytes each, attribute
+/// `i` their number.
+fn load(range: std::ops::Range<u64>, size: usize) -> Vec<TestMessage> {
+    range
+        .map(|i| TestMessage::new(pseudo_random_bytes(i, size)).attr("i", &i.to_string()))
         .collect()
 }
 
-/// rinit (PID 1 of a new PID namespace, from `unshare`) around the worker:
-/// the `unshare` process, rinit's host pid, and the worker's host pid.
-fn rinit_and_worker(w: &Running) -> (u32, u32) {
-    let rinit = children(w.pid()).first().copied().expect("rinit process");
-    let mut worker = None;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            worker = children(rinit).first().copied();
-            worker.is_some()
-        }),
-        "rinit has no child"
+/// The worker under rinit (`rinit_args`, then `--`) as PID 1 of a new PID
+/// namespace (`unshare --pid --fork --mount-proc`), four writes at a time,
+/// once it has stored 20 objects; with rinit's and the worker's host pids.
+fn under_rinit_pid1(env: &TestEnv, (sub, bucket): (&str, &str), rinit_args: &[&str]) -> Pid1 {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(rinit_bin())
+        .args(rinit_args)
+        .arg("--")
+        .arg(worker_bin());
+    env.worker_env(&mut cmd, sub, bucket);
+    cmd.env("CONCURRENCY", "4")
+        .env("MAX_OUTSTANDING_MESSAGES", "40");
+    let w = Running::spawn("rinit+worker", cmd);
+    wait_objects(env, bucket, 20, Duration::from_secs(90));
+    // unshare --fork forks rinit (PID 1 inside), rinit the worker.
+    let rinit = children(w.pid() as i32)
+        .first()
+        .map(|s| s.pid)
+        .expect("rinit process");
+    let worker = wait_every(
+        "rinit's child",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || children(rinit).first().map(|s| s.pid),
     );
-    (rinit, worker.expect("worker process"))
+    Pid1 { w, rinit, worker }
+}
+
+/// A run under rinit as PID 1: the `unshare` process and the host pids of
+/// rinit and of the worker.
+struct Pid1 {
+    w: Running,
+    rinit: i32,
+    worker: i32,
 }
 
 /// The state letter of a process in /proc (R, S, T for stopped, Z, ...).
-fn proc_state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name in parentheses may contain spaces: read after it.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .unwrap_or('?')
+fn proc_state(pid: i32) -> char {
+    stat(pid).map_or('?', |s| s.state)
 }
 
-/// Sends `sig` to a process this test did not spawn directly.
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a live descendant of a child we own.
+/// A restarted worker stores what the first run (summary `s1`) left: then
+/// every message is stored exactly once, each object created once over the
+/// two runs.
+fn restart_stores_the_rest(
+    env: &TestEnv,
+    (sub, bucket): (&str, &str),
+    ids: &[String],
+    msgs: &[TestMessage],
+    s1: &Value,
+) {
+    let w2 = Running::spawn("worker-restart", env.worker_command(sub, bucket));
+    wait_objects(env, bucket, ids.len(), Duration::from_secs(180));
+    std::thread::sleep(Duration::from_millis(500));
+    let s2 = stop_and_summary(w2);
+    assert_summary_consistent(&s2);
     assert_eq!(
-        unsafe { libc::kill(pid as i32, sig) },
-        0,
-        "kill({pid}, {sig})"
+        n(s1, "created") + n(&s2, "created"),
+        ids.len() as u64,
+        "each object created exactly once: {s1} {s2}"
     );
+    env.assert_stored_exactly_once(bucket, sub, ids, msgs);
 }
 
 /// The Cloud Run jobs maintenance sequence under rinit as PID 1 (issue 11):
@@ -498,33 +487,20 @@ fn kill(pid: u32, sig: i32) {
 /// during the pause are processed, and every message is stored exactly once.
 #[test]
 fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
-    let rinit = common::rinit_bin();
-    assert!(rinit.is_file(), "rinit is not built at {}", rinit.display());
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+    let Some(env) = TestEnv::start_with("topic-m", "sub-m", "bucket-m") else {
         return;
     };
-    env.create_topic_and_subscription("topic-m", "sub-m", 10);
-    env.create_bucket("bucket-m");
     // As in the SIGTERM test: enough work that TSTP lands mid-way.
-    let msgs: Vec<_> = (0..400u64)
-        .map(|i| TestMessage::new(pseudo_random_bytes(i, 64 * 1024)).attr("i", &i.to_string()))
-        .collect();
+    let msgs = load(0..400, 64 * 1024);
     let mut ids = env.publish("topic-m", &msgs);
-
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"])
-        .arg(&rinit)
-        .args(["--platform=cloud-run", "--"])
-        .arg(common::worker_bin());
-    env.worker_env(&mut cmd, "sub-m", "bucket-m");
-    cmd.env("CONCURRENCY", "4")
-        .env("MAX_OUTSTANDING_MESSAGES", "40");
-    let mut w = Running::spawn("rinit+worker", cmd);
-    wait_objects(&env, "bucket-m", 20, Duration::from_secs(90));
-    let (rinit_pid, worker_pid) = rinit_and_worker(&w);
+    let Pid1 {
+        mut w,
+        rinit,
+        worker,
+    } = under_rinit_pid1(&env, ("sub-m", "bucket-m"), &["--platform=cloud-run"]);
 
     // Migration ahead: quiet.
-    kill(rinit_pid, libc::SIGTSTP);
+    kill(rinit, libc::SIGTSTP);
     assert!(
         w.wait_for_line(Duration::from_secs(10), |l| l.contains("quiet and idle"))
             .is_some(),
@@ -537,22 +513,16 @@ fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
     );
 
     // The migration: the worker is frozen, and more messages arrive.
-    kill(worker_pid, libc::SIGSTOP);
+    kill(worker, libc::SIGSTOP);
     assert!(
-        eventually(Duration::from_secs(5), || proc_state(worker_pid) == 'T'),
+        eventually(Duration::from_secs(5), || proc_state(worker) == 'T'),
         "the worker is not stopped: state {}",
-        proc_state(worker_pid)
+        proc_state(worker)
     );
-    let more: Vec<_> = (400..450u64)
-        .map(|i| TestMessage::new(pseudo_random_bytes(i, 16 * 1024)).attr("i", &i.to_string()))
-        .collect();
+    let more = load(400..450, 16 * 1024);
     ids.extend(env.publish("topic-m", &more));
     std::thread::sleep(Duration::from_secs(10));
-    assert_eq!(
-        proc_state(worker_pid),
-        'T',
-        "the worker ran during the pause"
-    );
+    assert_eq!(proc_state(worker), 'T', "the worker ran during the pause");
     assert_eq!(
         env.list_objects("bucket-m").len(),
         stored_when_quiet,
@@ -561,27 +531,27 @@ fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
 
     // Migration over: CONT to rinit, forwarded to the worker.
     let cont_at = Instant::now();
-    kill(rinit_pid, libc::SIGCONT);
+    kill(rinit, libc::SIGCONT);
     assert!(
         w.wait_for_line(Duration::from_secs(5), |l| l
             .contains("resuming: pulling again"))
             .is_some(),
         "the worker did not resume within 5 s of SIGCONT"
     );
-    assert_ne!(proc_state(worker_pid), 'T', "the worker is still stopped");
+    assert_ne!(proc_state(worker), 'T', "the worker is still stopped");
     wait_objects(&env, "bucket-m", ids.len(), Duration::from_secs(120));
     eprintln!("all stored {:?} after SIGCONT", cont_at.elapsed());
     assert!(
-        w.proc.child.try_wait().expect("try_wait").is_none(),
+        w.running(),
         "rinit/worker exited during the maintenance sequence"
     );
     assert!(
-        !matches!(proc_state(worker_pid), 'Z' | '?'),
+        !matches!(proc_state(worker), 'Z' | '?'),
         "the worker is gone"
     );
 
     std::thread::sleep(Duration::from_millis(500));
-    kill(rinit_pid, libc::SIGTERM);
+    kill(rinit, libc::SIGTERM);
     assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
     let s = w.summary();
     assert_summary_consistent(&s);
@@ -590,8 +560,62 @@ fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
     assert_eq!(n(&s, "already_present"), 0, "{s}");
     // 0 lost: every message stored byte-exact, nothing left.
     let all: Vec<_> = msgs.iter().chain(&more).cloned().collect();
-    assert_objects_match(&env, "bucket-m", &ids, &all, false);
-    assert_eq!(env.remaining_message_ids("sub-m"), Vec::<String>::new());
+    env.assert_stored_exactly_once("bucket-m", "sub-m", &ids, &all);
+}
+
+/// What a SIGTERM to rinit (PID 1) around the worker showed.
+struct Stopped {
+    /// From the SIGTERM to rinit's exit.
+    took: Duration,
+    /// rinit's and the worker's stderr.
+    lines: Vec<String>,
+    /// The worker's summary line.
+    summary: Value,
+}
+
+/// The worker under rinit (`rinit_args`) as PID 1, on 400 messages of
+/// 64 KiB (`topic-X`, `sub-X`, `bucket-X` for `x` = X): SIGTERM to rinit
+/// once 20 are stored, as a container runtime sends it. Checks exit 0,
+/// rinit not escalating, a consistent summary, and work left at the stop
+/// (else no drain was tested); hands what it saw to `check`; then a
+/// restart stores the rest, each object created once.
+fn stop_under_rinit_then_restart(x: &str, rinit_args: &[&str], check: impl FnOnce(&Stopped)) {
+    let (topic, sub, bucket) = (
+        format!("topic-{x}"),
+        format!("sub-{x}"),
+        format!("bucket-{x}"),
+    );
+    let Some(env) = TestEnv::start_with(&topic, &sub, &bucket) else {
+        return;
+    };
+    let msgs = load(0..400, 64 * 1024);
+    let ids = env.publish(&topic, &msgs);
+    let Pid1 { mut w, rinit, .. } = under_rinit_pid1(&env, (&sub, &bucket), rinit_args);
+    let t = Instant::now();
+    kill(rinit, libc::SIGTERM);
+    let st = w.wait(Duration::from_secs(30));
+    let took = t.elapsed();
+    assert_eq!(st.code(), Some(0), "rinit/worker exit status");
+    // rinit itself never had to escalate (TERM was enough).
+    assert!(
+        w.lines()
+            .iter()
+            .any(|l| l.contains("rinit") && l.contains("escalated=false")),
+        "no rinit exit line without escalation"
+    );
+    let summary = w.summary();
+    assert_summary_consistent(&summary);
+    assert!(
+        env.list_objects(&bucket).len() < ids.len(),
+        "everything was stored before the stop: the test did not test a drain"
+    );
+    let stopped = Stopped {
+        took,
+        lines: w.lines(),
+        summary,
+    };
+    check(&stopped);
+    restart_stores_the_rest(&env, (&sub, &bucket), &ids, &msgs, &stopped.summary);
 }
 
 /// rinit's `sidekiq` preset (TSTP at once, TERM 2 s later) around the
@@ -600,75 +624,25 @@ fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
 /// rest, each message exactly once.
 #[test]
 fn sidekiq_preset_under_rinit_pid1_quiets_then_drains() {
-    let rinit = common::rinit_bin();
-    assert!(rinit.is_file(), "rinit is not built at {}", rinit.display());
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
-        return;
-    };
-    env.create_topic_and_subscription("topic-k", "sub-k", 10);
-    env.create_bucket("bucket-k");
-    let msgs: Vec<_> = (0..400u64)
-        .map(|i| TestMessage::new(pseudo_random_bytes(i, 64 * 1024)).attr("i", &i.to_string()))
-        .collect();
-    let ids = env.publish("topic-k", &msgs);
-
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"])
-        .arg(&rinit)
-        .args(["--grace=8s", "--platform=none", "--preset=sidekiq", "--"])
-        .arg(common::worker_bin());
-    env.worker_env(&mut cmd, "sub-k", "bucket-k");
-    cmd.env("CONCURRENCY", "4")
-        .env("MAX_OUTSTANDING_MESSAGES", "40");
-    let mut w = Running::spawn("rinit+worker", cmd);
-    wait_objects(&env, "bucket-k", 20, Duration::from_secs(90));
-    let (rinit_pid, _) = rinit_and_worker(&w);
-
-    let t = Instant::now();
-    kill(rinit_pid, libc::SIGTERM);
-    let st = w.wait(Duration::from_secs(30));
-    let took = t.elapsed();
-    assert_eq!(st.code(), Some(0), "rinit/worker exit status");
-    // TSTP did not end the worker: rinit's TERM 2 s later did, at once.
-    assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
-        "exit took {took:?}; want just after the TERM at 2 s"
-    );
-    let lines = w.lines();
-    let pos = |needle: &str| lines.iter().position(|l| l.contains(needle));
-    let quiet = pos("quiet (SIGTSTP)").expect("no quiet line after TSTP");
-    let idle = pos("quiet and idle").expect("not idle before the TERM");
-    let draining = pos("stopped pulling; draining").expect("no drain line");
-    assert!(quiet < idle && idle < draining, "{lines:#?}");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("rinit") && l.contains("escalated=false")),
-        "no rinit exit line without escalation"
-    );
-    let s1 = w.summary();
-    assert_summary_consistent(&s1);
-    assert_eq!(s1["reason"], "SIGTERM", "{s1}");
-    assert_eq!(n(&s1, "in_flight_at_stop"), 0, "{s1}");
-    assert!(n(&s1, "drain_ms") < 1000, "{s1}");
-    let after_first = env.list_objects("bucket-k").len();
-    assert!(
-        after_first < ids.len(),
-        "everything was stored before the stop: the test did not test a drain"
-    );
-
-    let w2 = Running::spawn("worker-restart", env.worker_command("sub-k", "bucket-k"));
-    wait_objects(&env, "bucket-k", ids.len(), Duration::from_secs(180));
-    std::thread::sleep(Duration::from_millis(500));
-    let s2 = stop_and_summary(w2);
-    assert_summary_consistent(&s2);
-    assert_eq!(
-        n(&s1, "created") + n(&s2, "created"),
-        ids.len() as u64,
-        "each object created exactly once: {s1} {s2}"
-    );
-    assert_objects_match(&env, "bucket-k", &ids, &msgs, false);
-    assert_eq!(env.remaining_message_ids("sub-k"), Vec::<String>::new());
+    let rinit_args = ["--grace=8s", "--platform=none", "--preset=sidekiq"];
+    stop_under_rinit_then_restart("k", &rinit_args, |stopped| {
+        // TSTP did not end the worker: rinit's TERM 2 s later did, at once.
+        let took = stopped.took;
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+            "exit took {took:?}; want just after the TERM at 2 s"
+        );
+        let lines = &stopped.lines;
+        let pos = |needle: &str| lines.iter().position(|l| l.contains(needle));
+        let quiet = pos("quiet (SIGTSTP)").expect("no quiet line after TSTP");
+        let idle = pos("quiet and idle").expect("not idle before the TERM");
+        let draining = pos("stopped pulling; draining").expect("no drain line");
+        assert!(quiet < idle && idle < draining, "{lines:#?}");
+        let s1 = &stopped.summary;
+        assert_eq!(s1["reason"], "SIGTERM", "{s1}");
+        assert_eq!(n(s1, "in_flight_at_stop"), 0, "{s1}");
+        assert!(n(s1, "drain_ms") < 1000, "{s1}");
+    });
 }
 
 /// SIGTERM under load with the worker under rinit as PID 1 of a new PID
@@ -676,76 +650,16 @@ fn sidekiq_preset_under_rinit_pid1_quiets_then_drains() {
 /// restart drains the rest, every message is stored exactly once.
 #[test]
 fn sigterm_under_rinit_pid1_drains_then_restart_completes() {
-    let rinit = common::rinit_bin();
-    assert!(
-        rinit.is_file(),
-        "rinit is not built at {} (build the workspace: cargo build --workspace --profile <p>)",
-        rinit.display()
-    );
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
-        return;
-    };
-    env.create_topic_and_subscription("topic-t", "sub-t", 10);
-    env.create_bucket("bucket-t");
-    let msgs: Vec<_> = (0..400u64)
-        .map(|i| TestMessage::new(pseudo_random_bytes(i, 64 * 1024)).attr("i", &i.to_string()))
-        .collect();
-    let ids = env.publish("topic-t", &msgs);
-
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"])
-        .arg(&rinit)
-        .args(["--grace=8s", "--platform=none", "--"])
-        .arg(common::worker_bin());
-    env.worker_env(&mut cmd, "sub-t", "bucket-t");
-    cmd.env("CONCURRENCY", "4")
-        .env("MAX_OUTSTANDING_MESSAGES", "40");
-    let mut w = Running::spawn("rinit+worker", cmd);
-    wait_objects(&env, "bucket-t", 20, Duration::from_secs(90));
-
-    // unshare --fork forks rinit: signal rinit (PID 1 inside), as a
-    // container runtime would.
-    let rinit_pid = children(w.pid()).first().copied().expect("rinit process");
-    let t = Instant::now();
-    // SAFETY: kill(2) on a live child of our child.
-    assert_eq!(unsafe { libc::kill(rinit_pid as i32, libc::SIGTERM) }, 0);
-    let st = w.wait(Duration::from_secs(30));
-    let took = t.elapsed();
-    assert_eq!(st.code(), Some(0), "rinit/worker exit status");
-    assert!(
-        took < Duration::from_secs(8),
-        "exit took {took:?}, past rinit's grace"
-    );
-    // rinit itself never had to escalate (TERM was enough).
-    assert!(
-        w.lines()
-            .iter()
-            .any(|l| l.contains("rinit") && l.contains("escalated=false")),
-        "no rinit exit line without escalation"
-    );
-    let s1 = w.summary();
-    assert_summary_consistent(&s1);
-    assert!(n(&s1, "in_flight_at_stop") <= 4, "{s1}");
-    assert!(n(&s1, "drain_ms") < 8000, "{s1}");
-    let after_first = env.list_objects("bucket-t").len() as u64;
-    assert!(
-        after_first < ids.len() as u64,
-        "SIGTERM came after everything was stored: the test did not test a drain"
-    );
-
-    // Restart: the rest is drained.
-    let w2 = Running::spawn("worker-restart", env.worker_command("sub-t", "bucket-t"));
-    wait_objects(&env, "bucket-t", ids.len(), Duration::from_secs(180));
-    std::thread::sleep(Duration::from_millis(500));
-    let s2 = stop_and_summary(w2);
-    assert_summary_consistent(&s2);
-    assert_eq!(
-        n(&s1, "created") + n(&s2, "created"),
-        ids.len() as u64,
-        "each object created exactly once: {s1} {s2}"
-    );
-    assert_objects_match(&env, "bucket-t", &ids, &msgs, false);
-    assert_eq!(env.remaining_message_ids("sub-t"), Vec::<String>::new());
+    stop_under_rinit_then_restart("t", &["--grace=8s", "--platform=none"], |stopped| {
+        let took = stopped.took;
+        assert!(
+            took < Duration::from_secs(8),
+            "exit took {took:?}, past rinit's grace"
+        );
+        let s1 = &stopped.summary;
+        assert!(n(s1, "in_flight_at_stop") <= 4, "{s1}");
+        assert!(n(s1, "drain_ms") < 8000, "{s1}");
+    });
 }
 
 /// A message that can never be stored (here: the bucket does not exist, a

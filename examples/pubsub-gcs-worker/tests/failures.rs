@@ -13,9 +13,8 @@
 //! and bucket on the emulators. Timings come from the worker's own log
 //! timestamps.
 
-mod common;
-
-use common::{eventually, n, GcsKind, Running, TestEnv, TestMessage, PROJECT};
+use rinit_test_support::worker::{n, worker_bin, GcsKind, TestEnv, TestMessage, PROJECT};
+use rinit_test_support::{eventually, free_port, Running, TempDir};
 use serde_json::Value;
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -24,12 +23,10 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use rinit_test_support::TempDir;
-
 /// A worker with JSON logs, pointed at the given hosts, outside any
 /// emulator environment.
 fn worker(pubsub_host: &str, storage_host: &str, exit_after: &str) -> Command {
-    let mut c = Command::new(common::worker_bin());
+    let mut c = Command::new(worker_bin());
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PROJECT_ID", PROJECT)
@@ -41,14 +38,6 @@ fn worker(pubsub_host: &str, storage_host: &str, exit_after: &str) -> Command {
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn,pubsub_gcs_worker=debug");
     c
-}
-
-/// The worker's JSON lines.
-fn json_lines(w: &Running) -> Vec<Value> {
-    w.lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str(&l[l.find('{')?..]).ok())
-        .collect()
 }
 
 /// Seconds since midnight of a line's RFC 3339 `time` (the tests compare
@@ -79,7 +68,7 @@ fn with_message(lines: &[Value], message: &str) -> Vec<Value> {
 fn wait_message(w: &Running, message: &str, timeout: Duration) -> Value {
     let mut found = None;
     eventually(timeout, || {
-        found = with_message(&json_lines(w), message).into_iter().next();
+        found = w.messages(message).into_iter().next();
         found.is_some()
     });
     found.unwrap_or_else(|| panic!("no {message:?} line within {timeout:?}"))
@@ -111,6 +100,41 @@ fn assert_first_report(
     report
 }
 
+/// The worker with Pub/Sub at `host` and Cloud Storage nowhere, giving up
+/// after UNAVAILABLE_EXIT_AFTER = `exit_after`.
+fn against_pubsub(label: &'static str, host: &str, exit_after: &str) -> Against {
+    against(label, worker(host, "127.0.0.1:9", exit_after), host)
+}
+
+/// `cmd` (a worker with Pub/Sub at `host`) started.
+fn against(label: &'static str, cmd: Command, host: &str) -> Against {
+    let endpoint = if host.contains("://") {
+        host.to_string()
+    } else {
+        format!("http://{host}")
+    };
+    Against {
+        w: Running::spawn(label, cmd),
+        endpoint,
+    }
+}
+
+/// A worker pointed at a failing Pub/Sub, and that endpoint as the worker's
+/// lines name it.
+struct Against {
+    w: Running,
+    endpoint: String,
+}
+
+impl Against {
+    /// The first report: `Pub/Sub unavailable (KIND)` at `severity`, within
+    /// 5 s of start, naming the endpoint, with `needle` in its error.
+    fn first_report(&self, kind: &str, severity: &str, needle: &str) -> Value {
+        let message = format!("Pub/Sub unavailable ({kind})");
+        assert_first_report(&self.w, &message, severity, &self.endpoint, needle)
+    }
+}
+
 /// While a Pub/Sub failure lasts: one line per report period (gaps of at
 /// least 1 s, 2 s, 4 s), then exit 1 after UNAVAILABLE_EXIT_AFTER (6 s).
 fn assert_reports_then_exit_1(mut w: Running, message: &str) {
@@ -120,7 +144,7 @@ fn assert_reports_then_exit_1(mut w: Running, message: &str) {
         Some(1),
         "exit status after UNAVAILABLE_EXIT_AFTER"
     );
-    let lines = json_lines(&w);
+    let lines = w.json_lines();
     let reports = with_message(&lines, message);
     let times: Vec<f64> = reports.iter().map(at).collect();
     // 6 s of outage: reports at ~0, 1, 3 s, and the probe at the 6 s bound.
@@ -158,7 +182,7 @@ fn assert_reports_then_exit_1(mut w: Running, message: &str) {
 
 /// A loopback port nobody listens on.
 fn closed_port() -> u16 {
-    common::free_port()
+    free_port()
 }
 
 /// `cmd` in a private mount namespace whose /etc/resolv.conf names only
@@ -203,41 +227,25 @@ fn with_dead_resolver(mut cmd: Command, dir: &TempDir) -> Command {
 #[test]
 fn pubsub_dns_failure_is_reported_then_exits_1() {
     let dir = TempDir::new("dns");
-    let w = Running::spawn(
-        "worker-dns",
-        with_dead_resolver(worker("nonexistent.invalid:1", "127.0.0.1:9", "6s"), &dir),
-    );
-    let r = assert_first_report(
-        &w,
-        "Pub/Sub unavailable (dns)",
-        "WARNING",
-        "http://nonexistent.invalid:1",
-        "dns error",
-    );
+    let host = "nonexistent.invalid:1";
+    let cmd = with_dead_resolver(worker(host, "127.0.0.1:9", "6s"), &dir);
+    let p = against("worker-dns", cmd, host);
+    let r = p.first_report("dns", "WARNING", "dns error");
     assert_eq!(r["service"], "Pub/Sub");
     assert_eq!(
         r["resource"],
         format!("projects/{PROJECT}/subscriptions/sub-f")
     );
-    assert_reports_then_exit_1(w, "Pub/Sub unavailable (dns)");
+    assert_reports_then_exit_1(p.w, "Pub/Sub unavailable (dns)");
 }
 
 /// Connection refused: a closed loopback port.
 #[test]
 fn pubsub_connection_refused_is_reported_then_exits_1() {
     let port = closed_port();
-    let w = Running::spawn(
-        "worker-refused",
-        worker(&format!("127.0.0.1:{port}"), "127.0.0.1:9", "6s"),
-    );
-    assert_first_report(
-        &w,
-        "Pub/Sub unavailable (connection_refused)",
-        "WARNING",
-        &format!("http://127.0.0.1:{port}"),
-        "connection refused",
-    );
-    assert_reports_then_exit_1(w, "Pub/Sub unavailable (connection_refused)");
+    let p = against_pubsub("worker-refused", &format!("127.0.0.1:{port}"), "6s");
+    p.first_report("connection_refused", "WARNING", "connection refused");
+    assert_reports_then_exit_1(p.w, "Pub/Sub unavailable (connection_refused)");
 }
 
 /// A TCP server that accepts connections and never answers.
@@ -258,17 +266,8 @@ fn black_hole() -> u16 {
 #[test]
 fn pubsub_black_hole_is_a_timeout_within_5s() {
     let port = black_hole();
-    let w = Running::spawn(
-        "worker-black-hole",
-        worker(&format!("127.0.0.1:{port}"), "127.0.0.1:9", "5m"),
-    );
-    let report = assert_first_report(
-        &w,
-        "Pub/Sub unavailable (timeout)",
-        "WARNING",
-        &format!("http://127.0.0.1:{port}"),
-        "",
-    );
+    let p = against_pubsub("worker-black-hole", &format!("127.0.0.1:{port}"), "5m");
+    let report = p.first_report("timeout", "WARNING", "");
     // Two clocks can fire first on a loaded machine: the library's deadline
     // or the probe's own 4 s bound. Either way the error says it timed out.
     let error = report["error"].as_str().unwrap_or_default().to_lowercase();
@@ -295,18 +294,9 @@ fn garbage_server() -> u16 {
 #[test]
 fn pubsub_tls_error_is_an_error_line_then_exits_1() {
     let port = garbage_server();
-    let w = Running::spawn(
-        "worker-tls",
-        worker(&format!("https://127.0.0.1:{port}"), "127.0.0.1:9", "6s"),
-    );
-    assert_first_report(
-        &w,
-        "Pub/Sub unavailable (tls)",
-        "ERROR",
-        &format!("https://127.0.0.1:{port}"),
-        "corrupt message",
-    );
-    assert_reports_then_exit_1(w, "Pub/Sub unavailable (tls)");
+    let p = against_pubsub("worker-tls", &format!("https://127.0.0.1:{port}"), "6s");
+    p.first_report("tls", "ERROR", "corrupt message");
+    assert_reports_then_exit_1(p.w, "Pub/Sub unavailable (tls)");
 }
 
 /// An HTTP/2 server (what gRPC runs on) answering every request with
@@ -345,20 +335,12 @@ fn h2_refusing_server(status: u16) -> u16 {
 fn pubsub_401_and_403_are_error_lines_and_exit_1() {
     for (status, kind) in [(401, "unauthenticated"), (403, "permission_denied")] {
         let port = h2_refusing_server(status);
-        let mut w = Running::spawn(
-            "worker-refusing",
-            worker(&format!("127.0.0.1:{port}"), "127.0.0.1:9", "5m"),
-        );
-        let endpoint = format!("http://127.0.0.1:{port}");
-        assert_first_report(
-            &w,
-            &format!("Pub/Sub unavailable ({kind})"),
-            "ERROR",
-            &endpoint,
-            &status.to_string(),
-        );
+        let Against { mut w, endpoint } =
+            against_pubsub("worker-refusing", &format!("127.0.0.1:{port}"), "5m");
+        let message = format!("Pub/Sub unavailable ({kind})");
+        assert_first_report(&w, &message, "ERROR", &endpoint, &status.to_string());
         assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(1));
-        let lines = json_lines(&w);
+        let lines = w.json_lines();
         let failed = with_message(&lines, "cannot receive messages");
         assert_eq!(failed.len(), 1, "{lines:#?}");
         assert_eq!(failed[0]["endpoint"], endpoint.as_str());
@@ -400,25 +382,19 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
 /// With Pub/Sub up from the start, the INFO line is "Pub/Sub connected".
 #[test]
 fn pubsub_recovery_and_connection_are_info_lines() {
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+    let Some(env) = TestEnv::start_with("topic-f", "sub-f", "bucket-f") else {
         return;
     };
-    env.create_topic_and_subscription("topic-f", "sub-f", 10);
-    env.create_bucket("bucket-f");
     let ids = env.publish("topic-f", &[TestMessage::new("after the outage")]);
 
     let port = closed_port();
     forward_later(port, env.pubsub_port, Duration::from_secs(3));
-    let mut cmd = worker(&format!("127.0.0.1:{port}"), &env.storage_host(), "5m");
+    let host = format!("127.0.0.1:{port}");
+    let mut cmd = worker(&host, &env.storage_host(), "5m");
     cmd.env("LEASE_EXTENSION", "10s");
-    let w = Running::spawn("worker-recovers", cmd);
-    assert_first_report(
-        &w,
-        "Pub/Sub unavailable (connection_refused)",
-        "WARNING",
-        &format!("http://127.0.0.1:{port}"),
-        "connection refused",
-    );
+    let p = against("worker-recovers", cmd, &host);
+    p.first_report("connection_refused", "WARNING", "connection refused");
+    let w = p.w;
     let back = wait_message(&w, "Pub/Sub reachable again", Duration::from_secs(15));
     assert_eq!(back["severity"], "INFO");
     assert!(n(&back, "down_ms") >= 2500, "{back}");
@@ -430,7 +406,7 @@ fn pubsub_recovery_and_connection_are_info_lines() {
         "nothing stored after Pub/Sub came back"
     );
     assert_eq!(env.list_objects("bucket-f")[0].name, ids[0]);
-    assert!(with_message(&json_lines(&w), "Pub/Sub connected").is_empty());
+    assert!(w.messages("Pub/Sub connected").is_empty());
     drop(w);
 
     // Up from the start: "connected", at once.
@@ -470,11 +446,9 @@ fn missing_subscription_is_an_error_line_and_exit_1() {
 /// line when it answers again, and every message stored.
 #[test]
 fn storage_outage_is_one_line_per_period_then_recovers() {
-    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
+    let Some(mut env) = TestEnv::start_with("topic-s", "sub-s", "bucket-s") else {
         return;
     };
-    env.create_topic_and_subscription("topic-s", "sub-s", 10);
-    env.create_bucket("bucket-s");
     env.stop_gcs();
     let msgs: Vec<_> = (0..20).map(|i| TestMessage::new(format!("m{i}"))).collect();
     let ids = env.publish("topic-s", &msgs);
@@ -485,7 +459,7 @@ fn storage_outage_is_one_line_per_period_then_recovers() {
     let first = assert_first_report(&w, message, "WARNING", &env.gcs_url(), "connection refused");
     assert_eq!(first["resource"], "bucket bucket-s");
     std::thread::sleep(Duration::from_secs(6));
-    let lines = json_lines(&w);
+    let lines = w.json_lines();
     let reports = with_message(&lines, message);
     let attempts = lines
         .iter()

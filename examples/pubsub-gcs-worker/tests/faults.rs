@@ -17,12 +17,12 @@
 //!   once, byte-exact, and the subscription drained;
 //! - a clean SIGTERM afterwards: exit 0 and a consistent summary line.
 
-mod common;
-
-use common::{assert_summary_consistent, mixed_message, n, Running, TestEnv, TestMessage};
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::procfs::cpu_time;
-use rinit_test_support::wait_every;
+use rinit_test_support::worker::{
+    assert_summary_consistent, mixed_message, n, Flow, TestEnv, TestMessage,
+};
+use rinit_test_support::{wait_every, Running};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -432,9 +432,13 @@ fn pubsub_stream_cut_mid_flight() {
     // Each write held 100 ms: writes are in flight when a cut lands.
     storage.set_default(Fault::Delay(Duration::from_millis(100)));
     let publishing = AtomicBool::new(true);
+    let flow = Flow {
+        backlog: 20,
+        per_tick: 4,
+        tick: Duration::from_millis(100),
+    };
     let (w, ids, msgs, cpu, healed) = std::thread::scope(|scope| {
-        let publisher = scope
-            .spawn(|| env.publish_until(TOPIC, 20, 4, Duration::from_millis(100), &publishing));
+        let publisher = scope.spawn(|| env.publish_until(TOPIC, flow, &publishing));
         let w = start_worker(
             &env,
             &pubsub.host(),
@@ -474,7 +478,7 @@ fn pubsub_stream_cut_mid_flight() {
         window: PUBSUB_OUTAGE,
         cpu,
     };
-    assert_pubsub_recovered_exactly_once(&env, w, &pubsub, (&ids, &msgs), row, healed);
+    assert_pubsub_recovered_exactly_once(&env, &pubsub, (w, &ids, &msgs), row, healed);
 }
 
 /// The Pub/Sub emulator killed (SIGKILL) with 40 messages leased and being
@@ -539,18 +543,19 @@ fn pubsub_emulator_killed_and_restarted() {
         window: down,
         cpu,
     };
-    assert_pubsub_recovered_exactly_once(&env, w, &pubsub, (&ids, &msgs), row, healed);
+    assert_pubsub_recovered_exactly_once(&env, &pubsub, (w, &ids, &msgs), row, healed);
 }
 
-/// After a Pub/Sub fault: the outage was reported (connection refused at
-/// the proxy) and its end too, every message was acked, the worker stops
-/// cleanly, every message is stored exactly once and each object was
-/// written once (redeliveries found it stored).
+/// After a Pub/Sub fault that ended at `healed`, with the worker `w` still
+/// running on the messages published (`ids[i]` is `msgs[i]`): the outage
+/// was reported (connection refused at the proxy) and its end too, every
+/// message was acked, the worker stops cleanly, every message is stored
+/// exactly once and each object was written once (redeliveries found it
+/// stored); `row` gets its figures.
 fn assert_pubsub_recovered_exactly_once(
     env: &TestEnv,
-    w: Running,
     pubsub: &FaultProxy,
-    (ids, msgs): (&[String], &[TestMessage]),
+    (w, ids, msgs): (Running, &[String], &[TestMessage]),
     row: Row,
     healed: Instant,
 ) {

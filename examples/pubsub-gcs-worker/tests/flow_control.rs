@@ -3,9 +3,8 @@
 //! holds every upload for a while and records how many bytes it is holding
 //! at once (fake-gcs-server answers too fast to see any overlap).
 
-mod common;
-
-use common::{pseudo_random_bytes, GcsKind, Running, TestEnv, TestMessage};
+use rinit_test_support::worker::{n, pseudo_random_bytes, GcsKind, TestEnv, TestMessage};
+use rinit_test_support::{eventually, Running};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -162,7 +161,7 @@ fn run(env: &TestEnv, tag: &str, msgs: &[TestMessage], max_bytes: &str) -> SlowS
     .env("MAX_OUTSTANDING_BYTES", max_bytes);
     let mut w = Running::spawn("worker", cmd);
     let want: BTreeSet<String> = ids.into_iter().collect();
-    let all = common::eventually(Duration::from_secs(60), || {
+    let all = eventually(Duration::from_secs(60), || {
         storage.seen(|s| want.is_subset(&s.names.iter().cloned().collect()))
     });
     w.signal(libc::SIGTERM);
@@ -170,7 +169,7 @@ fn run(env: &TestEnv, tag: &str, msgs: &[TestMessage], max_bytes: &str) -> SlowS
     assert!(all, "not every message was uploaded within 60 s");
     assert_eq!(st.code(), Some(0), "worker exit status");
     assert_eq!(
-        common::n(&w.summary(), "acked") as usize,
+        n(&w.summary(), "acked") as usize,
         msgs.len(),
         "every message acked once"
     );

@@ -44,15 +44,17 @@
 //! `Metadata-Flavor: Google` for paths it serves; no WARN or ERROR line in
 //! the container's log; the names were resolved the way the test meant.
 
-mod common;
 use rinit_test_support::docker as docker_support;
 #[path = "production/fakes.rs"]
 mod fakes;
 
-use common::{assert_summary_consistent, pseudo_random_bytes, GcsKind, TestEnv, TestMessage};
-use docker_support::{build, build_text, engine, static_base, Container};
+use docker_support::{build_text, engine, static_base, Container};
 use fakes::{Certs, Dnsmasq, MetadataServer, Nginx, Upstreams};
-use rinit_test_support::{root_dir, run, wait_every, TempDir};
+use rinit_test_support::worker::{
+    assert_summary_consistent, pseudo_random_bytes, worker_image_on, GcsKind, TestEnv, TestMessage,
+    PROJECT,
+};
+use rinit_test_support::{run, wait_every, TempDir};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -213,7 +215,6 @@ fn curl_status(
 /// base with `ca` as the whole CA bundle (None: the machine's bundle, as
 /// the stand-in has), and this run's binaries.
 fn worker_image(ca: Option<&Path>) -> String {
-    let (worker, rinit) = common::static_binaries();
     let base = match ca {
         None => static_base(),
         Some(ca) => {
@@ -229,15 +230,7 @@ fn worker_image(ca: Option<&Path>) -> String {
             )
         }
     };
-    let ctx = TempDir::new("production-image");
-    ctx.copy_in(&rinit, "rinit")
-        .copy_in(&worker, "pubsub-gcs-worker");
-    build(
-        "rinit-test/production-worker",
-        &root_dir().join("Dockerfile.example"),
-        ctx.path(),
-        &[("BASE", &base)],
-    )
+    worker_image_on(&base, "rinit-test/production-worker")
 }
 
 fn production_path(names: Names, case: u8) {
@@ -266,7 +259,7 @@ fn production_path(names: Names, case: u8) {
         &dir.join("tls"),
         &[PUBSUB_HOST, STORAGE_HOST],
     );
-    let metadata = MetadataServer::start(ip.metadata, common::PROJECT, TOKEN_LIFETIME);
+    let metadata = MetadataServer::start(ip.metadata, PROJECT, TOKEN_LIFETIME);
     let nginx = Nginx::start(
         &progs.nginx,
         &dir.join("nginx"),
@@ -356,7 +349,7 @@ fn production_path(names: Names, case: u8) {
         }
     }
     for v in [
-        format!("PROJECT_ID={}", common::PROJECT),
+        format!("PROJECT_ID={}", PROJECT),
         format!("SUBSCRIPTION_ID={SUB}"),
         format!("BUCKET_NAME={BUCKET}"),
     ] {

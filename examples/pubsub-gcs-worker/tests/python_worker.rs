@@ -2,7 +2,7 @@
 //! way Buildpacks runs it, stopped at random moments while messages flow,
 //! beside the unmodified tutorial worker (bench/python_worker.py) as the
 //! control. It lives with the reference worker's tests for their emulator
-//! harness (tests/common).
+//! harness (test-support's feature `worker`).
 //!
 //! As Buildpacks would: the app directory laid out as the README says (the
 //! wheel `scripts/dist` builds vendored in `wheels/` and named by its path in
@@ -39,12 +39,11 @@
 //! The random moments come from a seed printed at the start; set
 //! RINIT_PYWORKER_SEED to replay one.
 
-mod common;
-
-use common::{eventually, Proc, Rng, TestEnv, TestMessage, PROJECT};
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::procfs::{self, descendants};
-use rinit_test_support::{ci, root_dir, run, wait_for, TempDir};
+use rinit_test_support::worker::{GcsKind, TestEnv, TestMessage, PROJECT};
+use rinit_test_support::{ci, launch_as_pid1, root_dir, run, wait_for, TempDir};
+use rinit_test_support::{eventually, Proc, Rng};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -133,7 +132,7 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
         eprintln!("SKIPPED (not run): no maturin; run scripts/setup-dist");
         return;
     }
-    let Some(mut env) = TestEnv::start(common::GcsKind::FakeGcs) else {
+    let Some(mut env) = TestEnv::start(GcsKind::FakeGcs) else {
         return;
     };
     let tmp = TempDir::new("python-worker");
@@ -254,27 +253,11 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     slow_storage.set_default(Fault::Delay(Duration::from_millis(25)));
     let storage = format!("http://{}", slow_storage.host());
     let pubsub = FaultProxy::tcp(env.pubsub_port);
-    let path = format!(
-        "{}:/usr/local/bin:/usr/bin:/bin",
-        venv.join("bin").display()
-    );
     let start = |app: &App, run: usize| -> Instance {
         let log = tmp.join(&format!("{}-{run}.log", app.name));
         let out = std::fs::File::create(&log).expect("create log");
         let err = out.try_clone().expect("clone log");
-        let child = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--kill-child",
-                "bash",
-                "-c",
-            ])
-            .arg(command)
-            .current_dir(&app.dir)
-            .env_clear()
-            .env("PATH", &path)
+        let child = launch_as_pid1(command, &app.dir, &venv.join("bin"))
             .env("CLOUD_RUN_WORKER_POOL", "python-worker")
             .env("PROJECT_ID", PROJECT)
             .env("SUBSCRIPTION_ID", &app.sub)

@@ -15,23 +15,25 @@
 //! only (never the SIGKILL Swarm sends at `stop_grace_period`) and exit 0;
 //! from Swarm's task states, no task failed; from its logs, rinit started
 //! with the file's grace and window (known) and exited 0 unescalated,
-//! having killed nothing, and the worker's summary is consistent. Each
-//! update's order is checked from the events (start-first: the new task
-//! started before the old one's SIGTERM; stop-first: after it exited).
+//! having killed nothing, the worker took rinit's drain budget as its own
+//! limit, and its summary is consistent. Each update's order is checked
+//! from the events (start-first: the new task started before the old
+//! one's SIGTERM; stop-first: after it exited).
 //! At the end every published message is stored exactly once and each
 //! object was created once over all replicas.
 //!
 //! RINIT_SWARM_ROUNDS repeats steps 1-3 (bench/swarm-deploy);
 //! RINIT_SWARM_REPORT receives the table.
 
-mod common;
-
-use common::containers::{summary, worker_image};
-use common::{assert_summary_consistent, n, TestEnv, PROJECT};
 use rinit_test_support::docker::{docker, docker_ok, engine};
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::swarm::{update, Event, Stack, Swarm, TaskPoll, Watch};
-use rinit_test_support::{root_dir, text_field, text_phase, wait_every, TempDir};
+use rinit_test_support::worker::{
+    assert_summary_consistent, n, summary, worker_image, Flow, TestEnv, PROJECT,
+};
+use rinit_test_support::{
+    assert_clean_exit, root_dir, text_field, text_phase, wait_every, TempDir,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,9 +43,12 @@ const STACK: &str = "rinit-swarm";
 const REPLICAS: usize = 3;
 /// Writers per replica.
 const CONCURRENCY: u32 = 4;
-/// The flow: `PER_TICK` messages every `TICK` (40 a second).
-const PER_TICK: u64 = 4;
-const TICK: Duration = Duration::from_millis(100);
+/// The flow: 4 messages every 100 ms (40 a second).
+const FLOW: Flow = Flow {
+    backlog: 0,
+    per_tick: 4,
+    tick: Duration::from_millis(100),
+};
 /// Time between two steps, so that the flow fills the replicas again.
 const SETTLE: Duration = Duration::from_secs(3);
 const TOPIC: &str = "topic-swarm";
@@ -52,6 +57,9 @@ const BUCKET: &str = "bucket-swarm";
 /// The stack file's numbers, as rinit prints them on its start line.
 const GRACE: &str = "25s";
 const WINDOW: &str = "30s";
+/// The worker's drain limit: the budget rinit hands down (RINIT_DRAIN_MS,
+/// the grace less its 1 s margin), the stack file setting none.
+const WORKER_DRAIN_MS: u64 = 24_000;
 const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How many times steps 1-3 run: RINIT_SWARM_ROUNDS, else 1.
@@ -246,21 +254,26 @@ fn check_stop(watch: &Watch, r: &Replica, step: usize) -> Stopped {
             && text_field(start[0], "mode").as_deref() == Some("pid1"),
         "{what}: rinit's start line must carry the stack file's grace and window:\n{logs}"
     );
+    assert_clean_exit(&logs, &what);
     let exit = text_phase(&logs, "exit");
-    assert!(
-        exit.len() == 1
-            && text_field(exit[0], "status").as_deref() == Some("0")
-            && text_field(exit[0], "escalated").as_deref() == Some("false")
-            && text_field(exit[0], "killed_by_forward").as_deref() == Some("0"),
-        "{what}: rinit's exit line:\n{logs}"
-    );
-    assert!(
-        text_phase(&logs, "kill").is_empty(),
-        "{what}: rinit killed something:\n{logs}"
+    assert_eq!(
+        text_field(exit[0], "killed_by_forward").as_deref(),
+        Some("0"),
+        "{what}: the SIGTERM killed a process that does not handle it:\n{logs}"
     );
     let rinit_drain_ms = text_field(exit[0], "drain_ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{what}: no drain_ms on {}", exit[0]));
+    let started: Value = logs
+        .lines()
+        .find(|l| l.contains("\"message\":\"worker started\""))
+        .and_then(|l| serde_json::from_str(&l[l.find('{')?..]).ok())
+        .unwrap_or_else(|| panic!("{what}: no \"worker started\" line:\n{logs}"));
+    assert!(
+        started["drain_timeout_ms"] == WORKER_DRAIN_MS
+            && started["drain_timeout_from"] == "RINIT_DRAIN_MS",
+        "{what}: the worker's drain limit must be rinit's budget: {started}"
+    );
     let s = summary(&logs);
     assert_summary_consistent(&s);
     assert_eq!(n(&s, "exit_code"), 0, "{what}: {s}");
@@ -335,7 +348,7 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     let publishing = AtomicBool::new(true);
     let mut steps: Vec<Step> = Vec::new();
     let (ids, msgs) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| env.publish_until(TOPIC, 0, PER_TICK, TICK, &publishing));
+        let publisher = scope.spawn(|| env.publish_until(TOPIC, FLOW, &publishing));
         // A failed step ends the flow too, or the scope would wait for it.
         let _stop = StopOnDrop(&publishing);
         let mut step = |name: String, stops: usize, act: &dyn Fn(u128)| {

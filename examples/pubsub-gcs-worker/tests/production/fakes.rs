@@ -10,17 +10,17 @@
 //! when its guard is dropped (also when the test panics); the in-process
 //! servers stop with their guard too.
 
-use crate::common::Proc;
 use rinit_test_support::run;
+use rinit_test_support::Proc;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// A program the test needs from the machine (installed by scripts/setup),
 /// found on PATH or in the sbin directories root's PATH may lack.
@@ -69,19 +69,6 @@ pub fn pick_addresses(case: u8) -> Addresses {
         "no free 127.x.{case}.1-3 block for ports 443, 80 and 53 \
          (binding them needs root, as the other Docker tests do)"
     );
-}
-
-/// Polls `f` every 50 ms until it returns true; panics naming `what` after
-/// `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---- Certificates ------------------------------------------------------------
@@ -603,24 +590,8 @@ impl Nginx {
         );
         let mut cmd = Command::new(nginx);
         base(&mut cmd);
-        let log = std::fs::File::create(dir.join("nginx.out")).expect("nginx.out");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", nginx.display()));
-        let mut proc = Proc {
-            name: "nginx",
-            child,
-        };
-        wait_until("nginx listening on 443", Duration::from_secs(20), || {
-            if let Ok(Some(st)) = proc.child.try_wait() {
-                panic!(
-                    "nginx exited ({st}): {}",
-                    std::fs::read_to_string(&error_log).unwrap_or_default()
-                );
-            }
+        let mut proc = Proc::spawn_logged("nginx", &mut cmd, &dir.join("nginx.out"));
+        proc.wait_ready(Duration::from_secs(20), &error_log, || {
             TcpStream::connect((ip, 443)).is_ok()
         });
         Nginx {
@@ -703,24 +674,9 @@ impl Dnsmasq {
                 None => cmd.arg(format!("--host-record={name},{addr}")),
             };
         }
-        let out = std::fs::File::create(dir.join("dnsmasq.out")).expect("dnsmasq.out");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", dnsmasq.display()));
-        let mut proc = Proc {
-            name: "dnsmasq",
-            child,
-        };
-        wait_until("dnsmasq listening on 53", Duration::from_secs(20), || {
-            if let Ok(Some(st)) = proc.child.try_wait() {
-                panic!(
-                    "dnsmasq exited ({st}): {}",
-                    std::fs::read_to_string(dir.join("dnsmasq.out")).unwrap_or_default()
-                );
-            }
+        let out = dir.join("dnsmasq.out");
+        let mut proc = Proc::spawn_logged("dnsmasq", &mut cmd, &out);
+        proc.wait_ready(Duration::from_secs(20), &out, || {
             TcpStream::connect((ip, 53)).is_ok()
         });
         Dnsmasq { _proc: proc, log }

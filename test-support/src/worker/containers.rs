@@ -1,51 +1,66 @@
 //! The worker in Docker, under rinit, as Dockerfile.example builds it: the
 //! image, a container against the emulators, and a `docker stop` checked
-//! clean. Shared by tests/docker.rs (stops at random moments) and
-//! tests/rolling.rs (a rolling deploy of three replicas).
+//! clean, for the worker's tests/docker.rs (stops at random moments); its
+//! image for tests/swarm.rs too.
 
-use super::{assert_summary_consistent, n, TestEnv, PROJECT};
-use rinit_test_support::docker::{build, static_base, Container};
-use rinit_test_support::{root_dir, text_phase, wait_every, TempDir};
+use super::{assert_summary_consistent, n, summary, TestEnv, PROJECT};
+use crate::docker::{build, engine, static_base, Container};
+use crate::{assert_clean_exit, root_dir, wait_every, TempDir};
 use serde_json::Value;
 use std::time::Duration;
+
+/// Where a Docker test of the worker starts: the emulators with `topic`,
+/// `sub` and `bucket`, and the worker's image. `None` (the test returns)
+/// where the Docker engine or the emulators are missing outside CI.
+pub fn docker_setup(test: &str, topic: &str, sub: &str, bucket: &str) -> Option<(TestEnv, String)> {
+    if !engine(test) {
+        return None;
+    }
+    let env = TestEnv::start_with(topic, sub, bucket)?;
+    Some((env, worker_image()))
+}
 
 /// Dockerfile.example itself, from a local stand-in for its distroless base,
 /// with this run's static binaries. Returns the tag.
 pub fn worker_image() -> String {
+    worker_image_on(&static_base(), "rinit-test/worker")
+}
+
+/// Dockerfile.example on `base` (an image with the CA bundle the test
+/// wants) with this run's static binaries, tagged into `repo`.
+pub fn worker_image_on(base: &str, repo: &str) -> String {
     let (worker, rinit) = super::static_binaries();
-    let base = static_base();
     let ctx = TempDir::new("worker-image");
     ctx.copy_in(&rinit, "rinit")
         .copy_in(&worker, "pubsub-gcs-worker");
     build(
-        "rinit-test/worker",
+        repo,
         &root_dir().join("Dockerfile.example"),
         ctx.path(),
-        &[("BASE", &base)],
+        &[("BASE", base)],
     )
 }
 
-/// The worker's JSON summary line in `docker logs`.
-pub fn summary(logs: &str) -> Value {
-    let line = logs
-        .lines()
-        .rev()
-        .find(|l| l.contains("\"message\":\"summary\""))
-        .unwrap_or_else(|| panic!("no worker summary in docker logs:\n{logs}"));
-    serde_json::from_str(&line[line.find('{').expect("JSON")..]).expect("summary is JSON")
+/// What one worker container pulls, where it writes, and how hard.
+#[derive(Clone, Copy, Debug)]
+pub struct Replica<'a> {
+    pub subscription: &'a str,
+    pub bucket: &'a str,
+    /// STORAGE_EMULATOR_HOST: the emulator, or a proxy in front of it.
+    pub storage: &'a str,
+    /// CONCURRENCY (MAX_OUTSTANDING_MESSAGES is ten times it).
+    pub concurrency: u32,
 }
 
-/// Starts one worker container from `image` against `env`'s Pub/Sub,
-/// pulling `(subscription, bucket)`, writing to Cloud Storage at `storage`
-/// with `concurrency` writers; returns once the worker has started.
-pub fn start_worker(
-    env: &TestEnv,
-    image: &str,
-    label: &str,
-    (sub, bucket): (&str, &str),
-    storage: &str,
-    concurrency: u32,
-) -> Container {
+/// Starts one worker container named after `label` from `image`, against
+/// `env`'s Pub/Sub; returns once the worker has started.
+pub fn start_worker(env: &TestEnv, image: &str, label: &str, replica: Replica) -> Container {
+    let Replica {
+        subscription: sub,
+        bucket,
+        storage,
+        concurrency,
+    } = replica;
     let vars = [
         format!("PROJECT_ID={PROJECT}"),
         format!("SUBSCRIPTION_ID={sub}"),
@@ -99,15 +114,7 @@ pub fn stop_cleanly(c: &Container, what: &str) -> (Value, Duration) {
         ["15"],
         "{what}: the engine sent SIGTERM only, never its SIGKILL"
     );
-    let exit = text_phase(&logs, "exit");
-    assert!(
-        exit.len() == 1 && exit[0].contains("status=0") && exit[0].contains("escalated=false"),
-        "{what}: rinit's exit line: {exit:?}\n{logs}"
-    );
-    assert!(
-        text_phase(&logs, "kill").is_empty(),
-        "{what}: rinit killed nothing:\n{logs}"
-    );
+    assert_clean_exit(&logs, what);
     let s = summary(&logs);
     assert_summary_consistent(&s);
     assert_eq!(n(&s, "exit_code"), 0, "{s}");
