@@ -2,7 +2,7 @@
 //! the Dockerfile.example image as a Docker Swarm service, deployed from
 //! deploy/swarm/stack.yml itself (plus an override with the emulators'
 //! addresses and the host network, which reaches them on loopback), while a
-//! publisher keeps a steady flow and storage holds each chunk 150 ms, so
+//! publisher keeps a steady flow and storage holds each chunk 250 ms, so
 //! that stops land on writes in flight. Swarm then:
 //!
 //! 1. rolls the stack to a new image tag (the file's `update_config`:
@@ -43,6 +43,11 @@ const STACK: &str = "rinit-swarm";
 const REPLICAS: usize = 3;
 /// Writers per replica.
 const CONCURRENCY: u32 = 4;
+/// How long storage holds each chunk: three replicas write at most 48
+/// messages a second, the flow is 40, so they are busy most of the time and
+/// most stops land on writes in flight (at 150 ms, about a third did, and a
+/// run could see none).
+const STORAGE_DELAY: Duration = Duration::from_millis(250);
 /// The flow: 4 messages every 100 ms (40 a second).
 const FLOW: Flow = Flow {
     backlog: 0,
@@ -298,7 +303,7 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     let image = worker_image();
     let tags = Tags::new(&image, &["v1", "v2"]);
     let slow = FaultProxy::tcp(env.gcs_port);
-    slow.set_default(Fault::Delay(Duration::from_millis(150)));
+    slow.set_default(Fault::Delay(STORAGE_DELAY));
 
     // The emulators' addresses and the host network, over the user's file.
     let dir = TempDir::new("swarm");
