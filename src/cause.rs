@@ -103,6 +103,11 @@ impl Deaths {
         }
     }
 
+    /// Whether forwarded-to processes are being watched.
+    pub fn watching(&self) -> bool {
+        !self.watched.is_empty()
+    }
+
     /// `signo` went to the group.
     pub fn forwarded(&mut self, signo: i32) {
         self.forwarded |= 1u64 << ((signo - 1) as u64 % 64);

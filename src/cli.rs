@@ -110,12 +110,14 @@ Drain:
                                 from the end of --pre-stop-delay; a negative one counts back from
                                 the deadline ('QUIT@-3s') (env RINIT_STOP_SEQUENCE)
       --preset NAME             The stop sequence of a job runner (below); its steps and every
-                                forwarded signal go to the runner's main process only, as with -c
-                                (env RINIT_PRESET)
+                                forwarded signal go to the runner's main process only, as with -c:
+                                the runner stops its own workers (env RINIT_PRESET)
       --pre-stop-delay DURATION Wait this long after the stop signal before forwarding anything
                                 (counts against the grace) (env RINIT_PRE_STOP_DELAY)
 Signals:
-  -c, --single-child            Signal the command only, not its process group
+  -c, --single-child            Signal the command only, not its process group (the default, so
+                                a wrapper's child hears the stop; a forward that kills one of
+                                them is a WARNING)
   -r, --rewrite FROM:TO         Forward FROM as TO; TO 0 drops it (repeatable)
   -p SIG                        Signal rinit gets when its parent dies
 Exit:

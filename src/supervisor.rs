@@ -100,7 +100,8 @@ struct Supervisor {
 }
 
 /// How often, at most, a forward during a drain lists the group's members
-/// to watch them (`watch_group`).
+/// to watch them (`watch_group`), and how often watched members are looked
+/// at while they live.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 impl Supervisor {
@@ -147,23 +148,28 @@ impl Supervisor {
         self.drain.as_ref().is_some_and(|d| d.escalated)
     }
 
-    /// How long the loop may sleep: until the next drain step, or while log
-    /// lines wait for a stalled reader until the next retry; else forever.
+    /// How long the loop may sleep: until the next drain step, the next
+    /// retry of log lines a stalled reader has not taken, or the next look
+    /// at watched processes; with none of those, forever.
     fn timeout(&self, logs_waiting: bool) -> Option<Duration> {
         let step = self
             .drain
             .as_ref()
             .and_then(Drain::next_at)
             .map(|t| t.saturating_duration_since(Instant::now()));
-        match (step, logs_waiting.then_some(log::RETRY)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // While forwarded-to processes are watched (a drain only), look
+        // again soon, so a death the forward caused is told when it happens.
+        let watch = self.deaths.watching().then_some(WATCH_EVERY);
+        [step, logs_waiting.then_some(log::RETRY), watch]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Carries out every drain step that is due; rinit's exit status once
     /// nothing is left, or when it gives up waiting for the killed.
     fn take_due_steps(&mut self) -> Option<i32> {
+        self.deaths.settle();
         while let Some(step) = self.drain.as_mut().and_then(|d| d.due(Instant::now())) {
             match step {
                 Step::Send { signo, staged } => self.forward(signo, staged),
