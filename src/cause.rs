@@ -11,13 +11,13 @@
 //! rinit still never wakes up. Where no count can be read, the cause is
 //! "unknown": a guess would send an operator down the wrong path.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 use tracing::{error, info, warn};
 
 use std::os::fd::OwnedFd;
 
-use crate::procfs::{ended, find, read_small, Ended, Process};
+use crate::procfs::{c_string, ended, find, read_small, Ended, Process};
 
 /// Why a process died by SIGKILL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,15 +298,7 @@ fn find_counter() -> Option<(CString, bool)> {
     let path = if path == b"/" { &b""[..] } else { path };
     let mut file = [0u8; 1024];
     let found = [path, b""].into_iter().find_map(|p| {
-        let len = root.len() + p.len() + counter.len();
-        if len >= file.len() {
-            return None;
-        }
-        file[..root.len()].copy_from_slice(root);
-        file[root.len()..root.len() + p.len()].copy_from_slice(p);
-        file[root.len() + p.len()..len].copy_from_slice(counter);
-        file[len] = 0;
-        let file = CStr::from_bytes_until_nul(&file).ok()?;
+        let file = c_string(&[root, p, counter], &mut file)?;
         // SAFETY: access only reads the NUL-terminated path.
         (unsafe { libc::access(file.as_ptr(), libc::R_OK) } == 0).then(|| (file.to_owned(), v2))
     });

@@ -310,25 +310,35 @@ pub fn kill(pid: i32, signo: i32) -> io::Result<()> {
 /// `/proc/PID/NAME` as a C string in `buf`: no formatting machinery on
 /// the paths that look at every process.
 fn proc_path<'a>(pid: i32, name: &str, buf: &'a mut [u8; 64]) -> Option<&'a CStr> {
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    let mut n = pid.unsigned_abs();
+    let mut digits = [0; 20];
+    let pid = decimal(pid.unsigned_abs().into(), &mut digits);
+    c_string(&[b"/proc/", pid, b"/", name.as_bytes()], buf)
+}
+
+/// `n` in decimal, in `buf`: no formatting machinery on the paths every
+/// start or every process takes.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[at..];
         }
     }
-    let parts: [&[u8]; 4] = [b"/proc/", &digits[at..], b"/", name.as_bytes()];
+}
+
+/// `parts` one after the other, NUL-terminated, in `buf`; `None` when
+/// they do not fit or hold a NUL.
+pub fn c_string<'a>(parts: &[&[u8]], buf: &'a mut [u8]) -> Option<&'a CStr> {
     let mut len = 0;
     for part in parts {
         buf.get_mut(len..len + part.len())?.copy_from_slice(part);
         len += part.len();
     }
     *buf.get_mut(len)? = 0;
-    CStr::from_bytes_until_nul(buf).ok()
+    CStr::from_bytes_with_nul(&buf[..=len]).ok()
 }
 
 /// `/proc/PID/NAME` read whole into `buf`.

@@ -163,22 +163,12 @@ extern "C" {
 struct Var([u8; 48]);
 
 impl Var {
-    fn new(name: &[u8], mut n: u64) -> Var {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
+    fn new(name: &[u8], n: u64) -> Var {
+        let mut digits = [0; 20];
+        let mut v = Var([0; 48]);
         // The names are constants well under the 27 bytes left for them.
-        let mut v = [0u8; 48];
-        v[..name.len()].copy_from_slice(name);
-        v[name.len()..name.len() + 20 - at].copy_from_slice(&digits[at..]);
-        Var(v)
+        let _ = crate::procfs::c_string(&[name, crate::procfs::decimal(n, &mut digits)], &mut v.0);
+        v
     }
 }
 
