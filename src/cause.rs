@@ -5,11 +5,15 @@
 //! 137" apart. A SIGKILL after rinit's own deadline (or a second Ctrl-C) is
 //! rinit's. Otherwise the memory cgroup's count of OOM kills says whether
 //! the kernel's OOM killer acted since rinit last looked: cgroup v2's
-//! `memory.events` (`oom_kill`, plus `oom_group_kill`), cgroup v1's
-//! `memory.oom_control` (`oom_kill`). The count is read once at start and
-//! again only when a SIGKILL death is reaped, never on a timer, so an idle
-//! rinit still never wakes up. Where no count can be read, the cause is
-//! "unknown": a guess would send an operator down the wrong path.
+//! `memory.events`, cgroup v1's `memory.oom_control` (`oom_kill` in both).
+//! The count is read once at start and again only when a SIGKILL death is
+//! reaped, never on a timer, so an idle rinit still never wakes up. Where
+//! no count can be read, or it moved by fewer than the deaths it would
+//! explain, the cause is "unknown". The limit of a count: an OOM kill of a
+//! process rinit does not reap (a grandchild its parent reaps) moves it
+//! too, unseen, and a later SIGKILL from someone else is then taken for the
+//! OOM killer's. Only an event (inotify on v2's `memory.events`) would tell
+//! them apart; not done (NOTES.md).
 
 use std::ffi::CString;
 
@@ -62,10 +66,14 @@ pub struct Deaths {
     pub killed: Vec<String>,
     pub unkillable: Vec<String>,
     /// Members of the child's group that a forwarded signal reached,
-    /// watched through pidfds until they exit: one that dies of it may be
-    /// reaped by its own parent (a runner's pool) long before rinit looks,
-    /// and a pidfd opened before still tells how it died.
-    watched: Vec<(Process, OwnedFd)>,
+    /// watched through pidfds until they exit (at most `WATCH_MAX`): one
+    /// that dies of it may be reaped by its own parent (a runner's pool)
+    /// long before rinit looks. From Linux 6.15 the pidfd still tells how
+    /// it died; before, its zombie does if rinit looks in time, and failing
+    /// that the signals it did not handle when it was watched: a member
+    /// that caught the signal and then died of it (Celery's pool) is missed
+    /// there.
+    watched: Vec<Watched>,
     /// Signals forwarded to the group during the drain, as bits.
     forwarded: u64,
     /// Pids a forwarded signal killed.
@@ -92,13 +100,25 @@ impl Deaths {
     /// signal kills at once cannot be reaped by its parent unseen.
     pub fn watch(&mut self, members: Vec<Process>) {
         for p in members {
-            if self.watched.iter().any(|(w, _)| w.pid == p.pid)
+            if self.watched.len() >= WATCH_MAX {
+                break;
+            }
+            if self.watched.iter().any(|w| w.process.pid == p.pid)
                 || self.forward_kills.contains(&p.pid)
             {
                 continue;
             }
             if let Ok(fd) = p.pidfd() {
-                self.watched.push((p, fd));
+                let unhandled = if pidfd_exit_status() {
+                    None
+                } else {
+                    p.unhandled()
+                };
+                self.watched.push(Watched {
+                    process: p,
+                    fd,
+                    unhandled,
+                });
             }
         }
     }
@@ -110,7 +130,7 @@ impl Deaths {
 
     /// `signo` went to the group.
     pub fn forwarded(&mut self, signo: i32) {
-        self.forwarded |= 1u64 << ((signo - 1) as u64 % 64);
+        self.forwarded |= bit(signo);
     }
 
     /// Watched members that have exited since: one that died of a signal
@@ -120,32 +140,42 @@ impl Deaths {
     pub fn settle(&mut self) {
         let forwarded = self.forwarded;
         let kills = &mut self.forward_kills;
-        self.watched.retain(|(p, fd)| {
-            let status = match ended(fd) {
+        self.watched.retain(|w| {
+            let p = &w.process;
+            let signal = match ended(&w.fd) {
                 Ended::Running => return true,
-                Ended::Exited(Some(status)) => Some(status),
-                Ended::Exited(None) => p.exit_status(),
-            };
-            if let Some(s) = status.filter(|&s| libc::WIFSIGNALED(s)) {
-                let sig = libc::WTERMSIG(s);
-                if forwarded & 1u64 << ((sig - 1) as u64 % 64) != 0 {
-                    warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %crate::signals::name(sig),
-                          "killed by the forwarded signal (it does not handle it)");
-                    kills.push(p.pid);
+                Ended::Exited(Some(status)) => {
+                    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
                 }
+                // Linux before 6.15: the zombie's status, if still there,
+                // else the first forwarded signal it did not handle.
+                Ended::Exited(None) => match p.exit_status() {
+                    Some(status) => libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+                    None => w.unhandled.and_then(|u| {
+                        (1..=64).find(|&s| forwarded & u & bit(s) != 0 && kills_by_default(s))
+                    }),
+                },
+            };
+            if let Some(sig) = signal.filter(|&s| forwarded & bit(s) != 0) {
+                warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %crate::signals::name(sig),
+                      "killed by the forwarded signal (it does not handle it)");
+                kills.push(p.pid);
             }
             false
         });
     }
 
-    /// The deadline's SIGKILL of `p` went out (`ok`) or failed.
+    /// The deadline's SIGKILL of `p` went out (`ok`) or failed. The name is
+    /// escaped: the termination message stays one line whatever it holds.
     pub fn note_kill(&mut self, p: &Process, ok: bool) {
         let list = if ok {
             &mut self.killed
         } else {
             &mut self.unkillable
         };
-        list.push(format!("{} (pid {})", p.comm, p.pid));
+        let mut name = String::new();
+        crate::log::escape_into(&mut name, &p.comm);
+        list.push(format!("{name} (pid {})", p.pid));
     }
 
     /// When reaped processes died by SIGKILL: why. rinit's own kill, or
@@ -195,6 +225,59 @@ impl Deaths {
     }
 }
 
+/// A group member a forwarded signal reached, and how to learn its end.
+#[derive(Debug)]
+struct Watched {
+    process: Process,
+    fd: OwnedFd,
+    /// The signals it did not handle when watched; read only on kernels
+    /// whose pidfds do not keep the exit status.
+    unhandled: Option<u64>,
+}
+
+/// How many group members are watched at once, at most: each holds a
+/// pidfd, and rinit must keep fds for its own work.
+const WATCH_MAX: usize = 128;
+
+/// `signo`'s bit in a set of signals (1-64).
+fn bit(signo: i32) -> u64 {
+    1u64 << ((signo - 1) as u64 % 64)
+}
+
+/// Signals whose default action ends the process (terminate, or dump core).
+fn kills_by_default(signo: i32) -> bool {
+    !matches!(
+        signo,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    )
+}
+
+/// Whether pidfds keep a process's exit status after another parent reaped
+/// it (`PIDFD_INFO_EXIT`, Linux 6.15), read once from the kernel's release.
+fn pidfd_exit_status() -> bool {
+    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWN.get_or_init(|| {
+        // SAFETY: uname writes only `u`.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        if unsafe { libc::uname(&mut u) } != 0 {
+            return false;
+        }
+        // SAFETY: uname NUL-terminates `release`.
+        let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy();
+        let mut n = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|v| v.parse::<u32>().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0)) >= (6, 15)
+    })
+}
+
 /// Bytes as whole MiB for a log line, or "unknown" where the cgroup does
 /// not say.
 pub fn mib(bytes: Option<u64>) -> String {
@@ -222,7 +305,7 @@ impl Memory {
         let mut text = [0u8; 256];
         let seen = counter
             .as_ref()
-            .and_then(|(file, v2)| count(read_small(file, &mut text)?, *v2));
+            .and_then(|(file, _)| count(read_small(file, &mut text)?));
         Memory { counter, seen }
     }
 
@@ -235,7 +318,7 @@ impl Memory {
         let now = self
             .counter
             .as_ref()
-            .and_then(|(file, v2)| count(read_small(file, &mut text)?, *v2));
+            .and_then(|(file, _)| count(read_small(file, &mut text)?));
         let cause = match (self.seen, now) {
             (Some(before), Some(after)) if after.saturating_sub(before) >= deaths as u64 => {
                 Cause::Oom
@@ -283,7 +366,8 @@ impl Memory {
 /// container's `/sys/fs/cgroup`, which is then the container's own cgroup:
 /// so the path is tried first, the mount's root second.
 fn find_counter() -> Option<(CString, bool)> {
-    let mut buf = [0u8; 1024];
+    // 4 KiB: a systemd-driven Kubernetes node's v1 paths run ~190 bytes a line.
+    let mut buf = [0u8; 4096];
     let text = read_small(c"/proc/self/cgroup", &mut buf)?;
     let (path, v2) = match find(text, b":memory:").or_else(|| find(text, b",memory:")) {
         Some(at) => (line_from(text, at + 8), false),
@@ -311,9 +395,11 @@ fn line_from(text: &[u8], at: usize) -> &[u8] {
     &rest[..find(rest, b"\n").unwrap_or(rest.len())]
 }
 
-/// The OOM-kill count in the text of `memory.events` (v2: `oom_kill` plus
-/// `oom_group_kill`) or `memory.oom_control` (v1: `oom_kill`, Linux 4.13+).
-fn count(text: &[u8], v2: bool) -> Option<u64> {
+/// The OOM-kill count in the text of `memory.events` (v2) or
+/// `memory.oom_control` (v1, Linux 4.13+): `oom_kill`, one per process the
+/// OOM killer killed (a group kill counts each of its processes there too;
+/// `oom_group_kill` counts the group kills themselves, so it is not added).
+fn count(text: &[u8]) -> Option<u64> {
     let field = |key: &[u8]| {
         // A key starts a line; with its space, "oom_kill " is not
         // "oom_kill_disable".
@@ -328,12 +414,7 @@ fn count(text: &[u8], v2: bool) -> Option<u64> {
         let digits = line_from(text, at);
         std::str::from_utf8(digits).ok()?.parse::<u64>().ok()
     };
-    let kills = field(b"oom_kill ")?;
-    Some(if v2 {
-        kills + field(b"oom_group_kill ").unwrap_or(0)
-    } else {
-        kills
-    })
+    field(b"oom_kill ")
 }
 
 #[cfg(test)]
@@ -345,18 +426,16 @@ mod tests {
     /// v1's from a 5.10 one).
     #[test]
     fn counts_from_recorded_files() {
+        // A group kill of two processes: oom_kill counts both already.
         let v2 = b"low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 1\n";
-        assert_eq!(count(v2, true), Some(3));
-        assert_eq!(
-            count(b"low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n", true),
-            Some(0)
-        );
+        assert_eq!(count(v2), Some(2));
+        assert_eq!(count(b"low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"), Some(0));
         let v1 = b"oom_kill_disable 0\nunder_oom 0\noom_kill 4\n";
-        assert_eq!(count(v1, false), Some(4));
+        assert_eq!(count(v1), Some(4));
         // v1 before Linux 4.13 has no count: unknown, not zero.
-        assert_eq!(count(b"oom_kill_disable 0\nunder_oom 0\n", false), None);
+        assert_eq!(count(b"oom_kill_disable 0\nunder_oom 0\n"), None);
         // `oom_kill_disable` must not be read as `oom_kill`.
-        assert_eq!(count(b"oom_kill_disable 1\n", false), None);
+        assert_eq!(count(b"oom_kill_disable 1\n"), None);
     }
 
     /// This machine's own memory cgroup is found and its count read.

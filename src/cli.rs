@@ -115,9 +115,9 @@ Drain:
       --pre-stop-delay DURATION Wait this long after the stop signal before forwarding anything
                                 (counts against the grace) (env RINIT_PRE_STOP_DELAY)
 Signals:
-  -c, --single-child            Signal the command only, not its process group (the default, so
-                                a wrapper's child hears the stop; a forward that kills one of
-                                them is a WARNING)
+  -c, --single-child            Signal the command only. Without -c, its whole process group, so
+                                a wrapper's child hears the stop; a forward that kills a member
+                                is a WARNING
   -r, --rewrite FROM:TO         Forward FROM as TO; TO 0 drops it (repeatable)
   -p SIG                        Signal rinit gets when its parent dies
 Exit:

@@ -114,8 +114,18 @@ impl Format {
 /// hundreds of rinit's lines, more than a whole drain logs.
 const BACKLOG: usize = 64 * 1024;
 
-/// While lines wait, the supervisor wakes this often to retry them.
-pub const RETRY: Duration = Duration::from_millis(100);
+/// The most one pipe write takes whole or not at all (POSIX's minimum,
+/// Linux's size).
+const PIPE_BUF: usize = 4096;
+
+/// While lines wait, the supervisor wakes this often to retry them (and
+/// only then: an idle rinit with nothing to log never wakes). Often enough
+/// to find the room a reader makes before a busy child fills it again: a
+/// child that writes to the same stderr faster than the reader takes it
+/// can still keep rinit's lines out, and they are then dropped and counted
+/// (a blocking writer thread would wait its turn instead, but glibc's
+/// threads cost ~80 KB of this static binary; NOTES.md).
+pub const RETRY: Duration = Duration::from_millis(20);
 
 /// Where log lines go: stderr, written without ever blocking.
 ///
@@ -124,9 +134,10 @@ pub const RETRY: Duration = Duration::from_millis(100);
 /// the open file, and the child's writes would start failing. Instead:
 /// - pipes, FIFOs, sockets and terminals get `pwritev2(RWF_NOWAIT)`, which
 ///   makes one write non-blocking and nothing else;
-/// - where the kernel does not support that for the file (before Linux
-///   5.x for pipes), a pipe, FIFO or terminal is opened again through
-///   `/proc/self/fd/2` as a new open file of rinit's own, non-blocking;
+/// - where the kernel does not support that for the file (pipes before
+///   Linux 6.4, FIFOs and terminals still), the pipe, FIFO or terminal is
+///   opened again through `/proc/self/fd/2` as a new open file of rinit's
+///   own, non-blocking;
 /// - a regular file is written plainly (a page-cache write does not wait
 ///   for a reader), and so is anything that cannot be reopened: the one case
 ///   left where a stalled reader could still block rinit.
@@ -181,7 +192,20 @@ impl Sink {
     /// its own.
     fn flush(&mut self) -> bool {
         while !self.backlog.is_empty() {
-            let n = self.write_now(&self.backlog.clone());
+            // Whole lines, at most PIPE_BUF at a time: a pipe write that
+            // size is all or nothing, so the child's own output can never
+            // land inside one of rinit's lines. (A single line longer than
+            // that goes as it is.)
+            let chunk = match self.backlog[..self.backlog.len().min(PIPE_BUF)]
+                .iter()
+                .rposition(|&b| b == b'\n')
+            {
+                Some(end) => end + 1,
+                None => self.backlog.len(),
+            };
+            let backlog = std::mem::take(&mut self.backlog);
+            let n = self.write_now(&backlog[..chunk]);
+            self.backlog = backlog;
             if n == 0 {
                 return false;
             }
@@ -274,7 +298,7 @@ fn reopen() -> How {
         if kind == libc::S_IFIFO || kind == libc::S_IFCHR {
             let fd = libc::open(
                 c"/proc/self/fd/2".as_ptr(),
-                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
             );
             if fd >= 0 {
                 return How::Reopened(fd);

@@ -85,7 +85,7 @@ fn view(me: i32) -> Option<View> {
 pub fn scan(scope: Scope, with_zombies: bool) -> Option<Vec<Process>> {
     let me = std::process::id() as i32;
     let view = view(me)?;
-    let mut table: Vec<Process> = proc_pids()?
+    let mut table: Vec<Process> = numbers_in(c"/proc")?
         .into_iter()
         .filter_map(|pid| read(pid, &view))
         .collect();
@@ -113,6 +113,78 @@ pub fn scan(scope: Scope, with_zombies: bool) -> Option<Vec<Process>> {
         }
     }
     Some(found)
+}
+
+/// rinit's descendants, found through each thread's `children` list
+/// instead of a read of every process in /proc: on the forwarding path of a
+/// stop signal, a container's few processes cost a few reads, not the
+/// host's hundreds. `None` where /proc is not rinit's namespace's own or
+/// the lists do not exist (a kernel without `CONFIG_PROC_CHILDREN`): `scan`
+/// then does it the long way.
+pub fn descendants() -> Option<Vec<Process>> {
+    let me = std::process::id() as i32;
+    if !matches!(view(me)?, View::Native) {
+        return None;
+    }
+    let mut found = Vec::new();
+    let mut parents = vec![me];
+    while let Some(parent) = parents.pop() {
+        let mut dir = [0u8; 64];
+        for tid in numbers_in(proc_path(parent, "task", &mut dir)?)? {
+            let mut digits = [0; 20];
+            let mut path = [0u8; 96];
+            let tid = decimal(tid.unsigned_abs().into(), &mut digits);
+            let mut parent_digits = [0; 20];
+            let parent_text = decimal(parent.unsigned_abs().into(), &mut parent_digits);
+            let list = c_string(
+                &[b"/proc/", parent_text, b"/task/", tid, b"/children"],
+                &mut path,
+            )?;
+            let mut buf = [0u8; 4096];
+            // A thread that exits meanwhile has no list: nothing of it to see.
+            let Some(children) = read_small(list, &mut buf) else {
+                continue;
+            };
+            for child in children
+                .split(|&b| b == b' ')
+                .filter_map(|c| std::str::from_utf8(c).ok()?.parse().ok())
+            {
+                if let Some(p) = read(child, &View::Native) {
+                    parents.push(child);
+                    found.push(p);
+                }
+            }
+        }
+    }
+    Some(found)
+}
+
+/// The numeric entries of a directory: /proc's pids, a process's thread ids.
+fn numbers_in(dir: &CStr) -> Option<Vec<i32>> {
+    // SAFETY: opendir/readdir/closedir on a directory stream we own; each
+    // entry's name is a NUL-terminated string valid until the next call.
+    unsafe {
+        let stream = libc::opendir(dir.as_ptr());
+        if stream.is_null() {
+            return None;
+        }
+        let mut numbers = Vec::new();
+        loop {
+            let entry = libc::readdir(stream);
+            if entry.is_null() {
+                break;
+            }
+            let name = CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes();
+            if let Some(n) = std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| n.parse::<i32>().ok())
+            {
+                numbers.push(n);
+            }
+        }
+        libc::closedir(stream);
+        Some(numbers)
+    }
 }
 
 /// One process from `/proc/PID/stat` (and, under a foreign /proc, its
@@ -153,7 +225,9 @@ fn parse_stat(stat: &[u8]) -> Option<Process> {
     // Field N of proc(5) is f[N - 3]: state is field 3.
     let f: Vec<&str> = rest.split_ascii_whitespace().collect();
     let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<i64>().ok());
-    let zombie = matches!(f.first(), Some(&"Z") | Some(&"X"));
+    // A leader thread that has exited shows Z while its other threads run
+    // on: only a process with no thread left is dead (field 20 counts them).
+    let zombie = matches!(f.first(), Some(&"Z") | Some(&"X")) && num(20).is_some_and(|n| n <= 1);
     // Field 52, exit_code: the wait status, set as the process begins to
     // exit (Linux 3.5; shown only to who may ptrace it, else 0).
     let exit_code = num(52).unwrap_or(0) as i32;
@@ -196,9 +270,18 @@ impl Process {
         (code != 0).then_some(code)
     }
 
+    /// Whether this pid still names the process the scan saw (same start
+    /// time).
+    fn still_same(&self) -> bool {
+        let mut buf = [0u8; 1024];
+        proc_file(self.proc_pid, "stat", &mut buf)
+            .and_then(parse_stat)
+            .is_some_and(|p| p.start == self.start)
+    }
+
     /// A pidfd for this very process: opened, then checked against the
     /// start time the scan saw, so a pid reused since the scan is refused
-    /// (`ESRCH`). `ENOSYS` before Linux 5.3.
+    /// (`ESRCH`).
     pub fn pidfd(&self) -> io::Result<OwnedFd> {
         // SAFETY: pidfd_open takes two integers; the fd is owned at once.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) } as i32;
@@ -207,11 +290,7 @@ impl Process {
         }
         // SAFETY: a fresh fd nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut buf = [0u8; 1024];
-        let same = proc_file(self.proc_pid, "stat", &mut buf)
-            .and_then(parse_stat)
-            .is_some_and(|p| p.start == self.start);
-        if same {
+        if self.still_same() {
             Ok(fd)
         } else {
             Err(io::Error::from_raw_os_error(libc::ESRCH))
@@ -221,15 +300,27 @@ impl Process {
     /// Sends `signo` to this process and no other. rinit's own children are
     /// signalled by pid: their pids stay theirs until rinit reaps them. Any
     /// other process is signalled through its `pidfd`, so a pid reused
-    /// since the scan is never hit. Where pidfds do not exist (before Linux
-    /// 5.3), by pid.
+    /// since the scan is never hit. Without pidfds (Linux before 5.3, a
+    /// seccomp profile that refuses `pidfd_open` with EPERM, as Docker's
+    /// before 20.10 did, or no fd left), by pid after the same check.
     pub fn signal(&self, signo: i32) -> io::Result<()> {
         if self.ppid == std::process::id() as i32 {
             return kill(self.pid, signo);
         }
         let fd = match self.pidfd() {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return kill(self.pid, signo),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::EPERM | libc::EMFILE | libc::ENFILE)
+                ) =>
+            {
+                return if self.still_same() {
+                    kill(self.pid, signo)
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::ESRCH))
+                };
+            }
             Err(e) => return Err(e),
         };
         // SAFETY: a pidfd we own, no siginfo.
@@ -247,6 +338,15 @@ impl Process {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+
+    /// The signals it neither catches nor ignores now, as bits: those whose
+    /// default action will be its fate (`SigCgt`, `SigIgn`).
+    pub fn unhandled(&self) -> Option<u64> {
+        let mut buf = [0u8; 4096];
+        let status = proc_file(self.proc_pid, "status", &mut buf)?;
+        let mask = |name: &str| u64::from_str_radix(status_field(status, name)?.trim(), 16).ok();
+        Some(!(mask("SigCgt:")? | mask("SigIgn:")?))
     }
 }
 
@@ -351,34 +451,6 @@ fn link<'a>(path: &CStr, buf: &'a mut [u8; 64]) -> Option<&'a [u8]> {
     // SAFETY: readlink writes at most `buf.len()` bytes into `buf`.
     let n = unsafe { libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     buf.get(..usize::try_from(n).ok()?)
-}
-
-/// The pids /proc lists.
-fn proc_pids() -> Option<Vec<i32>> {
-    // SAFETY: opendir/readdir/closedir on a directory stream we own; each
-    // entry's name is a NUL-terminated string valid until the next call.
-    unsafe {
-        let dir = libc::opendir(c"/proc".as_ptr());
-        if dir.is_null() {
-            return None;
-        }
-        let mut pids = Vec::new();
-        loop {
-            let entry = libc::readdir(dir);
-            if entry.is_null() {
-                break;
-            }
-            let name = CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes();
-            if let Some(pid) = std::str::from_utf8(name)
-                .ok()
-                .and_then(|n| n.parse::<i32>().ok())
-            {
-                pids.push(pid);
-            }
-        }
-        libc::closedir(dir);
-        Some(pids)
-    }
 }
 
 /// Where `needle` first occurs in `hay` (glibc's `memmem`).

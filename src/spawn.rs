@@ -96,9 +96,12 @@ pub fn spawn(
         envp = Vec::with_capacity(n + 3);
         for i in 0..n {
             let var = *environ.add(i);
-            let ours = budget_vars.is_some()
-                && *var as u8 == b'R'
-                && CStr::from_ptr(var).to_bytes().starts_with(b"RINIT_DRAIN_");
+            // rinit's own two variables, always: with no budget (--grace=none)
+            // an inherited value must not pass for one.
+            let ours = *var as u8 == b'R' && {
+                let v = CStr::from_ptr(var).to_bytes();
+                v.starts_with(b"RINIT_DRAIN_MS=") || v.starts_with(b"RINIT_DRAIN_SECONDS=")
+            };
             if !ours {
                 envp.push(var);
             }
@@ -294,7 +297,7 @@ fn elf_interp(elf: &[u8]) -> Option<&[u8]> {
         if elf.get(ph..ph + 4)? != 3u32.to_le_bytes() {
             return None;
         }
-        let (off, len) = (u64_at(ph + 8)?, u64_at(ph + 32)?);
+        let (off, len) = (u64_at(ph.checked_add(8)?)?, u64_at(ph.checked_add(32)?)?);
         let interp = elf.get(off..off.checked_add(len)?)?;
         interp.split(|&b| b == 0).next()
     })

@@ -176,7 +176,8 @@ impl Supervisor {
                 Step::Deadline => {
                     // A child that exited a moment ago (its SIGCHLD still
                     // queued) was not killed: reap before deciding it was.
-                    if let Some(status) = self.on_reap() {
+                    // No straggler TERM now: the SIGKILL follows at once.
+                    if let Some(status) = self.reap(false) {
                         return Some(status);
                     }
                     warn!(phase = "deadline", grace = %self.grace_text(), "grace expired; killing what is left");
@@ -205,6 +206,11 @@ impl Supervisor {
     /// once the main child and everything else are gone; the straggler sweep
     /// when the main child has just gone and others remain.
     fn on_reap(&mut self) -> Option<i32> {
+        self.reap(true)
+    }
+
+    /// `on_reap`, with the straggler sweep only when `sweep`.
+    fn reap(&mut self, sweep: bool) -> Option<i32> {
         let job_control = self.isolation == Isolation::Foreground && !self.pid1;
         self.deaths.settle();
         // Until the child is reaped its zombie pins the group's id: taken
@@ -234,7 +240,7 @@ impl Supervisor {
         if !others {
             return Some(self.finish(exit));
         }
-        if reaped.main.is_some() && !self.escalated() {
+        if sweep && reaped.main.is_some() && !self.escalated() {
             self.sweep_stragglers();
         }
         let now = Instant::now();
@@ -386,7 +392,7 @@ impl Supervisor {
         self.watched_at = Some(now);
         if let Target::Group(_) = self.target {
             let members = if self.main_alive() {
-                self.group_members(false)
+                self.group_members()
             } else {
                 self.members_now()
             };
@@ -415,31 +421,39 @@ impl Supervisor {
         }
     }
 
-    /// The members of the child's group other than the child, with the
-    /// dead-but-unreaped among them when asked.
-    fn group_members(&self, with_zombies: bool) -> Vec<Process> {
+    /// The live members of the child's group other than the child. All of
+    /// them descend from rinit (the group is the child's session's, which
+    /// only its descendants can be in), so rinit's process tree is walked,
+    /// not all of /proc: this runs before the first stop signal goes out.
+    fn group_members(&self) -> Vec<Process> {
         let Target::Group(g) = self.target else {
             return Vec::new();
         };
-        let mut all = procfs::scan(self.scope(), with_zombies).unwrap_or_default();
-        all.retain(|p| p.pgid == g && p.pid != self.child);
+        let mut all = procfs::descendants()
+            .or_else(|| procfs::scan(Scope::Descendants, false))
+            .unwrap_or_default();
+        all.retain(|p| p.pgid == g && p.pid != self.child && p.zombie.is_none());
         all
     }
 
     /// Once the child is reaped: the members of its group, if rinit can
     /// still prove the group is the child's. A group's id can be reused only
-    /// once no process is left in the group (or the session the child led),
-    /// and a process can join a group only in its own session, so a reused
-    /// group holds only processes started after the reuse. One member that
-    /// started by a time the group was known to be the child's (the reap,
-    /// then each scan that proved it) proves it is the child's still.
-    /// Otherwise none, for good: the number may since have become someone
-    /// else's group. Start times count in clock ticks (10 ms): a reuse
-    /// within the tick of the proof would take the whole pid space wrapping
-    /// in 10 ms, or root writing `ns_last_pid` at that very moment.
+    /// once no process is left in the group or the session the child led;
+    /// a process reusing it as its pid makes a new group, with `setsid` (a
+    /// new session only its later descendants can join) or `setpgid` in its
+    /// own session (one the child's group's members, all in the child's
+    /// session, cannot join). So one member that started by a time the
+    /// group was known to be the child's (the reap, then each look that
+    /// proved it) proves it is the child's still. Otherwise none, for good:
+    /// the number may since have become someone else's group (or every
+    /// member rinit could prove is gone, leaving only processes forked since
+    /// its last look: those still get the deadline's SIGKILL). Start times
+    /// count in clock ticks (10 ms): a reuse within the tick of the proof
+    /// would take the whole pid space wrapping in 10 ms, or root writing
+    /// `ns_last_pid` at that very moment.
     fn members_now(&mut self) -> Vec<Process> {
         let now = procfs::now_ticks();
-        let members = self.group_members(false);
+        let members = self.group_members();
         if members.iter().any(|p| p.start <= self.group_proof) {
             self.group_proof = now;
             members

@@ -37,6 +37,8 @@ both_modes!(
     stalled_log_reader_does_not_hold_a_clean_exit,
     stalled_log_reader_loses_no_signal_and_counts_dropped_lines,
     a_reader_that_keeps_up_drops_nothing,
+    lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output,
+    a_process_whose_main_thread_exited_is_seen,
     missing_interpreters_are_126_and_named,
     text_lines_cannot_be_split,
     arbitrary_names_are_seen_and_stay_one_line,
@@ -792,4 +794,97 @@ fn shown(name: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The child writes its own lines to the same stderr (a line a
+/// millisecond) while rinit's lines wait for a reader that had stalled.
+/// However the reader takes them (3000 bytes at a time here, ending
+/// anywhere), each of rinit's lines arrives whole: what waits goes out in
+/// whole lines of at most PIPE_BUF, which a pipe never splits.
+fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode) {
+    let dir = TempDir::new("interleave");
+    let (mut pipe, stderr) = StalledPipe::new();
+    let child_line = format!("CHILD{}", "c".repeat(180));
+    let rt1 = libc::SIGRTMIN() + 1;
+    let script =
+        format!("trap '' {rt1}; while :; do printf '%s\\n' {child_line} >&2; sleep 0.001; done");
+    let run = Rinit::new(mode, &dir)
+        .opts(["-v", "--log-format=json"])
+        .stderr_fd(stderr)
+        .cmd(["sh", "-c", &script])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(200));
+    pipe.fill();
+    let rinit = run.rinit_pid();
+    for _ in 0..200 {
+        // Queued (never merged): 400 debug lines, more than the queue holds.
+        kill(rinit, rt1);
+    }
+    // Read in pieces that end anywhere, while both write.
+    let mut read = pipe.read.try_clone().expect("dup");
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        let mut buf = [0u8; 3000];
+        let n = read.read(&mut buf).expect("read");
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    run.signal(libc::SIGKILL);
+    drop(run);
+    let text = String::from_utf8_lossy(&got);
+    // The reading stopped anywhere: only whole lines count.
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let junk = std::str::from_utf8(JUNK).expect("ascii").trim_end();
+    let mut rinit_lines = 0;
+    for line in whole.lines() {
+        if line == child_line || line == junk || line.is_empty() {
+            continue;
+        }
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("a split line ({e}): {line:?}"));
+        rinit_lines += 1;
+    }
+    assert!(
+        rinit_lines > 50,
+        "rinit's lines came through: {rinit_lines}"
+    );
+    assert!(
+        whole.contains(r#""phase":"log""#) || rinit_lines > 400,
+        "what did not fit was counted"
+    );
+}
+
+/// A daemon whose main thread has exited while another thread runs on:
+/// /proc shows its state as Z, like a dead process, yet it lives. rinit
+/// must still see it: TERM it when the main child is gone, and SIGKILL it
+/// at the grace, naming it.
+fn a_process_whose_main_thread_exited_is_seen(mode: Mode) {
+    let dir = TempDir::new("zleader");
+    let ready = dir.file("ready");
+    let probe = probe_named(&dir, b"threaded");
+    let script = format!(
+        "setsid {} --ready {ready} --ignore TERM --leader-exits & wait",
+        probe.display()
+    );
+    let mut run = Rinit::new(mode, &dir)
+        .opts(["--grace=1s", "--log-format=json"])
+        .cmd(["sh", "-c", &script])
+        .spawn();
+    run.ready(&ready);
+    // Its main thread has exited: /proc says Z for the process.
+    std::thread::sleep(Duration::from_millis(200));
+    run.signal(libc::SIGTERM);
+    let done = run.finish(SOON);
+    let lines = done.json();
+    let kill_line = phase(&lines, "kill")
+        .into_iter()
+        .find(|l| l["comm"] == "threaded")
+        .unwrap_or_else(|| panic!("the daemon is named at the deadline\n{}", done.stderr));
+    assert_eq!(kill_line["message"], "SIGKILL", "{}", done.stderr);
+    assert!(
+        !done.stderr.contains("no /proc names them"),
+        "{}",
+        done.stderr
+    );
 }

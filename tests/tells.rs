@@ -64,6 +64,15 @@ fn the_child_gets_its_drain_budget(mode: Mode) {
         "7000 7"
     );
     assert_eq!(budget(mode, &["--grace=none"], &[]), "");
+    // No budget: an inherited value does not pass for one.
+    assert_eq!(
+        budget(
+            mode,
+            &["--grace=none"],
+            &[("RINIT_DRAIN_MS", "99"), ("RINIT_DRAIN_SECONDS", "9")]
+        ),
+        ""
+    );
 }
 
 /// The message a platform shows: the status and why, the drain, what the

@@ -9,7 +9,7 @@
 //! Usage: probe [--record FILE] [--ready FILE] [--mask FILE] [--exit-on SIG:MS:CODE]...
 //!              [--die-on SIG]... [--ignore SIG]... [--grandchild] [--daemon] [--daemon-exits]
 //!              [--orphans N] [--zombie-report FILE] [--sleep MS] [--exit CODE]
-//!              [--stamp FILE] [--done FILE] [--tty FILE] [--alloc-mib N]
+//!              [--stamp FILE] [--done FILE] [--tty FILE] [--alloc-mib N] [--leader-exits]
 //!
 //! Record lines: `<pid> <SIGNAL> <monotonic-ns>`, plus `daemon <pid>` and
 //! `grandchild <pid>` lines for the processes it starts. Real-time signals
@@ -55,6 +55,7 @@ struct Opts {
     sleep_ms: Option<u64>,
     exit: Option<i32>,
     alloc_mib: usize,
+    leader_exits: bool,
 }
 
 fn signo(name: &str) -> i32 {
@@ -107,6 +108,7 @@ fn parse() -> Opts {
                 o.sleep_ms = Some(val().parse().unwrap_or_else(|_| die("probe: --sleep MS")))
             }
             "--exit" => o.exit = Some(val().parse().unwrap_or_else(|_| die("probe: --exit CODE"))),
+            "--leader-exits" => o.leader_exits = true,
             "--alloc-mib" => {
                 o.alloc_mib = val()
                     .parse()
@@ -355,7 +357,18 @@ fn main() {
         }
         std::hint::black_box(&held);
     }
-    serve(&o, set, false);
+    if o.leader_exits {
+        // The work goes on in a second thread; the main thread exits, so
+        // /proc shows the process as Z although it lives.
+        let worker = std::thread::spawn(move || serve(&o, set, false));
+        std::mem::forget(worker);
+        // SAFETY: the raw exit syscall ends only this thread, without the
+        // unwinding pthread_exit would force through Rust's frames; the
+        // other thread keeps the process.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+    } else {
+        serve(&o, set, false);
+    }
 }
 
 /// The signal loop: record, then act on what the flags say.
