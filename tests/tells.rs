@@ -198,7 +198,7 @@ fn k_service_with_a_stated_window_is_knative(mode: Mode) {
 /// and a refused variable is named.
 fn settings_from_the_environment_alone(mode: Mode) {
     let dir = TempDir::new("env-settings");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .envs(&[
             ("RINIT_PRESET", "celery"),
@@ -206,13 +206,13 @@ fn settings_from_the_environment_alone(mode: Mode) {
             ("RINIT_PRE_STOP_DELAY", "500ms"),
             ("RINIT_LOG_FORMAT", "json"),
         ])
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "QUIT:0:0"])
+        .probe(files.args(&["--exit-on", "QUIT:0:0"]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     run.signal(libc::SIGTERM);
     let done = run.finish(SOON);
     assert_eq!(done.status, 0, "{}", done.stderr);
-    assert_eq!(Record::read(&rec).of(pid), ["SIGTERM", "SIGQUIT"]);
+    assert_eq!(files.record().of(pid), ["SIGTERM", "SIGQUIT"]);
     let stages = done.json();
     let stages = phase(&stages, "stage");
     assert_eq!(stages.len(), 2, "{}", done.stderr);

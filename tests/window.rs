@@ -295,29 +295,29 @@ fn cloud_run_maintenance_signals_are_forwarded_and_logged(mode: Mode) {
         (("RINIT_PLATFORM_KILL_AFTER", "10s"), false),
     ] {
         let dir = TempDir::new("maintenance");
-        let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+        let files = ProbeFiles::in_dir(&dir);
         let mut run = Rinit::new(mode, &dir)
             .opts(["--grace=5s", "--log-format=json"])
             .env(env.0, env.1)
-            .probe(["--record", &rec, "--ready", &ready, "--exit-on", "TERM:0:0"])
+            .probe(files.args(&["--exit-on", "TERM:0:0"]))
             .spawn();
-        let pid = run.ready(&ready);
+        let pid = run.ready(&files.ready);
         run.signal(libc::SIGTSTP);
         run.wait_until("the child to record SIGTSTP", || {
-            Record::read(&rec).of(pid) == ["SIGTSTP"]
+            files.record().of(pid) == ["SIGTSTP"]
         });
         // Past the grace: had TSTP started a drain, the deadline would fire.
         std::thread::sleep(std::time::Duration::from_millis(5500));
         run.signal(libc::SIGCONT);
         run.wait_until("the child to record SIGCONT", || {
-            Record::read(&rec).of(pid).len() == 2
+            files.record().of(pid).len() == 2
         });
         run.signal(libc::SIGTERM);
         let done = run.finish(SOON);
         let what = format!("{env:?}\n{}", done.stderr);
         assert_eq!(done.status, 0, "{what}");
         assert_eq!(
-            Record::read(&rec).of(pid),
+            files.record().of(pid),
             ["SIGTSTP", "SIGCONT", "SIGTERM"],
             "{what}"
         );

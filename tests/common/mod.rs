@@ -383,6 +383,16 @@ impl Run {
         kill(self.rinit_pid(), sig);
     }
 
+    /// Sends `sig` (a stop signal) and waits for rinit to exit: how it ended,
+    /// and how long after the signal (the clock starts just before it).
+    pub fn stop(self, sig: i32) -> (Done, Duration) {
+        let t0 = Instant::now();
+        self.signal(sig);
+        let done = self.finish(SOON);
+        let took = done.ended - t0;
+        (done, took)
+    }
+
     /// Waits until `path` holds a complete line (the probe's ready file) and
     /// returns it, trimmed.
     pub fn wait_file(&mut self, path: &str) -> String {
@@ -502,6 +512,34 @@ impl Drop for Run {
 }
 
 // ---- what the probe recorded -------------------------------------------------
+
+/// The probe's two files in a scenario's directory: `rec`, where it records
+/// every signal it gets, and `ready`, where it writes its pid once it does.
+pub struct ProbeFiles {
+    pub rec: String,
+    pub ready: String,
+}
+
+impl ProbeFiles {
+    pub fn in_dir(dir: &TempDir) -> ProbeFiles {
+        ProbeFiles {
+            rec: dir.file("rec"),
+            ready: dir.file("ready"),
+        }
+    }
+
+    /// The probe's arguments: record and say when ready here, then `args`.
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut argv = vec!["--record", self.rec.as_str(), "--ready", &self.ready];
+        argv.extend_from_slice(args);
+        argv
+    }
+
+    /// What the probe (and its grandchild and daemon) recorded so far.
+    pub fn record(&self) -> Record {
+        Record::read(&self.rec)
+    }
+}
 
 /// One signal the probe (or its grandchild) got.
 #[derive(Clone, Debug, PartialEq, Eq)]
