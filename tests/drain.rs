@@ -123,8 +123,7 @@ fn setsid_daemon_is_gone_before_rinit_exits(mode: Mode) {
         }
         Mode::Pid1 => None,
     };
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     if let Some((pid, start)) = identity {
         assert!(!alive(pid, start), "daemon {pid} outlived rinit");
     }
@@ -153,8 +152,7 @@ fn staged(mode: Mode, opts: &[&str], exit_on: &str, expect: &[(&str, u64)]) -> D
         .spawn();
     let pid = run.ready(&files.ready);
     let t0 = mono_ns();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
     let got: Vec<Got> = files
         .record()
@@ -253,8 +251,7 @@ fn pre_stop_delay_holds_back_forwarding(mode: Mode) {
         .spawn();
     let pid = run.ready(&files.ready);
     let t0 = mono_ns();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
     let got = files.record().signals;
     assert_eq!(got.len(), 1, "{got:?}");
@@ -338,8 +335,7 @@ fn repeated_term_is_logged_not_forwarded(mode: Mode) {
         run.signal(libc::SIGTERM);
         run.wait_log("already draining; not forwarded again", n);
     }
-    run.signal(libc::SIGWINCH);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGWINCH);
     assert_eq!(done.status, 0, "{}", done.stderr);
     assert_eq!(
         files.record().of(pid),
@@ -364,8 +360,7 @@ fn default_stop_signals_start_a_drain(mode: Mode) {
             .probe(files.args(&["--exit-on", &format!("{name}:0:0")]))
             .spawn();
         let pid = run.ready(&files.ready);
-        run.signal(sig);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(sig);
         assert_eq!(done.status, 0, "SIG{name}\n{}", done.stderr);
         assert_eq!(files.record().of(pid), [sig_name(sig)]);
         let lines = done.json();
@@ -533,8 +528,7 @@ fn json_lines_carry_the_fields(mode: Mode) {
     run.wait_until("the child to record SIGHUP", || {
         !files.record().of(pid).is_empty()
     });
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 3, "{}", done.stderr);
     let lines = done.json();
     let mut severities: Vec<String> = Vec::new();
@@ -819,8 +813,7 @@ fn stop_signal_dropped_by_rewrite_starts_no_drain(mode: Mode) {
     run.wait_until("the child to record SIGUSR1", || {
         files.record().of(pid).contains(&"SIGUSR1".into())
     });
-    run.signal(libc::SIGQUIT);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGQUIT);
     assert_eq!(done.status, 4, "{}", done.stderr);
     assert_eq!(files.record().of(pid), ["SIGUSR1", "SIGQUIT"]);
     assert!(!done.stderr.contains("deadline"), "{}", done.stderr);
@@ -842,8 +835,7 @@ fn a_new_stop_signal_mid_drain_is_forwarded(mode: Mode) {
     });
     run.signal(libc::SIGTERM);
     run.wait_log("already draining; not forwarded again", 1);
-    run.signal(libc::SIGQUIT);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGQUIT);
     assert_eq!(done.status, 0, "{}", done.stderr);
     assert_eq!(files.record().of(pid), ["SIGTERM", "SIGQUIT"]);
 }
@@ -916,8 +908,7 @@ fn presets_signal_the_runner_not_its_helpers(mode: Mode) {
         run.wait_until("the grandchild line", || {
             files.record().grandchild.is_some()
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         let r = files.record();
         let gc = r.grandchild.expect("grandchild");
         assert_eq!(r.of(pid), ["SIGTSTP", "SIGTERM"], "{opt}\n{}", done.stderr);
@@ -961,8 +952,7 @@ fn a_forwarded_signal_that_kills_a_helper_is_a_warning(mode: Mode) {
         run.wait_until("sleep to be exec'd", || {
             descendants(top).iter().any(|p| p.comm == "sleep")
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         assert_eq!(done.status, 0, "{}", done.stderr);
         let lines = done.json();
         let warned: Vec<_> = phase(&lines, "forward")

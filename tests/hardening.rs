@@ -341,8 +341,7 @@ fn signals_under_a_reader(mode: Mode, n: usize, stall: Option<Duration>) -> (Str
         );
         std::thread::sleep(stall.saturating_sub(t0.elapsed()) + Duration::from_millis(500));
     }
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0);
     let got = files
         .record()
@@ -642,8 +641,7 @@ fn text_lines_cannot_be_split(mode: Mode) {
         .cmd(["--ready", &ready, "--ignore", "TERM"])
         .spawn();
     run.ready(&ready);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 137);
     one_event_per_line(&done.stderr);
     let kill = text_phase(&done.stderr, "kill");
@@ -719,8 +717,7 @@ fn arbitrary_names_are_seen_and_stay_one_line(mode: Mode) {
         run.wait_until("every named process ready", || {
             fs::read_dir(dir.join("r")).map(|d| d.count()).unwrap_or(0) == N
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         assert_eq!(done.status, 137, "{}", done.stderr);
         if json {
             let lines = done.json();

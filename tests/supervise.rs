@@ -108,31 +108,37 @@ fn every_signal_reaches_the_child(mode: Mode) {
             files.record().of(pid).len() > i
         });
     }
-    run.signal(stop);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(stop);
     assert_eq!(done.status, 0, "{}", done.stderr);
     let expected: Vec<String> = sigs.iter().chain([&stop]).map(|&s| sig_name(s)).collect();
     assert_eq!(files.record().of(pid), expected, "{}", done.stderr);
+}
+
+/// The probe and its grandchild (a second probe in its group) under rinit
+/// with `opts`, both recording, and SIGUSR1 sent to rinit: the run, the
+/// probe's files, the probe's pid and the grandchild's.
+fn usr1_with_a_grandchild(mode: Mode, dir: &TempDir, opts: &[&str]) -> (Run, ProbeFiles, i32, i32) {
+    let files = ProbeFiles::in_dir(dir);
+    let mut run = Rinit::new(mode, dir)
+        .opts(opts.iter().copied())
+        .probe(files.args(&["--grandchild", "--exit-on", "TERM:0:0"]))
+        .spawn();
+    let pid = run.ready(&files.ready);
+    let grandchild = files.record().grandchild.expect("grandchild line");
+    run.signal(libc::SIGUSR1);
+    (run, files, pid, grandchild)
 }
 
 /// By default a forwarded signal goes to the child's process group, so a
 /// grandchild (here a second probe forked by the first) gets it too.
 fn group_delivery_reaches_the_grandchild(mode: Mode) {
     let dir = TempDir::new("group");
-    let files = ProbeFiles::in_dir(&dir);
-    let mut run = Rinit::new(mode, &dir)
-        .opts(["--grace", "1s"])
-        .probe(files.args(&["--grandchild", "--exit-on", "TERM:0:0"]))
-        .spawn();
-    let pid = run.ready(&files.ready);
-    let grandchild = files.record().grandchild.expect("grandchild line");
-    run.signal(libc::SIGUSR1);
+    let (mut run, files, pid, grandchild) = usr1_with_a_grandchild(mode, &dir, &["--grace", "1s"]);
     run.wait_until("child and grandchild to record SIGUSR1", || {
         let r = files.record();
         r.of(pid).contains(&"SIGUSR1".into()) && r.of(grandchild).contains(&"SIGUSR1".into())
     });
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
 }
 
@@ -143,14 +149,8 @@ fn group_delivery_reaches_the_grandchild(mode: Mode) {
 /// reached the grandchild it would be recorded before SIGUSR2 (12).
 fn single_child_spares_the_grandchild(mode: Mode) {
     let dir = TempDir::new("single");
-    let files = ProbeFiles::in_dir(&dir);
-    let mut run = Rinit::new(mode, &dir)
-        .opts(["--single-child", "--grace", "1s"])
-        .probe(files.args(&["--grandchild", "--exit-on", "TERM:0:0"]))
-        .spawn();
-    let pid = run.ready(&files.ready);
-    let grandchild = files.record().grandchild.expect("grandchild line");
-    run.signal(libc::SIGUSR1);
+    let opts = ["--single-child", "--grace", "1s"];
+    let (mut run, files, pid, grandchild) = usr1_with_a_grandchild(mode, &dir, &opts);
     run.wait_until("the child to record SIGUSR1", || {
         files.record().of(pid).contains(&"SIGUSR1".into())
     });
@@ -163,8 +163,7 @@ fn single_child_spares_the_grandchild(mode: Mode) {
         !files.record().of(grandchild).is_empty()
     });
     assert_eq!(files.record().of(grandchild), ["SIGUSR2"]);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
     // The stop signal went to the child alone; the grandchild's only TERM is
     // the straggler sweep after the child exited (then SIGKILL at the grace).
@@ -196,8 +195,7 @@ fn rewrite_and_drop(mode: Mode) {
     run.signal(libc::SIGHUP);
     run.signal(libc::SIGWINCH);
     run.wait_until("SIGWINCH", || files.record().of(pid).len() >= 2);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
     assert_eq!(
         files.record().of(pid),
@@ -736,8 +734,7 @@ fn pid1_terms_and_waits_for_processes_it_did_not_start() {
         .spawn()
         .expect("nsenter");
     run.wait_file(&up);
-    run.signal(libc::SIGUSR1);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGUSR1);
     let _ = outsider.kill();
     let _ = outsider.wait();
     assert_eq!(done.status, 7, "{}", done.stderr);

@@ -87,8 +87,7 @@ fn termination_message_says_why(mode: Mode) {
         .probe(["--ready", &ready, "--ignore", "TERM"])
         .spawn();
     run.ready(&ready);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 137);
     let message = fs::read_to_string(&log).expect("message");
     assert!(
@@ -209,8 +208,7 @@ fn settings_from_the_environment_alone(mode: Mode) {
         .probe(files.args(&["--exit-on", "QUIT:0:0"]))
         .spawn();
     let pid = run.ready(&files.ready);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
     assert_eq!(files.record().of(pid), ["SIGTERM", "SIGQUIT"]);
     let stages = done.json();

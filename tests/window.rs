@@ -272,8 +272,7 @@ fn expect_exit_covers_a_death_by_signal(mode: Mode) {
             .probe(["--ready", &ready, "--die-on", "TERM"])
             .spawn();
         run.ready(&ready);
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         assert_eq!(done.status, want, "{opts:?}\n{}", done.stderr);
         let exit = text_phase(&done.stderr, "exit");
         assert_eq!(
@@ -312,8 +311,7 @@ fn cloud_run_maintenance_signals_are_forwarded_and_logged(mode: Mode) {
         run.wait_until("the child to record SIGCONT", || {
             files.record().of(pid).len() == 2
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         let what = format!("{env:?}\n{}", done.stderr);
         assert_eq!(done.status, 0, "{what}");
         assert_eq!(

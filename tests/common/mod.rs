@@ -383,8 +383,9 @@ impl Run {
         kill(self.rinit_pid(), sig);
     }
 
-    /// Sends `sig` (a stop signal) and waits for rinit to exit: how it ended,
-    /// and how long after the signal (the clock starts just before it).
+    /// Sends `sig` (the one that ends the run) and waits for rinit to exit:
+    /// how it ended, and how long after the signal (the clock starts just
+    /// before it).
     pub fn stop(self, sig: i32) -> (Done, Duration) {
         let t0 = Instant::now();
         self.signal(sig);
