@@ -24,13 +24,12 @@
 
 use rinit_test_support::docker as docker_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use docker_support::{
-    assert_static, build, build_text, engine, sibling_binary, static_base, Compose, Container,
-    State,
+    assert_static, build, build_text, engine, probe_beside, static_base, Compose, Container, State,
 };
 use rinit_test_support::{assert_clean_exit, root_dir, text_phase, wait_for, TempDir};
 
@@ -38,23 +37,12 @@ const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
 const SETUP: &str = "run scripts/setup-docker.sh (installs Debian's busybox-static)";
 
-/// The probe of the same profile as rinit (built here if this run did not
-/// build the example, or built it before tests/support/probe.rs changed).
-fn probe() -> PathBuf {
-    sibling_binary(
-        Path::new(RINIT),
-        "examples/probe",
-        ["--example", "probe"],
-        &[root_dir().join("tests/support/probe.rs")],
-    )
-}
-
 /// `rinit-test/probe:<hash>`: FROM scratch with /rinit, /probe, and busybox
 /// as /bin/busybox and /bin/sh (for the shell-form case and `docker exec`).
 fn probe_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let probe = probe();
+        let probe = probe_beside(Path::new(RINIT));
         assert_static(
             Path::new(RINIT),
             "rinit must be built static (.cargo/config.toml)",
@@ -542,7 +530,7 @@ fn dockerfile_example_builds_and_drains_under_docker_stop() {
     if !engine("dockerfile_example_builds_and_drains_under_docker_stop") {
         return;
     }
-    let probe = probe();
+    let probe = probe_beside(Path::new(RINIT));
     assert_static(
         &probe,
         "the probe must be built static (.cargo/config.toml)",
@@ -613,7 +601,7 @@ const SLOW_WORKER: [&str; 7] = [
 /// with the probe as /worker.
 fn design_line_image() -> String {
     let ctx = TempDir::new("design-line");
-    ctx.copy_in(&probe(), "worker");
+    ctx.copy_in(&probe_beside(Path::new(RINIT)), "worker");
     let image = build(
         "rinit-test/design-line",
         &root_dir().join("tests/images/design-line.Dockerfile"),

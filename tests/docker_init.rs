@@ -38,9 +38,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_support::{
-    assert_static, build_text, docker_on, docker_on_ok, engine, sibling_binary, Compose, Container,
+    assert_static, build_text, docker_on, docker_on_ok, engine, probe_beside, Compose, Container,
 };
-use rinit_test_support::{ci, root_dir, run, text_phase, try_run, wait_for, TempDir};
+use rinit_test_support::{ci, run, text_phase, try_run, wait_for, TempDir};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
@@ -89,22 +89,11 @@ fn prerequisites(test: &str) -> bool {
     false
 }
 
-/// The probe of the same profile as rinit (built here if this run did not
-/// build the example).
-fn probe() -> PathBuf {
-    sibling_binary(
-        Path::new(RINIT),
-        "examples/probe",
-        ["--example", "probe"],
-        &[root_dir().join("tests/support/probe.rs")],
-    )
-}
-
 /// `rinit-test/no-init:<hash>` on the main engine: FROM scratch with the
 /// probe as its ENTRYPOINT and busybox for `docker exec`, and no rinit: under
 /// `--init` the only rinit in the container is the one dockerd mounts.
 fn image_without_init() -> String {
-    let probe = probe();
+    let probe = probe_beside(Path::new(RINIT));
     assert_static(
         &probe,
         "the probe must be built static (.cargo/config.toml)",
