@@ -31,6 +31,7 @@
 
 use rinit_test_support::docker as docker_support;
 
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -457,18 +458,25 @@ fn run_init(
     (Container::run_on(d.host(), label, &args), data)
 }
 
-/// `docker stop -t 10`, then exit code, logs and Docker's signals, printed.
-fn stop(c: &Container) -> (Duration, i32, String, Vec<String>) {
+/// `docker stop -t 10`, which must end `c` with `code` in a time within
+/// `bounds` (`what` says why); then its logs and Docker's signals, printed.
+fn stop(c: &Container, code: i32, bounds: Range<Duration>, what: &str) -> (String, Vec<String>) {
     let took = c.stop(10);
-    let code = c.state().exit_code;
+    let exit = c.state().exit_code;
     let logs = c.logs();
     let signals = c.signals_sent();
     eprintln!(
-        "{}: docker stop -t 10 took {:.3} s, exit {code}, Docker sent {signals:?}; logs:\n{logs}",
+        "{}: docker stop -t 10 took {:.3} s, exit {exit}, Docker sent {signals:?}; logs:\n{logs}",
         c.name,
         took.as_secs_f64()
     );
-    (took, code, logs, signals)
+    assert_eq!(exit, code, "{what}");
+    assert!(
+        bounds.contains(&took),
+        "{what}: docker stop took {:.3} s, not in {bounds:?}",
+        took.as_secs_f64()
+    );
+    (logs, signals)
 }
 
 /// The single `exit` line of rinit's log.
@@ -573,12 +581,11 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
     assert_pid1_is_rinit(d, &c_ignores.name, &ignores_cmd, &fields);
     assert_pid1_is_rinit(d, &c_drains.name, &drains_cmd, &fields);
 
-    let (took, code, logs, signals) = stop(&c_drains);
-    assert_eq!(code, 0, "a clean drain");
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(2500),
-        "the 300 ms job, not a timeout: docker stop took {:.3} s",
-        took.as_secs_f64()
+    let (logs, signals) = stop(
+        &c_drains,
+        0,
+        Duration::from_millis(290)..Duration::from_millis(2500),
+        "a clean drain: the 300 ms job, not a timeout",
     );
     assert!(drains.read("done").starts_with("done "), "the job finished");
     assert_eq!(signals, ["15"], "Docker's SIGTERM only");
@@ -588,12 +595,11 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
         "{exit}"
     );
 
-    let (took, code, logs, signals) = stop(&c_ignores);
-    assert_eq!(code, 137, "killed by rinit at its grace");
-    assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(7),
-        "RINIT_GRACE=3s, not Docker's 10 s: docker stop took {:.3} s",
-        took.as_secs_f64()
+    let (logs, signals) = stop(
+        &c_ignores,
+        137,
+        Duration::from_millis(2900)..Duration::from_secs(7),
+        "killed by rinit at its grace: RINIT_GRACE=3s, not Docker's 10 s",
     );
     let forward = text_phase(&logs, "forward");
     assert!(
