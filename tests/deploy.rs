@@ -21,7 +21,7 @@
 use rinit_test_support::docker::{
     assert_static, build, build_text, docker, docker_ok, engine, Container,
 };
-use rinit_test_support::{phase, root_dir, run, wait_for, Out, TempDir};
+use rinit_test_support::{phase, root_dir, run, run_ok, wait_for, Out, TempDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,15 +48,9 @@ const ECS_MAX_STOP_TIMEOUT: u64 = 120_000;
 fn validators() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let out = run(
+        run_ok(
             &mut Command::new(root_dir().join("scripts/setup-deploy-validators")),
             Duration::from_secs(600),
-        );
-        assert!(
-            out.ok(),
-            "scripts/setup-deploy-validators failed:\n{}{}",
-            out.stdout,
-            out.stderr
         );
     });
 }
@@ -74,7 +68,7 @@ fn check_deploy(paths: &[PathBuf]) -> Out {
 /// validators' venv.
 fn documents(path: &Path) -> Vec<Value> {
     validators();
-    let out = run(
+    let out = run_ok(
         Command::new(root_dir().join(".venv-deploy/bin/python"))
             .args([
                 "-c",
@@ -84,7 +78,6 @@ fn documents(path: &Path) -> Vec<Value> {
             .arg(path),
         Duration::from_secs(60),
     );
-    assert!(out.ok(), "{}: {}", path.display(), out.stderr);
     serde_json::from_str(&out.stdout).expect("PyYAML printed JSON")
 }
 

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use docker_support::{
     assert_static, build_text, docker_on, docker_on_ok, engine, probe_beside, Compose, Container,
 };
-use rinit_test_support::{ci, run, text_phase, try_run, wait_for, TempDir};
+use rinit_test_support::{ci, run, run_ok, text_phase, try_run, wait_for, TempDir};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
@@ -178,8 +178,7 @@ const CMD: Duration = Duration::from_secs(60);
 
 /// `ip ARGS...`, which must succeed.
 fn ip(args: &[&str]) {
-    let out = run(Command::new("ip").args(args), CMD);
-    assert!(out.ok(), "ip {args:?}: {}", out.stderr);
+    run_ok(Command::new("ip").args(args), CMD);
 }
 
 /// A second dockerd, private to this test, with rinit as its init.

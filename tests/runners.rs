@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use common::{children, kill, stat, text_field, text_phase, unshare_bin, TempDir, PATH};
 use rinit_test_support::docker::{self as docker_support, assert_static, build, Container};
-use rinit_test_support::{ci, root_dir, run, wait_for};
+use rinit_test_support::{ci, root_dir, run, run_ok, wait_for};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const SETUP: &str = "run scripts/setup-runners";
@@ -159,13 +159,12 @@ impl Redis {
 
     /// `redis-cli --raw ARGS`, which must succeed; its output.
     fn cli(&self, args: &[&str]) -> String {
-        let out = run(
+        let out = run_ok(
             Command::new("/usr/bin/redis-cli")
                 .args(["-p", &self.port.to_string(), "--raw"])
                 .args(args),
             Duration::from_secs(30),
         );
-        assert!(out.ok(), "redis-cli {args:?}: {}{}", out.stdout, out.stderr);
         out.stdout
     }
 
@@ -274,8 +273,7 @@ impl World {
             }
         };
         cmd.args(jobs).env_clear().envs(self.env());
-        let out = run(&mut cmd, SLOW);
-        assert!(out.ok(), "enqueue {jobs:?}: {}{}", out.stdout, out.stderr);
+        run_ok(&mut cmd, SLOW);
     }
 
     /// The worker's command line; for Sidekiq, `-t` is `timeout`.
