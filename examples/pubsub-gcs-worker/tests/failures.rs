@@ -14,7 +14,7 @@
 //! timestamps.
 
 use rinit_test_support::worker::{n, worker_bin, GcsKind, TestEnv, TestMessage, PROJECT};
-use rinit_test_support::{eventually, free_port, Running, TempDir};
+use rinit_test_support::{eventually, free_port, tcp_server, Running, TempDir};
 use serde_json::Value;
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -250,15 +250,8 @@ fn pubsub_connection_refused_is_reported_then_exits_1() {
 
 /// A TCP server that accepts connections and never answers.
 fn black_hole() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    port
+    let mut held = Vec::new();
+    tcp_server(move |s| held.push(s))
 }
 
 /// No answer at all (the connection is accepted, nothing comes back): the
@@ -280,14 +273,9 @@ fn pubsub_black_hole_is_a_timeout_within_5s() {
 /// A TCP server that answers anything with plain text and hangs up: what a
 /// TLS client sees from an endpoint that does not speak TLS.
 fn garbage_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS\r\n");
-        }
-    });
-    port
+    tcp_server(|mut s| {
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS\r\n");
+    })
 }
 
 /// TLS: the endpoint does not speak TLS. No retry fixes that: ERROR.
@@ -499,25 +487,20 @@ fn storage_outage_is_one_line_per_period_then_recovers() {
 /// An HTTP/1.1 server answering every request with `status` and a JSON
 /// error, after reading the request.
 fn http_refusing_server(status: u16) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-                let mut buf = [0u8; 64 * 1024];
-                while let Ok(1..) = s.read(&mut buf) {}
-                let body = format!(r#"{{"error":{{"code":{status},"message":"stub refuses"}}}}"#);
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status} Refused\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
+    tcp_server(move |mut s| {
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut buf = [0u8; 64 * 1024];
+            while let Ok(1..) = s.read(&mut buf) {}
+            let body = format!(r#"{{"error":{{"code":{status},"message":"stub refuses"}}}}"#);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} Refused\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+    })
 }
 
 /// 401/403 from Cloud Storage, and a missing bucket (404 on the emulator):
