@@ -771,13 +771,7 @@ fn platform_detection_from_env(mode: Mode) {
     for &(opts, env, platform, kill_after, grace, json) in cases {
         let platform = host(platform, "docker", "none");
         let kill_after = host(kill_after, "10s", "none");
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .probe(["--exit", "0"])
-            .envs(env)
-            .run();
-        let what = format!("{opts:?} {env:?}");
-        assert_eq!(done.status, 0, "{what}\n{}", done.stderr);
+        let (done, what) = run_settings(mode, &dir, opts, env, 0);
         let fields: Vec<(&str, String)> = ["platform", "kill_after", "grace"]
             .into_iter()
             .zip(done.start_fields(json, &["platform", "kill_after", "grace"]))
@@ -789,8 +783,7 @@ fn platform_detection_from_env(mode: Mode) {
                 ("kill_after", kill_after.to_string()),
                 ("grace", grace.to_string()),
             ],
-            "{what}\n{}",
-            done.stderr
+            "{what}"
         );
     }
 }

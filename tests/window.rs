@@ -96,13 +96,7 @@ fn assumed_window_warns_and_starts(mode: Mode) {
     ];
     let dir = TempDir::new("assumed");
     for (opts, env, platform, window, json, settings) in cases {
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .probe(["--exit", "3"])
-            .envs(env)
-            .run();
-        let what = format!("{opts:?} {env:?}\n{}", done.stderr);
-        assert_eq!(done.status, 3, "the command ran: {what}");
+        let (done, what) = run_settings(mode, &dir, opts, env, 3);
         assert_eq!(
             done.start_fields(*json, &["platform", "kill_after", "window"]),
             [*platform, *window, "assumed"],
@@ -158,14 +152,8 @@ fn stated_or_fitting_window_gives_no_warning(mode: Mode) {
     ];
     let dir = TempDir::new("stated");
     for (opts, env, want) in cases {
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .opts(["--log-format=text"])
-            .probe(["--exit", "0"])
-            .envs(env)
-            .run();
-        let what = format!("{opts:?} {env:?}\n{}", done.stderr);
-        assert_eq!(done.status, 0, "{what}");
+        let opts = [*opts, &["--log-format=text"]].concat();
+        let (done, what) = run_settings(mode, &dir, &opts, env, 0);
         assert_eq!(
             done.start_fields(false, &["kill_after", "window", "grace"]),
             *want,

@@ -253,6 +253,27 @@ impl Rinit {
     }
 }
 
+/// One row of a table of settings: rinit in `mode` with `opts` and `env` over
+/// `probe --exit CODE`, which must start and pass its code through; how it
+/// ended, and the row as failure messages name it (options, environment and
+/// rinit's log).
+pub fn run_settings(
+    mode: Mode,
+    dir: &TempDir,
+    opts: &[&str],
+    env: &[(&str, &str)],
+    code: i32,
+) -> (Done, String) {
+    let done = Rinit::new(mode, dir)
+        .opts(opts.iter().copied())
+        .probe(["--exit", &code.to_string()])
+        .envs(env)
+        .run();
+    let what = format!("{opts:?} {env:?}\n{}", done.stderr);
+    assert_eq!(done.status, code, "the command ran: {what}");
+    (done, what)
+}
+
 /// A running rinit.
 pub struct Run {
     pub mode: Mode,
