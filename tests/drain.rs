@@ -381,7 +381,7 @@ fn refused_configurations(mode: Mode) {
     let dir = TempDir::new("refused");
     let marker = dir.file("started");
     /// (rinit options, environment, what the error must name)
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    type Case<'a> = (Opts<'a>, Env<'a>, &'a [&'a str]);
     let cases: &[Case] = &[
         // Grace against a known window: stated (flag or env) or Cloud Run's.
         (
@@ -480,21 +480,12 @@ fn refused_configurations(mode: Mode) {
         (&["--log-format=xml"], &[], &["'xml'"]),
     ];
     for (opts, env, needles) in cases {
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .cmd(["touch", &marker])
-            .envs(env)
-            .run();
-        let err = done.stderr.trim_end();
-        assert_eq!(done.status, 2, "{opts:?} {env:?}\n{err}");
+        let err = refused(mode, &dir, opts, env);
+        let err = err.trim_end();
         assert_eq!(err.lines().count(), 1, "{opts:?}: one line\n{err}");
         for n in needles.iter() {
             assert!(err.contains(n), "{opts:?} {env:?}: {n:?} not in\n{err}");
         }
-        assert!(
-            !std::path::Path::new(&marker).exists(),
-            "{opts:?}: the command ran"
-        );
     }
     // The control: the same command does run when the configuration is fine.
     let done = Rinit::new(mode, &dir).cmd(["touch", &marker]).run();
@@ -662,14 +653,7 @@ fn check_common_fields(l: &Value) {
 /// environment (nothing else set), and the log format auto picks: JSON on
 /// ECS, Kubernetes and Cloud Run, text otherwise.
 fn platform_detection_from_env(mode: Mode) {
-    type Case<'a> = (
-        &'a [&'a str],
-        &'a [(&'a str, &'a str)],
-        &'a str,
-        &'a str,
-        &'a str,
-        bool,
-    );
+    type Case<'a> = (Opts<'a>, Env<'a>, &'a str, &'a str, &'a str, bool);
     let cases: &[Case] = &[
         (&[], &[], HOST, HOST, "8s", false),
         (&[], &[("K_SERVICE", "api")], "cloud-run", "10s", "8s", true),

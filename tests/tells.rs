@@ -181,15 +181,12 @@ fn k_service_with_a_stated_window_is_knative(mode: Mode) {
         done.stderr
     );
     // Worker pools are Cloud Run for certain: a longer stated window is refused.
-    let done = Rinit::new(mode, &dir)
-        .envs(&[
-            ("K_SERVICE", "api"),
-            ("CLOUD_RUN_WORKER_POOL", "pool"),
-            ("RINIT_PLATFORM_KILL_AFTER", "60"),
-        ])
-        .cmd(["true"])
-        .run();
-    assert_eq!(done.status, 2, "{}", done.stderr);
+    let env = [
+        ("K_SERVICE", "api"),
+        ("CLOUD_RUN_WORKER_POOL", "pool"),
+        ("RINIT_PLATFORM_KILL_AFTER", "60"),
+    ];
+    refused(mode, &dir, &[], &env);
 }
 
 /// Under `docker run --init` only the environment reaches rinit: the
@@ -219,28 +216,16 @@ fn settings_from_the_environment_alone(mode: Mode) {
         format!("pid {pid}"),
         "a preset signals the main process"
     );
-    let done = Rinit::new(mode, &dir)
-        .env("RINIT_STOP_SEQUENCE", "TERM@0s,QUIT@1s")
-        .opts(["--preset=sidekiq"])
-        .cmd(["true"])
-        .run();
-    assert_eq!(done.status, 2);
+    let env = [("RINIT_STOP_SEQUENCE", "TERM@0s,QUIT@1s")];
+    let err = refused(mode, &dir, &["--preset=sidekiq"], &env);
     assert!(
-        done.stderr
-            .contains("--preset and RINIT_STOP_SEQUENCE cannot be used together"),
-        "{}",
-        done.stderr
+        err.contains("--preset and RINIT_STOP_SEQUENCE cannot be used together"),
+        "{err}"
     );
-    let done = Rinit::new(mode, &dir)
-        .env("RINIT_PRESET", "nope")
-        .cmd(["true"])
-        .run();
-    assert_eq!(done.status, 2);
+    let err = refused(mode, &dir, &[], &[("RINIT_PRESET", "nope")]);
     assert!(
-        done.stderr
-            .starts_with("rinit: RINIT_PRESET='nope' is not one of"),
-        "{}",
-        done.stderr
+        err.starts_with("rinit: RINIT_PRESET='nope' is not one of"),
+        "{err}"
     );
 }
 

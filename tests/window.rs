@@ -48,14 +48,7 @@ fn warnings(done: &Done, json: bool) -> Vec<String> {
 /// and `--platform-kill-after`.
 fn assumed_window_warns_and_starts(mode: Mode) {
     /// (options, environment, platform, window, JSON?, setting named)
-    type Case<'a> = (
-        &'a [&'a str],
-        &'a [(&'a str, &'a str)],
-        &'a str,
-        &'a str,
-        bool,
-        &'a [&'a str],
-    );
+    type Case<'a> = (Opts<'a>, Env<'a>, &'a str, &'a str, bool, &'a [&'a str]);
     let cases: &[Case] = &[
         (
             &["--platform=docker", "--grace=25s"],
@@ -118,7 +111,7 @@ fn assumed_window_warns_and_starts(mode: Mode) {
 /// A stated window silences the warning (it is then enforced); a grace that
 /// fits an assumed window needs none.
 fn stated_or_fitting_window_gives_no_warning(mode: Mode) {
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], [&'a str; 3]);
+    type Case<'a> = (Opts<'a>, Env<'a>, [&'a str; 3]);
     let cases: &[Case] = &[
         (
             &[

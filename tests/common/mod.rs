@@ -253,17 +253,17 @@ impl Rinit {
     }
 }
 
+/// The rinit options of a row of settings.
+pub type Opts<'a> = &'a [&'a str];
+
+/// The environment of a row of settings.
+pub type Env<'a> = &'a [(&'a str, &'a str)];
+
 /// One row of a table of settings: rinit in `mode` with `opts` and `env` over
 /// `probe --exit CODE`, which must start and pass its code through; how it
 /// ended, and the row as failure messages name it (options, environment and
 /// rinit's log).
-pub fn run_settings(
-    mode: Mode,
-    dir: &TempDir,
-    opts: &[&str],
-    env: &[(&str, &str)],
-    code: i32,
-) -> (Done, String) {
+pub fn run_settings(mode: Mode, dir: &TempDir, opts: Opts, env: Env, code: i32) -> (Done, String) {
     let done = Rinit::new(mode, dir)
         .opts(opts.iter().copied())
         .probe(["--exit", &code.to_string()])
@@ -272,6 +272,21 @@ pub fn run_settings(
     let what = format!("{opts:?} {env:?}\n{}", done.stderr);
     assert_eq!(done.status, code, "the command ran: {what}");
     (done, what)
+}
+
+/// rinit in `mode` with `opts` and `env`, which must refuse them before it
+/// starts its command (`touch DIR/started`): exit 2, and the command never
+/// ran. Returns what rinit printed.
+pub fn refused(mode: Mode, dir: &TempDir, opts: Opts, env: Env) -> String {
+    let marker = dir.file("started");
+    let done = Rinit::new(mode, dir)
+        .opts(opts.iter().copied())
+        .cmd(["touch", &marker])
+        .envs(env)
+        .run();
+    assert_eq!(done.status, 2, "{opts:?} {env:?}\n{}", done.stderr);
+    assert!(!Path::new(&marker).exists(), "{opts:?}: the command ran");
+    done.stderr
 }
 
 /// A running rinit.
