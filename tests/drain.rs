@@ -56,12 +56,11 @@ fn drain_ends_when_the_child_does(mode: Mode) {
         .probe(["--ready", &ready, "--exit-on", "TERM:300:7"])
         .spawn();
     run.ready(&ready);
-    let (done, took) = run.stop(libc::SIGTERM);
-    assert_eq!(done.status, 7, "{}", done.stderr);
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
-        "drain of 300 ms took {took:?}\n{}",
-        done.stderr
+    let done = run.stop_expecting(
+        libc::SIGTERM,
+        7,
+        Duration::from_millis(300)..Duration::from_secs(2),
+        "the child's code, after its 300 ms drain",
     );
     assert!(done.stderr.contains("escalated=false"), "{}", done.stderr);
 }
@@ -76,12 +75,11 @@ fn ignored_term_is_killed_at_the_grace(mode: Mode) {
         .probe(["--ready", &ready, "--ignore", "TERM"])
         .spawn();
     let pid = run.ready(&ready);
-    let (done, took) = run.stop(libc::SIGTERM);
-    assert_eq!(done.status, 137, "{}", done.stderr);
-    assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(1) + SLACK * 2,
-        "killed at {took:?}, grace 1s\n{}",
-        done.stderr
+    let done = run.stop_expecting(
+        libc::SIGTERM,
+        137,
+        Duration::from_secs(1)..Duration::from_secs(1) + SLACK * 2,
+        "killed at the 1s grace",
     );
     let lines = done.json();
     let deadline = phase(&lines, "deadline");
@@ -292,12 +290,11 @@ fn second_sigint_kills_at_once(mode: Mode) {
     run.wait_until("the child to record SIGINT", || {
         !files.record().of(pid).is_empty()
     });
-    let (done, took) = run.stop(libc::SIGINT);
-    assert_eq!(done.status, 137, "{}", done.stderr);
-    assert!(
-        took < Duration::from_secs(3),
-        "second SIGINT took {took:?} to kill\n{}",
-        done.stderr
+    let done = run.stop_expecting(
+        libc::SIGINT,
+        137,
+        ..Duration::from_secs(3),
+        "killed at once by the second SIGINT",
     );
     assert_eq!(files.record().of(pid), ["SIGINT"]);
     let lines = done.json();
@@ -854,12 +851,11 @@ fn escalation_catches_processes_forked_during_the_kill(mode: Mode) {
         .spawn();
     run.ready(&ready);
     std::thread::sleep(Duration::from_millis(300));
-    let (done, took) = run.stop(libc::SIGTERM);
-    assert_eq!(done.status, 137, "{}", done.stderr);
-    assert!(
-        took < Duration::from_secs(1) + SLACK * 2,
-        "the fork loop outlived the deadline: {took:?}\n{}",
-        done.stderr
+    run.stop_expecting(
+        libc::SIGTERM,
+        137,
+        ..Duration::from_secs(1) + SLACK * 2,
+        "the fork loop killed at the 1s deadline, not outliving it",
     );
 }
 

@@ -19,7 +19,9 @@ pub use rinit_test_support::signals::sig_name;
 pub use rinit_test_support::{json_lines, phase, poll, text_field, text_phase, TempDir};
 
 use std::ffi::OsString;
+use std::fmt::Debug;
 use std::fs;
+use std::ops::RangeBounds;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -428,6 +430,26 @@ impl Run {
         let done = self.finish(SOON);
         let took = done.ended - t0;
         (done, took)
+    }
+
+    /// [`Run::stop`] that must end with rinit's exit `status` in a time
+    /// within `bounds` of the signal (`why` says what they stand for, in the
+    /// failure with rinit's log).
+    pub fn stop_expecting(
+        self,
+        sig: i32,
+        status: i32,
+        bounds: impl RangeBounds<Duration> + Debug,
+        why: &str,
+    ) -> Done {
+        let (done, took) = self.stop(sig);
+        assert_eq!(done.status, status, "{why}\n{}", done.stderr);
+        assert!(
+            bounds.contains(&took),
+            "{why}: exit {took:?} after the signal, not in {bounds:?}\n{}",
+            done.stderr
+        );
+        done
     }
 
     /// Waits until `path` holds a complete line (the probe's ready file) and
