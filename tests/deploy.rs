@@ -576,18 +576,13 @@ fn recipe_images() -> (String, String) {
     );
     // Drains for 1 s on SIGTERM, then exits 0; says each step.
     let app = TempDir::new("recipe-vendor");
-    app.copy_in(busybox, "busybox").write(
+    app.copy_in(busybox, "busybox").executable(
         "vendor-worker",
         "#!/bin/sh\n\
          trap 'echo \"vendor-worker: draining\"; sleep 1; echo \"vendor-worker: drained\"; exit 0' TERM\n\
          echo \"vendor-worker: started $*\"\n\
          while true; do sleep 0.1; done\n",
     );
-    std::fs::set_permissions(
-        app.join("vendor-worker"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
     let vendor = build_text(
         "rinit-test/vendor-worker",
         "FROM scratch\n\

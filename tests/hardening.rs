@@ -545,25 +545,18 @@ fn a_group_outliving_its_leader_still_gets_signals() {
 /// command is 127.
 fn missing_interpreters_are_126_and_named(mode: Mode) {
     let dir = TempDir::new("interp");
-    let script = |name: &str, body: &[u8]| {
-        let p = dir.path().join(name);
-        fs::write(&p, body).expect("script");
-        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        p.to_string_lossy().into_owned()
-    };
     let cases = [
         (
-            script("interp.sh", b"#!/nonexistent/interp\nexit 0\n"),
+            dir.executable("interp.sh", "#!/nonexistent/interp\nexit 0\n"),
             126,
             "its interpreter '/nonexistent/interp' was not found",
         ),
         (
-            script("crlf.sh", b"#!/bin/sh\r\nexit 0\r\n"),
+            dir.executable("crlf.sh", "#!/bin/sh\r\nexit 0\r\n"),
             126,
             "its interpreter '/bin/sh\\r' was not found",
         ),
-        (script("good.sh", b"#!/bin/sh\nexit 7\n"), 7, ""),
+        (dir.executable("good.sh", "#!/bin/sh\nexit 7\n"), 7, ""),
         (dir.file("missing"), 127, "command not found"),
     ];
     for (path, status, needle) in cases {
@@ -585,12 +578,7 @@ fn without_sh_or_loader_the_missing_part_is_named() {
     let root = TempDir::new("interp-root");
     root.copy_in(&rinit_bin(), "rinit");
     root.copy_in(std::path::Path::new("/usr/bin/env"), "env");
-    fs::write(root.join("plain.sh"), "exit 0\n").expect("script");
-    fs::set_permissions(
-        root.join("plain.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    root.executable("plain.sh", "exit 0\n");
     for (file, needle) in [
         (
             "/plain.sh",
