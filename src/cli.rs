@@ -672,7 +672,16 @@ mod tests {
     use std::os::unix::ffi::OsStringExt;
 
     fn run(args: &[&str]) -> Result<Config, Stop> {
-        parse(args.iter().map(Into::into), &|_| None)
+        run_env(args, &[])
+    }
+
+    /// `parse` with only the variables in `env` set.
+    fn run_env(args: &[&str], env: &[(&str, &str)]) -> Result<Config, Stop> {
+        parse(args.iter().map(Into::into), &|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]
@@ -816,19 +825,8 @@ mod tests {
     /// The window and the grace, each given as a flag or as its variable.
     #[test]
     fn window_from_flag_or_env() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let parse_with = |args: &[&str], pairs: &'static [(&'static str, &'static str)]| {
-            parse(args.iter().map(Into::into), &env(pairs))
-        };
         // Stated by variable: known, so a grace that does not fit is refused.
-        let e = parse_with(
+        let e = run_env(
             &["--grace=25s", "x"],
             &[("RINIT_PLATFORM_KILL_AFTER", "20s")],
         )
@@ -839,7 +837,7 @@ mod tests {
             e.text
         );
         // Assumed (Kubernetes' default), with the grace by variable: warned.
-        let c = parse_with(
+        let c = run_env(
             &["x"],
             &[
                 ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
@@ -855,7 +853,7 @@ mod tests {
         );
         assert!(warning.starts_with("RINIT_GRACE=45s "), "{warning}");
         // The same, stated: no warning.
-        let c = parse_with(
+        let c = run_env(
             &["--platform-kill-after=60s", "x"],
             &[
                 ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
@@ -866,7 +864,7 @@ mod tests {
         assert_eq!(c.window, Window::Known(Duration::from_secs(60)));
         assert!(c.grace_warning.is_none());
         // A flag beats its variable.
-        let c = parse_with(&["--grace=5s", "x"], &[("RINIT_GRACE", "45s")]).unwrap();
+        let c = run_env(&["--grace=5s", "x"], &[("RINIT_GRACE", "45s")]).unwrap();
         assert_eq!(c.plan.grace, Some(Duration::from_secs(5)));
     }
 
@@ -875,47 +873,35 @@ mod tests {
     /// starts.
     #[test]
     fn refusals_name_the_variable_or_the_flag() {
-        let env = |k: &str| match k {
-            "RINIT_PLATFORM_KILL_AFTER" => Some("sixty".to_string()),
-            _ => None,
-        };
-        let e = parse(["x".into()], &env).unwrap_err();
-        assert!(
-            e.text
-                .starts_with("rinit: RINIT_PLATFORM_KILL_AFTER='sixty' is not a duration"),
-            "{}",
-            e.text
-        );
-        let e = parse(["--platform-kill-after=sixty".into(), "x".into()], &|_| {
-            None
-        })
-        .unwrap_err();
-        assert!(
-            e.text.starts_with("rinit: --platform-kill-after='sixty'"),
-            "{}",
-            e.text
-        );
-        let e = parse(["x".into()], &|k| (k == "RINIT_GRACE").then(|| "0".into())).unwrap_err();
-        assert!(
-            e.text
-                .starts_with("rinit: RINIT_GRACE=0 would kill at once"),
-            "{}",
-            e.text
-        );
-        let e = parse(["x".into()], &|k| {
-            (k == "RINIT_LOG_FORMAT").then(|| "xml".into())
-        })
-        .unwrap_err();
-        assert!(
-            e.text
-                .starts_with("rinit: RINIT_LOG_FORMAT='xml' is not one of"),
-            "{}",
-            e.text
-        );
-        let c = parse(["--grace=55".into(), "x".into()], &|k| {
-            (k == "RINIT_PLATFORM_KILL_AFTER").then(|| "60".into())
-        })
-        .unwrap();
+        /// (arguments, environment, how the error starts)
+        type Refused<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let refused: [Refused; 4] = [
+            (
+                &["x"],
+                &[("RINIT_PLATFORM_KILL_AFTER", "sixty")],
+                "rinit: RINIT_PLATFORM_KILL_AFTER='sixty' is not a duration",
+            ),
+            (
+                &["--platform-kill-after=sixty", "x"],
+                &[],
+                "rinit: --platform-kill-after='sixty'",
+            ),
+            (
+                &["x"],
+                &[("RINIT_GRACE", "0")],
+                "rinit: RINIT_GRACE=0 would kill at once",
+            ),
+            (
+                &["x"],
+                &[("RINIT_LOG_FORMAT", "xml")],
+                "rinit: RINIT_LOG_FORMAT='xml' is not one of",
+            ),
+        ];
+        for (args, env, start) in refused {
+            let e = run_env(args, env).unwrap_err();
+            assert!(e.text.starts_with(start), "{args:?} {env:?}: {}", e.text);
+        }
+        let c = run_env(&["--grace=55", "x"], &[("RINIT_PLATFORM_KILL_AFTER", "60")]).unwrap();
         assert_eq!(c.plan.grace, Some(Duration::from_secs(55)));
         assert_eq!(c.window, Window::Known(Duration::from_secs(60)));
     }

@@ -311,27 +311,22 @@ mod tests {
     /// missing: status and the part named.
     #[test]
     fn enoent_names_what_is_missing() {
-        let dir = std::env::temp_dir().join(format!("rinit-spawn-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = |name: &str, body: &[u8]| {
-            let p = dir.join(name);
-            std::fs::write(&p, body).expect("write");
-            p.into_os_string()
-        };
+        let dir = rinit_test_support::TempDir::new("spawn");
+        let file = |name: &str, body: &str| OsString::from(dir.executable(name, body));
         let enoent = io::Error::from_raw_os_error(libc::ENOENT);
         let cases: [(OsString, i32, &str); 5] = [
             (
-                file("interp.sh", b"#!/nonexistent/interp -x\necho\n"),
+                file("interp.sh", "#!/nonexistent/interp -x\necho\n"),
                 126,
                 "its interpreter '/nonexistent/interp' was not found",
             ),
             (
-                file("crlf.sh", b"#!/bin/sh\r\necho\r\n"),
+                file("crlf.sh", "#!/bin/sh\r\necho\r\n"),
                 126,
                 "its interpreter '/bin/sh\\r' was not found (the \\r is a Windows line ending",
             ),
             (
-                file("plain.sh", b"echo hi\n"),
+                file("plain.sh", "echo hi\n"),
                 126,
                 "no #! line, and there is no /bin/sh",
             ),
@@ -352,7 +347,6 @@ mod tests {
                 e.message
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

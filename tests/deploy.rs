@@ -21,7 +21,7 @@
 use rinit_test_support::docker::{
     assert_static, build, build_text, docker, docker_ok, engine, Container,
 };
-use rinit_test_support::{phase, root_dir, run, wait_for, Out, TempDir};
+use rinit_test_support::{phase, root_dir, run, run_ok, wait_for, Out, TempDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,15 +48,9 @@ const ECS_MAX_STOP_TIMEOUT: u64 = 120_000;
 fn validators() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let out = run(
+        run_ok(
             &mut Command::new(root_dir().join("scripts/setup-deploy-validators")),
             Duration::from_secs(600),
-        );
-        assert!(
-            out.ok(),
-            "scripts/setup-deploy-validators failed:\n{}{}",
-            out.stdout,
-            out.stderr
         );
     });
 }
@@ -74,7 +68,7 @@ fn check_deploy(paths: &[PathBuf]) -> Out {
 /// validators' venv.
 fn documents(path: &Path) -> Vec<Value> {
     validators();
-    let out = run(
+    let out = run_ok(
         Command::new(root_dir().join(".venv-deploy/bin/python"))
             .args([
                 "-c",
@@ -84,7 +78,6 @@ fn documents(path: &Path) -> Vec<Value> {
             .arg(path),
         Duration::from_secs(60),
     );
-    assert!(out.ok(), "{}: {}", path.display(), out.stderr);
     serde_json::from_str(&out.stdout).expect("PyYAML printed JSON")
 }
 
@@ -583,18 +576,13 @@ fn recipe_images() -> (String, String) {
     );
     // Drains for 1 s on SIGTERM, then exits 0; says each step.
     let app = TempDir::new("recipe-vendor");
-    app.copy_in(busybox, "busybox").write(
+    app.copy_in(busybox, "busybox").executable(
         "vendor-worker",
         "#!/bin/sh\n\
          trap 'echo \"vendor-worker: draining\"; sleep 1; echo \"vendor-worker: drained\"; exit 0' TERM\n\
          echo \"vendor-worker: started $*\"\n\
          while true; do sleep 0.1; done\n",
     );
-    std::fs::set_permissions(
-        app.join("vendor-worker"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
     let vendor = build_text(
         "rinit-test/vendor-worker",
         "FROM scratch\n\

@@ -28,7 +28,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_support::{assert_static, build_text, docker, docker_ok, engine, locked, Container};
-use rinit_test_support::{ci, launch_as_pid1, root_dir, run, text_phase, wait_for, Out, TempDir};
+use rinit_test_support::{
+    ci, launch_as_pid1, root_dir, run, run_ok, text_phase, wait_for, TempDir,
+};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -58,7 +60,7 @@ fn require(test: &str, ok: bool, what: &str) -> bool {
 /// `scripts/dist --out DIR KINDS...`; returns DIR's files by name.
 fn dist(out: &Path, kinds: &[&str]) -> Vec<String> {
     let t0 = Instant::now();
-    let res = run(
+    let res = run_ok(
         Command::new(root_dir().join("scripts/dist"))
             .arg("--out")
             .arg(out)
@@ -66,13 +68,6 @@ fn dist(out: &Path, kinds: &[&str]) -> Vec<String> {
             // Others may be editing the tree; what is tested is the packaging.
             .env("RINIT_DIST_ALLOW_DIRTY", "1"),
         DIST_TIMEOUT,
-    );
-    assert!(
-        res.ok(),
-        "scripts/dist {kinds:?} failed ({:?}):\n{}{}",
-        res.code,
-        res.stdout,
-        res.stderr
     );
     eprintln!(
         "scripts/dist {kinds:?}: {} ms\n{}",
@@ -100,11 +95,10 @@ fn one(names: &[String], what: &str, pred: impl Fn(&str) -> bool) -> String {
 }
 
 fn file_says(path: &Path) -> String {
-    let out = run(
+    let out = run_ok(
         Command::new("file").arg("-b").arg(path),
         Duration::from_secs(30),
     );
-    assert!(out.ok(), "file {}: {}", path.display(), out.stderr);
     out.stdout.trim().to_string()
 }
 
@@ -172,13 +166,12 @@ fn crate_publish_dry_run_and_static_cargo_install() {
 
     // What the crate ships: the init's sources, the lock file, the README
     // and both licences; no tests, benches, examples or packaging.
-    let list = run(
+    let list = run_ok(
         Command::new("tar")
             .arg("-tzf")
             .arg(tmp.join("out").join(&krate)),
         Duration::from_secs(30),
     );
-    assert!(list.ok(), "tar -tzf {krate}: {}", list.stderr);
     let prefix = format!("rinit-init-{VERSION}/");
     let files: Vec<&str> = list
         .stdout
@@ -220,7 +213,7 @@ fn crate_publish_dry_run_and_static_cargo_install() {
     // rinit-init` builds from crates.io.
     let work = tmp.join("user");
     std::fs::create_dir_all(&work).expect("mkdir");
-    let untar = run(
+    run_ok(
         Command::new("tar")
             .arg("-xzf")
             .arg(tmp.join("out").join(&krate))
@@ -228,7 +221,6 @@ fn crate_publish_dry_run_and_static_cargo_install() {
             .arg(&work),
         Duration::from_secs(30),
     );
-    assert!(untar.ok(), "untar: {}", untar.stderr);
     for dir in work.ancestors() {
         assert!(
             !dir.join(".cargo/config.toml").exists() && !dir.join(".cargo/config").exists(),
@@ -271,8 +263,7 @@ fn crate_publish_dry_run_and_static_cargo_install() {
         }
     }
     let t0 = Instant::now();
-    let out = run(&mut sh, DIST_TIMEOUT);
-    assert!(out.ok(), "{cmd} failed:\n{}", out.stderr);
+    run_ok(&mut sh, DIST_TIMEOUT);
     eprintln!("{cmd}: {} ms", t0.elapsed().as_millis());
 
     let bin = root.join("bin/rinit");
@@ -370,12 +361,11 @@ fn wheel_pip_install_procfile_drain_as_pid1() {
     // A fresh venv; pip installs the wheel the requirement names, from the
     // app's directory (where the buildpack runs it), with no index.
     let venv = tmp.join("venv");
-    let mk = run(
+    run_ok(
         Command::new("python3").arg("-m").arg("venv").arg(&venv),
         Duration::from_secs(120),
     );
-    assert!(mk.ok(), "python3 -m venv: {}", mk.stderr);
-    let pip = run(
+    let pip = run_ok(
         Command::new(venv.join("bin/pip"))
             .args([
                 "install",
@@ -387,7 +377,6 @@ fn wheel_pip_install_procfile_drain_as_pid1() {
             .current_dir(&app),
         Duration::from_secs(120),
     );
-    assert!(pip.ok(), "pip install -r requirements.txt: {}", pip.stderr);
     assert!(
         pip.stdout
             .contains(&format!("Successfully installed rinit-{VERSION}")),
@@ -517,20 +506,18 @@ fn image_files(image: &str, tmp: &TempDir) -> Vec<String> {
     docker_ok(&["save", "-o", &tar.to_string_lossy(), image]);
     let dir = tmp.join("saved");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let x = run(
+    run_ok(
         Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&dir),
         Duration::from_secs(60),
     );
-    assert!(x.ok(), "untar docker save: {}", x.stderr);
     let mut files = Vec::new();
     let layers = find_layers(&dir);
     assert!(!layers.is_empty(), "no layer in docker save of {image}");
     for layer in layers {
-        let t = run(
+        let t = run_ok(
             Command::new("tar").arg("-tf").arg(&layer),
             Duration::from_secs(60),
         );
-        assert!(t.ok(), "tar -tf {}: {}", layer.display(), t.stderr);
         files.extend(t.stdout.lines().map(str::to_string));
     }
     files
@@ -632,7 +619,7 @@ impl UserImage {
     fn build(dockerfile: &Path, ctx: &TempDir, base: &str, name: &str) -> UserImage {
         let tag = format!("rinit-test/{name}:latest");
         let t0 = Instant::now();
-        let out: Out = run(
+        run_ok(
             Command::new("docker")
                 .args(["build", "--quiet", "--label", "rinit-test=1", "-t", &tag])
                 .arg("--build-arg")
@@ -641,13 +628,6 @@ impl UserImage {
                 .arg(dockerfile)
                 .arg(ctx.path()),
             docker_support::BUILD_TIMEOUT,
-        );
-        assert!(
-            out.ok(),
-            "docker build -f {}:\n{}{}",
-            dockerfile.display(),
-            out.stdout,
-            out.stderr
         );
         eprintln!("built {tag} in {} ms", t0.elapsed().as_millis());
         UserImage(tag)
@@ -749,17 +729,11 @@ fn dist_builds_all_four_with_checksums() {
     assert_eq!(names.len(), 5, "{names:?}");
     let sums = tmp.read("out/SHA256SUMS");
     assert_eq!(sums.lines().count(), 4, "SHA256SUMS:\n{sums}");
-    let check = run(
+    run_ok(
         Command::new("sha256sum")
             .args(["--check", "--strict", "SHA256SUMS"])
             .current_dir(tmp.join("out")),
         Duration::from_secs(60),
-    );
-    assert!(
-        check.ok(),
-        "sha256sum --check:\n{}{}",
-        check.stdout,
-        check.stderr
     );
 
     // The README's Install lines name these very files and tags.

@@ -24,13 +24,12 @@
 
 use rinit_test_support::docker as docker_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use docker_support::{
-    assert_static, build, build_text, engine, sibling_binary, static_base, Compose, Container,
-    State,
+    assert_static, build, build_text, engine, probe_beside, static_base, Compose, Container, State,
 };
 use rinit_test_support::{assert_clean_exit, root_dir, text_phase, wait_for, TempDir};
 
@@ -38,23 +37,12 @@ const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
 const SETUP: &str = "run scripts/setup-docker.sh (installs Debian's busybox-static)";
 
-/// The probe of the same profile as rinit (built here if this run did not
-/// build the example, or built it before tests/support/probe.rs changed).
-fn probe() -> PathBuf {
-    sibling_binary(
-        Path::new(RINIT),
-        "examples/probe",
-        ["--example", "probe"],
-        &[root_dir().join("tests/support/probe.rs")],
-    )
-}
-
 /// `rinit-test/probe:<hash>`: FROM scratch with /rinit, /probe, and busybox
 /// as /bin/busybox and /bin/sh (for the shell-form case and `docker exec`).
 fn probe_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let probe = probe();
+        let probe = probe_beside(Path::new(RINIT));
         assert_static(
             Path::new(RINIT),
             "rinit must be built static (.cargo/config.toml)",
@@ -102,6 +90,32 @@ fn run_with_data(label: &str, args: &[&str]) -> (Container, TempDir) {
     let mut full = vec!["-v".to_string(), mount(&data)];
     full.extend(args.iter().map(|a| a.to_string()));
     (Container::run(label, &full), data)
+}
+
+/// `/rinit OPTS -- /probe --ready /data/ready ARGS`: the probe under rinit,
+/// telling in the data directory when it is ready (see `wait_ready`).
+fn probe_under_rinit<'a>(opts: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+    let mut cmd = vec!["/rinit"];
+    cmd.extend_from_slice(opts);
+    cmd.extend(["--", "/probe", "--ready", "/data/ready"]);
+    cmd.extend_from_slice(args);
+    cmd
+}
+
+/// `docker run` (`docker_opts` first) of the probe image with a fresh data
+/// directory: `probe_under_rinit(opts, args)`, once the probe is ready.
+fn run_probe(
+    label: &str,
+    docker_opts: &[&str],
+    opts: &[&str],
+    args: &[&str],
+) -> (Container, TempDir) {
+    let mut full = docker_opts.to_vec();
+    full.push(probe_image());
+    full.extend(probe_under_rinit(opts, args));
+    let (c, data) = run_with_data(label, &full);
+    wait_ready(&data, "ready");
+    (c, data)
 }
 
 /// What a `docker stop` took, and what the container left behind.
@@ -157,17 +171,11 @@ fn docker_stop_drains_in_about_a_second_and_exits_0() {
     if !engine("docker_stop_drains_in_about_a_second_and_exits_0") {
         return;
     }
-    let image = probe_image();
-    let (c, data) = run_with_data(
+    let (c, data) = run_probe(
         "drain",
+        &[],
+        &["--grace=8s"],
         &[
-            image,
-            "/rinit",
-            "--grace=8s",
-            "--",
-            "/probe",
-            "--ready",
-            "/data/ready",
             "--record",
             "/data/record",
             "--done",
@@ -176,7 +184,6 @@ fn docker_stop_drains_in_about_a_second_and_exits_0() {
             "TERM:1000:0",
         ],
     );
-    wait_ready(&data, "ready");
     let Stopped { took, state, logs } = stop_and_read(&c, 10);
     assert_eq!(state.exit_code, 0, "exit code; logs:\n{logs}");
     assert!(
@@ -204,24 +211,12 @@ fn docker_stop_child_ignoring_term_is_killed_by_rinit_at_its_grace() {
     if !engine("docker_stop_child_ignoring_term_is_killed_by_rinit_at_its_grace") {
         return;
     }
-    let image = probe_image();
-    let (c, data) = run_with_data(
+    let (c, data) = run_probe(
         "ignore",
-        &[
-            image,
-            "/rinit",
-            "--grace=3s",
-            "--",
-            "/probe",
-            "--ready",
-            "/data/ready",
-            "--done",
-            "/data/done",
-            "--ignore",
-            "TERM",
-        ],
+        &[],
+        &["--grace=3s"],
+        &["--done", "/data/done", "--ignore", "TERM"],
     );
-    wait_ready(&data, "ready");
     let Stopped { took, state, logs } = stop_and_read(&c, 10);
     assert_eq!(
         state.exit_code, 137,
@@ -370,22 +365,12 @@ fn docker_kill_signals_reach_the_child_with_128_plus_n_exit_codes() {
     let image = probe_image();
 
     // USR1 and HUP are forwarded and recorded; TERM then ends it (143).
-    let (c, data) = run_with_data(
+    let (c, data) = run_probe(
         "kill",
-        &[
-            image,
-            "/rinit",
-            "--",
-            "/probe",
-            "--ready",
-            "/data/ready",
-            "--record",
-            "/data/record",
-            "--die-on",
-            "TERM",
-        ],
+        &[],
+        &[],
+        &["--record", "/data/record", "--die-on", "TERM"],
     );
-    wait_ready(&data, "ready");
     for sig in ["USR1", "HUP", "TERM"] {
         c.kill(sig);
         if sig != "TERM" {
@@ -424,17 +409,8 @@ fn docker_kill_signals_reach_the_child_with_128_plus_n_exit_codes() {
         .iter()
         .map(|(sig, flags, want)| {
             let data = TempDir::new("kill-one");
-            let mut args = vec![
-                "-v".to_string(),
-                mount(&data),
-                image.to_string(),
-                "/rinit".into(),
-                "--".into(),
-                "/probe".into(),
-                "--ready".into(),
-                "/data/ready".into(),
-            ];
-            args.extend(flags.iter().map(|f| f.to_string()));
+            let mut args = vec!["-v".to_string(), mount(&data), image.to_string()];
+            args.extend(probe_under_rinit(&[], flags).into_iter().map(String::from));
             let c = Container::run(&format!("kill-{}", sig.to_lowercase()), &args);
             (sig, want, data, c)
         })
@@ -505,10 +481,7 @@ fn docker_exec_orphans_are_reaped() {
     drop(c);
 
     // rinit reaps every one of them.
-    let (c, _data) = run_case(
-        "reaper",
-        &["/rinit", "-v", "--", "/probe", "--ready", "/data/ready"],
-    );
+    let (c, _data) = run_case("reaper", &probe_under_rinit(&["-v"], &[]));
     let reaped = wait_for(
         &format!("rinit's log to account for {N} reaped orphans"),
         Duration::from_secs(10),
@@ -542,7 +515,7 @@ fn dockerfile_example_builds_and_drains_under_docker_stop() {
     if !engine("dockerfile_example_builds_and_drains_under_docker_stop") {
         return;
     }
-    let probe = probe();
+    let probe = probe_beside(Path::new(RINIT));
     assert_static(
         &probe,
         "the probe must be built static (.cargo/config.toml)",
@@ -613,7 +586,7 @@ const SLOW_WORKER: [&str; 7] = [
 /// with the probe as /worker.
 fn design_line_image() -> String {
     let ctx = TempDir::new("design-line");
-    ctx.copy_in(&probe(), "worker");
+    ctx.copy_in(&probe_beside(Path::new(RINIT)), "worker");
     let image = build(
         "rinit-test/design-line",
         &root_dir().join("tests/images/design-line.Dockerfile"),
@@ -793,25 +766,13 @@ fn docker_exec_root_process_under_a_non_root_rinit() {
     if !engine("docker_exec_root_process_under_a_non_root_rinit") {
         return;
     }
-    let image = probe_image();
     for exec_user in ["0", "1000"] {
-        let (c, data) = run_with_data(
+        let (c, data) = run_probe(
             &format!("eperm-{exec_user}"),
-            &[
-                "--user",
-                "1000:1000",
-                image,
-                "/rinit",
-                "--grace=3s",
-                "--",
-                "/probe",
-                "--ready",
-                "/data/ready",
-                "--ignore",
-                "TERM",
-            ],
+            &["--user", "1000:1000"],
+            &["--grace=3s"],
+            &["--ignore", "TERM"],
         );
-        wait_ready(&data, "ready");
         docker_support::docker_ok(&[
             "exec",
             "-d",
@@ -993,14 +954,7 @@ fn sigkill_causes_are_told_apart() {
     // Someone else's SIGKILL.
     let t = told(
         "other",
-        &[
-            "/rinit",
-            "--grace=5s",
-            "--",
-            "/probe",
-            "--ready",
-            "/data/ready",
-        ],
+        &probe_under_rinit(&["--grace=5s"], &[]),
         |c, data| {
             wait_ready(data, "ready");
             let pid = data.read("ready").trim().to_string();
@@ -1023,16 +977,7 @@ fn sigkill_causes_are_told_apart() {
     // rinit's own deadline.
     let t = told(
         "deadline",
-        &[
-            "/rinit",
-            "--grace=2s",
-            "--",
-            "/probe",
-            "--ready",
-            "/data/ready",
-            "--ignore",
-            "TERM",
-        ],
+        &probe_under_rinit(&["--grace=2s"], &["--ignore", "TERM"]),
         |c, data| {
             wait_ready(data, "ready");
             c.stop(10);

@@ -31,6 +31,7 @@
 
 use rinit_test_support::docker as docker_support;
 
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,9 +39,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_support::{
-    assert_static, build_text, docker_on, docker_on_ok, engine, sibling_binary, Compose, Container,
+    assert_static, build_text, docker_on, docker_on_ok, engine, probe_beside, Compose, Container,
 };
-use rinit_test_support::{ci, root_dir, run, text_phase, try_run, wait_for, TempDir};
+use rinit_test_support::{ci, run, run_ok, text_phase, try_run, wait_for, TempDir};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
@@ -89,22 +90,11 @@ fn prerequisites(test: &str) -> bool {
     false
 }
 
-/// The probe of the same profile as rinit (built here if this run did not
-/// build the example).
-fn probe() -> PathBuf {
-    sibling_binary(
-        Path::new(RINIT),
-        "examples/probe",
-        ["--example", "probe"],
-        &[root_dir().join("tests/support/probe.rs")],
-    )
-}
-
 /// `rinit-test/no-init:<hash>` on the main engine: FROM scratch with the
 /// probe as its ENTRYPOINT and busybox for `docker exec`, and no rinit: under
 /// `--init` the only rinit in the container is the one dockerd mounts.
 fn image_without_init() -> String {
-    let probe = probe();
+    let probe = probe_beside(Path::new(RINIT));
     assert_static(
         &probe,
         "the probe must be built static (.cargo/config.toml)",
@@ -188,8 +178,7 @@ const CMD: Duration = Duration::from_secs(60);
 
 /// `ip ARGS...`, which must succeed.
 fn ip(args: &[&str]) {
-    let out = run(Command::new("ip").args(args), CMD);
-    assert!(out.ok(), "ip {args:?}: {}", out.stderr);
+    run_ok(Command::new("ip").args(args), CMD);
 }
 
 /// A second dockerd, private to this test, with rinit as its init.
@@ -468,18 +457,25 @@ fn run_init(
     (Container::run_on(d.host(), label, &args), data)
 }
 
-/// `docker stop -t 10`, then exit code, logs and Docker's signals, printed.
-fn stop(c: &Container) -> (Duration, i32, String, Vec<String>) {
+/// `docker stop -t 10`, which must end `c` with `code` in a time within
+/// `bounds` (`what` says why); then its logs and Docker's signals, printed.
+fn stop(c: &Container, code: i32, bounds: Range<Duration>, what: &str) -> (String, Vec<String>) {
     let took = c.stop(10);
-    let code = c.state().exit_code;
+    let exit = c.state().exit_code;
     let logs = c.logs();
     let signals = c.signals_sent();
     eprintln!(
-        "{}: docker stop -t 10 took {:.3} s, exit {code}, Docker sent {signals:?}; logs:\n{logs}",
+        "{}: docker stop -t 10 took {:.3} s, exit {exit}, Docker sent {signals:?}; logs:\n{logs}",
         c.name,
         took.as_secs_f64()
     );
-    (took, code, logs, signals)
+    assert_eq!(exit, code, "{what}");
+    assert!(
+        bounds.contains(&took),
+        "{what}: docker stop took {:.3} s, not in {bounds:?}",
+        took.as_secs_f64()
+    );
+    (logs, signals)
 }
 
 /// The single `exit` line of rinit's log.
@@ -584,12 +580,11 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
     assert_pid1_is_rinit(d, &c_ignores.name, &ignores_cmd, &fields);
     assert_pid1_is_rinit(d, &c_drains.name, &drains_cmd, &fields);
 
-    let (took, code, logs, signals) = stop(&c_drains);
-    assert_eq!(code, 0, "a clean drain");
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(2500),
-        "the 300 ms job, not a timeout: docker stop took {:.3} s",
-        took.as_secs_f64()
+    let (logs, signals) = stop(
+        &c_drains,
+        0,
+        Duration::from_millis(290)..Duration::from_millis(2500),
+        "a clean drain: the 300 ms job, not a timeout",
     );
     assert!(drains.read("done").starts_with("done "), "the job finished");
     assert_eq!(signals, ["15"], "Docker's SIGTERM only");
@@ -599,12 +594,11 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
         "{exit}"
     );
 
-    let (took, code, logs, signals) = stop(&c_ignores);
-    assert_eq!(code, 137, "killed by rinit at its grace");
-    assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(7),
-        "RINIT_GRACE=3s, not Docker's 10 s: docker stop took {:.3} s",
-        took.as_secs_f64()
+    let (logs, signals) = stop(
+        &c_ignores,
+        137,
+        Duration::from_millis(2900)..Duration::from_secs(7),
+        "killed by rinit at its grace: RINIT_GRACE=3s, not Docker's 10 s",
     );
     let forward = text_phase(&logs, "forward");
     assert!(

@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use regex::Regex;
-use rinit_test_support::docker::{engine, locked, sibling_binary};
+use rinit_test_support::docker::{engine, locked, probe_beside};
 use rinit_test_support::root_dir;
 use snapbox::{Assert, Data, Redactions};
 
@@ -197,12 +197,7 @@ fn redactions() -> &'static Redactions {
 /// The directory of this build's rinit, with its probe built beside it
 /// (scripts/demo's worker).
 fn bin_dir() -> PathBuf {
-    sibling_binary(
-        Path::new(RINIT),
-        "examples/probe",
-        ["--example", "probe"],
-        &[root_dir().join("tests/support/probe.rs")],
-    );
+    probe_beside(Path::new(RINIT));
     Path::new(RINIT)
         .parent()
         .expect("rinit's directory")

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -56,15 +56,11 @@ fn drain_ends_when_the_child_does(mode: Mode) {
         .probe(["--ready", &ready, "--exit-on", "TERM:300:7"])
         .spawn();
     run.ready(&ready);
-    let t0 = Instant::now();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
-    let took = done.ended - t0;
-    assert_eq!(done.status, 7, "{}", done.stderr);
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
-        "drain of 300 ms took {took:?}\n{}",
-        done.stderr
+    let done = run.stop_expecting(
+        libc::SIGTERM,
+        7,
+        Duration::from_millis(300)..Duration::from_secs(2),
+        "the child's code, after its 300 ms drain",
     );
     assert!(done.stderr.contains("escalated=false"), "{}", done.stderr);
 }
@@ -79,15 +75,11 @@ fn ignored_term_is_killed_at_the_grace(mode: Mode) {
         .probe(["--ready", &ready, "--ignore", "TERM"])
         .spawn();
     let pid = run.ready(&ready);
-    let t0 = Instant::now();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
-    let took = done.ended - t0;
-    assert_eq!(done.status, 137, "{}", done.stderr);
-    assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(1) + SLACK * 2,
-        "killed at {took:?}, grace 1s\n{}",
-        done.stderr
+    let done = run.stop_expecting(
+        libc::SIGTERM,
+        137,
+        Duration::from_secs(1)..Duration::from_secs(1) + SLACK * 2,
+        "killed at the 1s grace",
     );
     let lines = done.json();
     let deadline = phase(&lines, "deadline");
@@ -113,21 +105,13 @@ fn ignored_term_is_killed_at_the_grace(mode: Mode) {
 /// the very process (pid and start time) is gone once rinit has exited.
 fn setsid_daemon_is_gone_before_rinit_exits(mode: Mode) {
     let dir = TempDir::new("daemon");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts(["--grace", "1s", "--log-format", "json"])
-        .probe([
-            "--daemon",
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            "TERM:0:0",
-        ])
+        .probe(files.args(&["--daemon", "--exit-on", "TERM:0:0"]))
         .spawn();
-    run.ready(&ready);
-    let daemon = Record::read(&rec).daemon.expect("daemon line");
+    run.ready(&files.ready);
+    let daemon = files.record().daemon.expect("daemon line");
     let identity = match mode {
         Mode::Subreaper => {
             let s = stat(daemon).expect("daemon running");
@@ -137,8 +121,7 @@ fn setsid_daemon_is_gone_before_rinit_exits(mode: Mode) {
         }
         Mode::Pid1 => None,
     };
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     if let Some((pid, start)) = identity {
         assert!(!alive(pid, start), "daemon {pid} outlived rinit");
     }
@@ -159,18 +142,18 @@ fn setsid_daemon_is_gone_before_rinit_exits(mode: Mode) {
 /// act before it gets the stop), at most `SLACK` late.
 fn staged(mode: Mode, opts: &[&str], exit_on: &str, expect: &[(&str, u64)]) -> Done {
     let dir = TempDir::new("stages");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts(opts.iter().copied())
         .opts(["--log-format", "json"])
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", exit_on])
+        .probe(files.args(&["--exit-on", exit_on]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     let t0 = mono_ns();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
-    let got: Vec<Got> = Record::read(&rec)
+    let got: Vec<Got> = files
+        .record()
         .signals
         .into_iter()
         .filter(|g| g.pid == pid)
@@ -259,17 +242,16 @@ fn explicit_stop_sequence(mode: Mode) {
 /// stop signal (or a sequence, its offsets counted after the delay) does.
 fn pre_stop_delay_holds_back_forwarding(mode: Mode) {
     let dir = TempDir::new("prestop");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts(["--pre-stop-delay", "1s", "--grace", "4s"])
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "TERM:0:0"])
+        .probe(files.args(&["--exit-on", "TERM:0:0"]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     let t0 = mono_ns();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
-    let got = Record::read(&rec).signals;
+    let got = files.record().signals;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0].pid, got[0].sig.as_str()), (pid, "SIGTERM"));
     let at = Duration::from_nanos(got[0].ns - t0);
@@ -298,27 +280,23 @@ fn pre_stop_delay_holds_back_forwarding(mode: Mode) {
 /// second SIGKILLs at once, far before the 8 s grace: exit 137.
 fn second_sigint_kills_at_once(mode: Mode) {
     let dir = TempDir::new("twice");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts(["--grace", "8s", "--log-format", "json"])
-        .probe(["--record", &rec, "--ready", &ready])
+        .probe(files.args(&[]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     run.signal(libc::SIGINT);
     run.wait_until("the child to record SIGINT", || {
-        !Record::read(&rec).of(pid).is_empty()
+        !files.record().of(pid).is_empty()
     });
-    let t1 = Instant::now();
-    run.signal(libc::SIGINT);
-    let done = run.finish(SOON);
-    let took = done.ended - t1;
-    assert_eq!(done.status, 137, "{}", done.stderr);
-    assert!(
-        took < Duration::from_secs(3),
-        "second SIGINT took {took:?} to kill\n{}",
-        done.stderr
+    let done = run.stop_expecting(
+        libc::SIGINT,
+        137,
+        ..Duration::from_secs(3),
+        "killed at once by the second SIGINT",
     );
-    assert_eq!(Record::read(&rec).of(pid), ["SIGINT"]);
+    assert_eq!(files.record().of(pid), ["SIGINT"]);
     let lines = done.json();
     assert!(
         phase(&lines, "signal")
@@ -340,32 +318,24 @@ fn second_sigint_kills_at_once(mode: Mode) {
 /// SIGWINCH (28), which the child takes only after any pending SIGTERM (15).
 fn repeated_term_is_logged_not_forwarded(mode: Mode) {
     let dir = TempDir::new("repeat");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts(["--grace", "8s"])
-        .probe([
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            "WINCH:0:0",
-        ])
+        .probe(files.args(&["--exit-on", "WINCH:0:0"]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     run.signal(libc::SIGTERM);
     run.wait_until("the child to record SIGTERM", || {
-        !Record::read(&rec).of(pid).is_empty()
+        !files.record().of(pid).is_empty()
     });
     for n in 1..=2 {
         run.signal(libc::SIGTERM);
         run.wait_log("already draining; not forwarded again", n);
     }
-    run.signal(libc::SIGWINCH);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGWINCH);
     assert_eq!(done.status, 0, "{}", done.stderr);
     assert_eq!(
-        Record::read(&rec).of(pid),
+        files.record().of(pid),
         ["SIGTERM", "SIGWINCH"],
         "{}",
         done.stderr
@@ -381,23 +351,15 @@ fn default_stop_signals_start_a_drain(mode: Mode) {
         (libc::SIGQUIT, "QUIT"),
     ] {
         let dir = TempDir::new("stop");
-        let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+        let files = ProbeFiles::in_dir(&dir);
         let mut run = Rinit::new(mode, &dir)
             .opts(["--grace", "5s", "--log-format", "json"])
-            .probe([
-                "--record",
-                &rec,
-                "--ready",
-                &ready,
-                "--exit-on",
-                &format!("{name}:0:0"),
-            ])
+            .probe(files.args(&["--exit-on", &format!("{name}:0:0")]))
             .spawn();
-        let pid = run.ready(&ready);
-        run.signal(sig);
-        let done = run.finish(SOON);
+        let pid = run.ready(&files.ready);
+        let (done, _) = run.stop(sig);
         assert_eq!(done.status, 0, "SIG{name}\n{}", done.stderr);
-        assert_eq!(Record::read(&rec).of(pid), [sig_name(sig)]);
+        assert_eq!(files.record().of(pid), [sig_name(sig)]);
         let lines = done.json();
         let stop = phase(&lines, "signal");
         assert!(
@@ -416,7 +378,7 @@ fn refused_configurations(mode: Mode) {
     let dir = TempDir::new("refused");
     let marker = dir.file("started");
     /// (rinit options, environment, what the error must name)
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    type Case<'a> = (Opts<'a>, Env<'a>, &'a [&'a str]);
     let cases: &[Case] = &[
         // Grace against a known window: stated (flag or env) or Cloud Run's.
         (
@@ -515,21 +477,12 @@ fn refused_configurations(mode: Mode) {
         (&["--log-format=xml"], &[], &["'xml'"]),
     ];
     for (opts, env, needles) in cases {
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .cmd(["touch", &marker])
-            .envs(env)
-            .run();
-        let err = done.stderr.trim_end();
-        assert_eq!(done.status, 2, "{opts:?} {env:?}\n{err}");
+        let err = refused(mode, &dir, opts, env);
+        let err = err.trim_end();
         assert_eq!(err.lines().count(), 1, "{opts:?}: one line\n{err}");
         for n in needles.iter() {
             assert!(err.contains(n), "{opts:?} {env:?}: {n:?} not in\n{err}");
         }
-        assert!(
-            !std::path::Path::new(&marker).exists(),
-            "{opts:?}: the command ran"
-        );
     }
     // The control: the same command does run when the configuration is fine.
     let done = Rinit::new(mode, &dir).cmd(["touch", &marker]).run();
@@ -544,7 +497,7 @@ fn refused_configurations(mode: Mode) {
 /// second one a start failure (ERROR).
 fn json_lines_carry_the_fields(mode: Mode) {
     let dir = TempDir::new("json");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts([
             "-v",
@@ -555,24 +508,15 @@ fn json_lines_carry_the_fields(mode: Mode) {
             "--stop-sequence",
             "USR1@0s",
         ])
-        .probe([
-            "--daemon",
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            "USR1:0:3",
-        ])
+        .probe(files.args(&["--daemon", "--exit-on", "USR1:0:3"]))
         .spawn();
-    let pid = run.ready(&ready);
-    let daemon = Record::read(&rec).daemon.expect("daemon line");
+    let pid = run.ready(&files.ready);
+    let daemon = files.record().daemon.expect("daemon line");
     run.signal(libc::SIGHUP);
     run.wait_until("the child to record SIGHUP", || {
-        !Record::read(&rec).of(pid).is_empty()
+        !files.record().of(pid).is_empty()
     });
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 3, "{}", done.stderr);
     let lines = done.json();
     let mut severities: Vec<String> = Vec::new();
@@ -706,14 +650,7 @@ fn check_common_fields(l: &Value) {
 /// environment (nothing else set), and the log format auto picks: JSON on
 /// ECS, Kubernetes and Cloud Run, text otherwise.
 fn platform_detection_from_env(mode: Mode) {
-    type Case<'a> = (
-        &'a [&'a str],
-        &'a [(&'a str, &'a str)],
-        &'a str,
-        &'a str,
-        &'a str,
-        bool,
-    );
+    type Case<'a> = (Opts<'a>, Env<'a>, &'a str, &'a str, &'a str, bool);
     let cases: &[Case] = &[
         (&[], &[], HOST, HOST, "8s", false),
         (&[], &[("K_SERVICE", "api")], "cloud-run", "10s", "8s", true),
@@ -815,13 +752,7 @@ fn platform_detection_from_env(mode: Mode) {
     for &(opts, env, platform, kill_after, grace, json) in cases {
         let platform = host(platform, "docker", "none");
         let kill_after = host(kill_after, "10s", "none");
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .probe(["--exit", "0"])
-            .envs(env)
-            .run();
-        let what = format!("{opts:?} {env:?}");
-        assert_eq!(done.status, 0, "{what}\n{}", done.stderr);
+        let (done, what) = run_settings(mode, &dir, opts, env, 0);
         let fields: Vec<(&str, String)> = ["platform", "kill_after", "grace"]
             .into_iter()
             .zip(done.start_fields(json, &["platform", "kill_after", "grace"]))
@@ -833,8 +764,7 @@ fn platform_detection_from_env(mode: Mode) {
                 ("kill_after", kill_after.to_string()),
                 ("grace", grace.to_string()),
             ],
-            "{what}\n{}",
-            done.stderr
+            "{what}"
         );
     }
 }
@@ -843,24 +773,23 @@ fn platform_detection_from_env(mode: Mode) {
 /// grace; the child still runs after it and stops on another stop signal.
 fn stop_signal_dropped_by_rewrite_starts_no_drain(mode: Mode) {
     let dir = TempDir::new("dropstop");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts(["--grace", "1s", "-r", "TERM:0"])
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "QUIT:0:4"])
+        .probe(files.args(&["--exit-on", "QUIT:0:4"]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     run.signal(libc::SIGTERM);
     run.wait_log("stop signal dropped by --rewrite", 1);
     // Past the would-be deadline the child is alive and reachable.
     std::thread::sleep(Duration::from_millis(1500));
     run.signal(libc::SIGUSR1);
     run.wait_until("the child to record SIGUSR1", || {
-        Record::read(&rec).of(pid).contains(&"SIGUSR1".into())
+        files.record().of(pid).contains(&"SIGUSR1".into())
     });
-    run.signal(libc::SIGQUIT);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGQUIT);
     assert_eq!(done.status, 4, "{}", done.stderr);
-    assert_eq!(Record::read(&rec).of(pid), ["SIGUSR1", "SIGQUIT"]);
+    assert_eq!(files.record().of(pid), ["SIGUSR1", "SIGQUIT"]);
     assert!(!done.stderr.contains("deadline"), "{}", done.stderr);
 }
 
@@ -868,22 +797,21 @@ fn stop_signal_dropped_by_rewrite_starts_no_drain(mode: Mode) {
 /// different one is (QUIT after TERM is Celery's cold shutdown).
 fn a_new_stop_signal_mid_drain_is_forwarded(mode: Mode) {
     let dir = TempDir::new("newstop");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts(["--grace", "8s"])
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "QUIT:0:0"])
+        .probe(files.args(&["--exit-on", "QUIT:0:0"]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     run.signal(libc::SIGTERM);
     run.wait_until("the child to record SIGTERM", || {
-        !Record::read(&rec).of(pid).is_empty()
+        !files.record().of(pid).is_empty()
     });
     run.signal(libc::SIGTERM);
     run.wait_log("already draining; not forwarded again", 1);
-    run.signal(libc::SIGQUIT);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGQUIT);
     assert_eq!(done.status, 0, "{}", done.stderr);
-    assert_eq!(Record::read(&rec).of(pid), ["SIGTERM", "SIGQUIT"]);
+    assert_eq!(files.record().of(pid), ["SIGTERM", "SIGQUIT"]);
 }
 
 /// `--grace=none` never escalates: when the main child exits, the rest get
@@ -923,15 +851,11 @@ fn escalation_catches_processes_forked_during_the_kill(mode: Mode) {
         .spawn();
     run.ready(&ready);
     std::thread::sleep(Duration::from_millis(300));
-    let t0 = Instant::now();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
-    let took = done.ended - t0;
-    assert_eq!(done.status, 137, "{}", done.stderr);
-    assert!(
-        took < Duration::from_secs(1) + SLACK * 2,
-        "the fork loop outlived the deadline: {took:?}\n{}",
-        done.stderr
+    run.stop_expecting(
+        libc::SIGTERM,
+        137,
+        ..Duration::from_secs(1) + SLACK * 2,
+        "the fork loop killed at the 1s deadline, not outliving it",
     );
 }
 
@@ -948,26 +872,17 @@ fn presets_signal_the_runner_not_its_helpers(mode: Mode) {
         ),
     ] {
         let dir = TempDir::new("preset-target");
-        let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+        let files = ProbeFiles::in_dir(&dir);
         let mut run = Rinit::new(mode, &dir)
             .opts([opt, "--grace=2500ms", "--log-format=json"])
-            .probe([
-                "--grandchild",
-                "--record",
-                &rec,
-                "--ready",
-                &ready,
-                "--exit-on",
-                "TERM:0:0",
-            ])
+            .probe(files.args(&["--grandchild", "--exit-on", "TERM:0:0"]))
             .spawn();
-        let pid = run.ready(&ready);
+        let pid = run.ready(&files.ready);
         run.wait_until("the grandchild line", || {
-            Record::read(&rec).grandchild.is_some()
+            files.record().grandchild.is_some()
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
-        let r = Record::read(&rec);
+        let (done, _) = run.stop(libc::SIGTERM);
+        let r = files.record();
         let gc = r.grandchild.expect("grandchild");
         assert_eq!(r.of(pid), ["SIGTSTP", "SIGTERM"], "{opt}\n{}", done.stderr);
         assert_eq!(r.of(gc), helper_got, "{opt}\n{}", done.stderr);
@@ -1010,8 +925,7 @@ fn a_forwarded_signal_that_kills_a_helper_is_a_warning(mode: Mode) {
         run.wait_until("sleep to be exec'd", || {
             descendants(top).iter().any(|p| p.comm == "sleep")
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         assert_eq!(done.status, 0, "{}", done.stderr);
         let lines = done.json();
         let warned: Vec<_> = phase(&lines, "forward")

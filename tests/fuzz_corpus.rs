@@ -13,25 +13,23 @@ mod props;
 
 use rinit_test_support::corpus::{corpus, replay};
 
-#[test]
-fn cli_corpus() {
-    replay("cli", props::cli);
+/// One test per fuzz target, named for it: its corpus replayed through its
+/// property (the same check for every target, so one body).
+macro_rules! corpus_tests {
+    ($($test:ident => $target:ident),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            replay(stringify!($target), props::$target);
+        }
+    )*};
 }
 
-#[test]
-fn duration_corpus() {
-    replay("duration", props::duration);
-}
-
-#[test]
-fn signals_corpus() {
-    replay("signals", props::signals);
-}
-
-#[test]
-fn sequence_corpus() {
-    replay("sequence", props::sequence);
-}
+corpus_tests!(
+    cli_corpus => cli,
+    duration_corpus => duration,
+    signals_corpus => signals,
+    sequence_corpus => sequence,
+);
 
 /// At most this many binary runs (each a few milliseconds).
 const BINARY_RUNS: usize = 400;

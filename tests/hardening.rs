@@ -65,33 +65,21 @@ fn probe_named(dir: &TempDir, name: &[u8]) -> PathBuf {
 /// naming it in the log, and exit with the main child's status.
 fn daemon_killed_at_the_grace(mode: Mode, name: &[u8], shown: &str) {
     let dir = TempDir::new("oddname");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let probe = probe_named(&dir, name);
     let mut run = Rinit::new(mode, &dir)
         .opts(["--grace=2s", "--log-format=json"])
         .cmd([probe.into_os_string()])
-        .cmd([
-            "--daemon",
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            "TERM:0:0",
-        ])
+        .cmd(files.args(&["--daemon", "--exit-on", "TERM:0:0"]))
         .spawn();
-    run.ready(&ready);
-    run.wait_until("the daemon line", || Record::read(&rec).daemon.is_some());
-    let daemon = Record::read(&rec).daemon.expect("daemon pid");
-    let t0 = Instant::now();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
-    let took = done.ended - t0;
-    assert_eq!(done.status, 0, "the main child's status\n{}", done.stderr);
-    assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_millis(3500),
-        "exit {took:?} after the stop, grace 2s\n{}",
-        done.stderr
+    run.ready(&files.ready);
+    run.wait_until("the daemon line", || files.record().daemon.is_some());
+    let daemon = files.record().daemon.expect("daemon pid");
+    let done = run.stop_expecting(
+        libc::SIGTERM,
+        0,
+        Duration::from_secs(2)..Duration::from_millis(3500),
+        "the main child's status, once the daemon is killed at the 2s grace",
     );
     let lines = done.json();
     let kill = phase(&lines, "kill")
@@ -220,31 +208,41 @@ impl StalledPipe {
     }
 }
 
-/// The reader stalls 6 s; the child ignores TERM. rinit must kill it at its
-/// 2 s grace, not when the reader comes back, and exit 137 at once.
-fn stalled_log_reader_does_not_hold_the_deadline(mode: Mode) {
-    let dir = TempDir::new("stall-deadline");
+/// Runs the probe with `child` (how it takes TERM) under `rinit --grace=2s
+/// -v`, its stderr a pipe filled to the brim whose reader stalls 6 s, and
+/// stops it: how it ended, how long after the stop, and what reached the
+/// reader.
+fn stop_under_a_stalled_reader(
+    mode: Mode,
+    label: &str,
+    child: [&str; 2],
+) -> (Done, Duration, String) {
+    let dir = TempDir::new(label);
     let ready = dir.file("ready");
     let (mut pipe, stderr) = StalledPipe::new();
     let mut run = Rinit::new(mode, &dir)
         .opts(["--grace=2s", "-v"])
         .stderr_fd(stderr)
-        .probe(["--ready", &ready, "--ignore", "TERM"])
+        .probe(["--ready", &ready].into_iter().chain(child))
         .spawn();
     run.ready(&ready);
     pipe.fill();
     let reader = pipe.read_after(Duration::from_secs(6));
-    let t0 = Instant::now();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
-    let took = done.ended - t0;
+    let (done, took) = run.stop(libc::SIGTERM);
+    (done, took, reader.join().expect("reader"))
+}
+
+/// The reader stalls 6 s; the child ignores TERM. rinit must kill it at its
+/// 2 s grace, not when the reader comes back, and exit 137 at once.
+fn stalled_log_reader_does_not_hold_the_deadline(mode: Mode) {
+    let (done, took, log) =
+        stop_under_a_stalled_reader(mode, "stall-deadline", ["--ignore", "TERM"]);
     assert_eq!(done.status, 137);
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_millis(3500),
         "exit {took:?} after the stop (grace 2s, reader stalled 6s)"
     );
     // Whatever reached the reader is whole lines.
-    let log = reader.join().expect("reader");
     assert!(log.is_empty() || log.ends_with('\n'), "{log:?}");
 }
 
@@ -252,27 +250,13 @@ fn stalled_log_reader_does_not_hold_the_deadline(mode: Mode) {
 /// reap it and exit 0 at once: not wait for the reader, not reach its
 /// deadline, not call the exited child killed.
 fn stalled_log_reader_does_not_hold_a_clean_exit(mode: Mode) {
-    let dir = TempDir::new("stall-clean");
-    let ready = dir.file("ready");
-    let (mut pipe, stderr) = StalledPipe::new();
-    let mut run = Rinit::new(mode, &dir)
-        .opts(["--grace=2s", "-v"])
-        .stderr_fd(stderr)
-        .probe(["--ready", &ready, "--exit-on", "TERM:0:0"])
-        .spawn();
-    run.ready(&ready);
-    pipe.fill();
-    let reader = pipe.read_after(Duration::from_secs(6));
-    let t0 = Instant::now();
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
-    let took = done.ended - t0;
+    let (done, took, log) =
+        stop_under_a_stalled_reader(mode, "stall-clean", ["--exit-on", "TERM:0:0"]);
     assert_eq!(done.status, 0);
     assert!(
         took < Duration::from_secs(1),
         "exit {took:?} after the stop"
     );
-    let log = reader.join().expect("reader");
     assert!(
         !log.contains("deadline") && !log.contains("escalated=true"),
         "{log}"
@@ -323,14 +307,14 @@ fn a_reader_that_keeps_up_drops_nothing(mode: Mode) {
 /// signals the probe recorded.
 fn signals_under_a_reader(mode: Mode, n: usize, stall: Option<Duration>) -> (String, usize) {
     let dir = TempDir::new("stall-signals");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let (mut pipe, stderr) = StalledPipe::new();
     let mut run = Rinit::new(mode, &dir)
         .opts(["-v", "--log-format=json"])
         .stderr_fd(stderr)
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "TERM:0:0"])
+        .probe(files.args(&["--exit-on", "TERM:0:0"]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     if stall.is_some() {
         pipe.fill();
     }
@@ -342,7 +326,8 @@ fn signals_under_a_reader(mode: Mode, n: usize, stall: Option<Duration>) -> (Str
     }
     let name = sig_name(rt1);
     run.wait_until("every signal at the probe", || {
-        Record::read(&rec)
+        files
+            .record()
             .of(pid)
             .iter()
             .filter(|s| **s == name)
@@ -357,10 +342,10 @@ fn signals_under_a_reader(mode: Mode, n: usize, stall: Option<Duration>) -> (Str
         );
         std::thread::sleep(stall.saturating_sub(t0.elapsed()) + Duration::from_millis(500));
     }
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0);
-    let got = Record::read(&rec)
+    let got = files
+        .record()
         .of(pid)
         .iter()
         .filter(|s| **s == name)
@@ -403,10 +388,7 @@ fn unkillable_process_is_named_and_rinit_exits_after_its_grace() {
             sleep.is_some()
         });
         let sleep = sleep.expect("sleep");
-        let t0 = Instant::now();
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
-        let took = done.ended - t0;
+        let (done, took) = run.stop(libc::SIGTERM);
         let what = format!("root: {root}, exit {took:?}\n{}", done.stderr);
         // Gone with the namespace, if rinit could not kill it.
         poll(
@@ -473,7 +455,7 @@ fn unkillable_process_is_named_and_rinit_exits_after_its_grace() {
 #[test]
 fn a_reused_group_id_gets_nothing() {
     let dir = TempDir::new("reuse");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let (new_rec, new_ready) = (dir.file("new-rec"), dir.file("new-ready"));
     let mut run = Rinit::new(Mode::Pid1, &dir)
         .opts([
@@ -482,18 +464,10 @@ fn a_reused_group_id_gets_nothing() {
             "--stop-sequence=USR2@0s,TERM@1500ms",
             "--log-format=json",
         ])
-        .probe([
-            "--daemon",
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            "USR2:0:0",
-        ])
+        .probe(files.args(&["--daemon", "--exit-on", "USR2:0:0"]))
         .spawn();
-    assert_eq!(run.ready(&ready), 2);
-    run.wait_until("the daemon line", || Record::read(&rec).daemon.is_some());
+    assert_eq!(run.ready(&files.ready), 2);
+    run.wait_until("the daemon line", || files.record().daemon.is_some());
     run.signal(libc::SIGTERM);
     let t0 = Instant::now();
     // The main child is gone once rinit TERMs the daemon (which ignores it).
@@ -573,25 +547,18 @@ fn a_group_outliving_its_leader_still_gets_signals() {
 /// command is 127.
 fn missing_interpreters_are_126_and_named(mode: Mode) {
     let dir = TempDir::new("interp");
-    let script = |name: &str, body: &[u8]| {
-        let p = dir.path().join(name);
-        fs::write(&p, body).expect("script");
-        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        p.to_string_lossy().into_owned()
-    };
     let cases = [
         (
-            script("interp.sh", b"#!/nonexistent/interp\nexit 0\n"),
+            dir.executable("interp.sh", "#!/nonexistent/interp\nexit 0\n"),
             126,
             "its interpreter '/nonexistent/interp' was not found",
         ),
         (
-            script("crlf.sh", b"#!/bin/sh\r\nexit 0\r\n"),
+            dir.executable("crlf.sh", "#!/bin/sh\r\nexit 0\r\n"),
             126,
             "its interpreter '/bin/sh\\r' was not found",
         ),
-        (script("good.sh", b"#!/bin/sh\nexit 7\n"), 7, ""),
+        (dir.executable("good.sh", "#!/bin/sh\nexit 7\n"), 7, ""),
         (dir.file("missing"), 127, "command not found"),
     ];
     for (path, status, needle) in cases {
@@ -613,12 +580,7 @@ fn without_sh_or_loader_the_missing_part_is_named() {
     let root = TempDir::new("interp-root");
     root.copy_in(&rinit_bin(), "rinit");
     root.copy_in(std::path::Path::new("/usr/bin/env"), "env");
-    fs::write(root.join("plain.sh"), "exit 0\n").expect("script");
-    fs::set_permissions(
-        root.join("plain.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    root.executable("plain.sh", "exit 0\n");
     for (file, needle) in [
         (
             "/plain.sh",
@@ -668,8 +630,7 @@ fn text_lines_cannot_be_split(mode: Mode) {
         .cmd(["--ready", &ready, "--ignore", "TERM"])
         .spawn();
     run.ready(&ready);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 137);
     one_event_per_line(&done.stderr);
     let kill = text_phase(&done.stderr, "kill");
@@ -745,8 +706,7 @@ fn arbitrary_names_are_seen_and_stay_one_line(mode: Mode) {
         run.wait_until("every named process ready", || {
             fs::read_dir(dir.join("r")).map(|d| d.count()).unwrap_or(0) == N
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         assert_eq!(done.status, 137, "{}", done.stderr);
         if json {
             let lines = done.json();

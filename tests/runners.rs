@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use common::{children, kill, stat, text_field, text_phase, unshare_bin, TempDir, PATH};
 use rinit_test_support::docker::{self as docker_support, assert_static, build, Container};
-use rinit_test_support::{ci, root_dir, run, wait_for};
+use rinit_test_support::{ci, root_dir, run, run_ok, wait_for};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const SETUP: &str = "run scripts/setup-runners";
@@ -159,13 +159,12 @@ impl Redis {
 
     /// `redis-cli --raw ARGS`, which must succeed; its output.
     fn cli(&self, args: &[&str]) -> String {
-        let out = run(
+        let out = run_ok(
             Command::new("/usr/bin/redis-cli")
                 .args(["-p", &self.port.to_string(), "--raw"])
                 .args(args),
             Duration::from_secs(30),
         );
-        assert!(out.ok(), "redis-cli {args:?}: {}{}", out.stdout, out.stderr);
         out.stdout
     }
 
@@ -198,6 +197,16 @@ impl Drop for Redis {
 enum Runner {
     Sidekiq,
     Celery,
+}
+
+impl Runner {
+    /// The runner's command, and its image's name.
+    fn name(self) -> &'static str {
+        match self {
+            Runner::Sidekiq => "sidekiq",
+            Runner::Celery => "celery",
+        }
+    }
 }
 
 /// One line the jobs append to `$JOBS_DIR/events`.
@@ -264,8 +273,7 @@ impl World {
             }
         };
         cmd.args(jobs).env_clear().envs(self.env());
-        let out = run(&mut cmd, SLOW);
-        assert!(out.ok(), "enqueue {jobs:?}: {}{}", out.stdout, out.stderr);
+        run_ok(&mut cmd, SLOW);
     }
 
     /// The worker's command line; for Sidekiq, `-t` is `timeout`.
@@ -698,6 +706,41 @@ fn stop_pid1(world: &World, what: &str, argv: Vec<String>) -> Outcome {
     Outcome::read(world, what, stopped, finish)
 }
 
+/// The control every runner gets: the runner under `/bin/sh -c` as PID 1
+/// (`timeout` as in [`World::worker`]). The shell ignores SIGTERM (PID 1
+/// with no handler), so the runner never hears of the stop and the
+/// platform's SIGKILL at the window ends everything: no rinit exit line,
+/// the long job not back in the queue. None after a skip line.
+fn under_a_shell_as_pid1(test: &str, runner: Runner, timeout: u32) -> Option<(World, Outcome)> {
+    let w = World::new(test, runner)?;
+    let what = format!("{} under sh -c", runner.name());
+    let o = stop_pid1(&w, &what, under_sh(w.worker(timeout)));
+    assert_eq!(o.stopped.pid1.as_deref(), Some("sh"), "the shell is PID 1");
+    o.assert_fails_with(&[
+        "killed by the platform",
+        "no rinit exit line",
+        "long job not requeued",
+    ]);
+    assert!(o.took() >= WINDOW, "{:?}", o.took());
+    Some((w, o))
+}
+
+/// A control whose runner takes longer to requeue than the bound: rinit's
+/// 8 s deadline kills it first (exit 137, escalated), the long job not
+/// back in the queue.
+fn assert_killed_at_rinits_deadline(o: &Outcome) {
+    o.assert_fails_with(&[
+        "exit status Some(137)",
+        "escalated",
+        "long job not requeued",
+    ]);
+    assert!(
+        o.took() >= Duration::from_millis(7900) && o.took() < WINDOW,
+        "killed at rinit's 8 s deadline: {:?}",
+        o.took()
+    );
+}
+
 // ---- Sidekiq as PID 1 -------------------------------------------------------
 
 /// `--preset sidekiq` with Sidekiq's `-t 5` under `--grace=8s`: TSTP (quiet)
@@ -742,17 +785,9 @@ fn sidekiq_preset_drains_and_pushes_the_long_job_back() {
 /// at 10 s takes the long job with it: not in Redis at all.
 #[test]
 fn sidekiq_under_a_shell_as_pid1_loses_the_long_job() {
-    let Some(w) = World::new("sidekiq_shell", Runner::Sidekiq) else {
+    let Some((w, o)) = under_a_shell_as_pid1("sidekiq_shell", Runner::Sidekiq, 5) else {
         return;
     };
-    let o = stop_pid1(&w, "sidekiq under sh -c", under_sh(w.worker(5)));
-    assert_eq!(o.stopped.pid1.as_deref(), Some("sh"), "the shell is PID 1");
-    o.assert_fails_with(&[
-        "killed by the platform",
-        "no rinit exit line",
-        "long job not requeued",
-    ]);
-    assert!(o.took() >= WINDOW, "{:?}", o.took());
     assert!(
         !o.stopped.log.contains("Shutting down"),
         "Sidekiq never heard the TERM:\n{}",
@@ -776,16 +811,7 @@ fn sidekiq_timeout_past_the_bound_loses_the_long_job() {
         "sidekiq --preset sidekiq -t 7",
         under_rinit(&["--preset", "sidekiq", GRACE], w.worker(7)),
     );
-    o.assert_fails_with(&[
-        "exit status Some(137)",
-        "escalated",
-        "long job not requeued",
-    ]);
-    assert!(
-        o.took() >= Duration::from_millis(7900) && o.took() < WINDOW,
-        "killed at rinit's 8 s deadline: {:?}",
-        o.took()
-    );
+    assert_killed_at_rinits_deadline(&o);
     assert!(
         !o.stopped.log.contains("Pushed 1 jobs back"),
         "{}",
@@ -880,17 +906,9 @@ fn celery_preset_warm_then_cold_shutdown_requeues_the_long_task() {
 /// of going back to the queue.
 #[test]
 fn celery_under_a_shell_as_pid1_strands_the_long_task() {
-    let Some(w) = World::new("celery_shell", Runner::Celery) else {
+    let Some((w, o)) = under_a_shell_as_pid1("celery_shell", Runner::Celery, 0) else {
         return;
     };
-    let o = stop_pid1(&w, "celery under sh -c", under_sh(w.worker(0)));
-    assert_eq!(o.stopped.pid1.as_deref(), Some("sh"), "the shell is PID 1");
-    o.assert_fails_with(&[
-        "killed by the platform",
-        "no rinit exit line",
-        "long job not requeued",
-    ]);
-    assert!(o.took() >= WINDOW, "{:?}", o.took());
     assert!(
         !o.stopped.log.contains("Warm shutdown"),
         "{}",
@@ -918,16 +936,7 @@ fn celery_soft_shutdown_past_the_bound_strands_the_long_task() {
         .concat(),
     );
     let o = stop_pid1(&w, "celery --preset celery, soft shutdown 5 s", argv);
-    o.assert_fails_with(&[
-        "exit status Some(137)",
-        "escalated",
-        "long job not requeued",
-    ]);
-    assert!(
-        o.took() >= Duration::from_millis(7900) && o.took() < WINDOW,
-        "killed at rinit's 8 s deadline: {:?}",
-        o.took()
-    );
+    assert_killed_at_rinits_deadline(&o);
     assert!(
         o.stopped.log.contains("Initiating Soft Shutdown"),
         "{}",
@@ -1060,10 +1069,7 @@ fn runners_image(test: &str) -> Option<&'static str> {
 /// One runner's image: tests/images/<runner>.Dockerfile on the runners image.
 fn runner_image(test: &str, runner: Runner) -> Option<String> {
     let base = runners_image(test)?;
-    let name = match runner {
-        Runner::Sidekiq => "sidekiq",
-        Runner::Celery => "celery",
-    };
+    let name = runner.name();
     let ctx = TempDir::new("runner-image");
     Some(build(
         &format!("rinit-test/{name}"),

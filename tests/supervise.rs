@@ -90,21 +90,14 @@ fn orphan_burst_is_reaped(mode: Mode) {
 /// signals do not queue, so two in flight could merge.
 fn every_signal_reaches_the_child(mode: Mode) {
     let dir = TempDir::new("signals");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let rtmin = libc::SIGRTMIN();
     let stop = rtmin + 5;
     let mut run = Rinit::new(mode, &dir)
         .opts(["--stop-signals", "RTMIN+5", "--grace", "5s"])
-        .probe([
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            &format!("{stop}:0:0"),
-        ])
+        .probe(files.args(&["--exit-on", &format!("{stop}:0:0")]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     let sigs: Vec<i32> = (1..=31)
         .filter(|&s| ![libc::SIGKILL, libc::SIGSTOP, libc::SIGCHLD].contains(&s))
         .chain([rtmin, rtmin + 3])
@@ -112,42 +105,40 @@ fn every_signal_reaches_the_child(mode: Mode) {
     for (i, &s) in sigs.iter().enumerate() {
         run.signal(s);
         run.wait_until(&format!("the child to record {}", sig_name(s)), || {
-            Record::read(&rec).of(pid).len() > i
+            files.record().of(pid).len() > i
         });
     }
-    run.signal(stop);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(stop);
     assert_eq!(done.status, 0, "{}", done.stderr);
     let expected: Vec<String> = sigs.iter().chain([&stop]).map(|&s| sig_name(s)).collect();
-    assert_eq!(Record::read(&rec).of(pid), expected, "{}", done.stderr);
+    assert_eq!(files.record().of(pid), expected, "{}", done.stderr);
+}
+
+/// The probe and its grandchild (a second probe in its group) under rinit
+/// with `opts`, both recording, and SIGUSR1 sent to rinit: the run, the
+/// probe's files, the probe's pid and the grandchild's.
+fn usr1_with_a_grandchild(mode: Mode, dir: &TempDir, opts: &[&str]) -> (Run, ProbeFiles, i32, i32) {
+    let files = ProbeFiles::in_dir(dir);
+    let mut run = Rinit::new(mode, dir)
+        .opts(opts.iter().copied())
+        .probe(files.args(&["--grandchild", "--exit-on", "TERM:0:0"]))
+        .spawn();
+    let pid = run.ready(&files.ready);
+    let grandchild = files.record().grandchild.expect("grandchild line");
+    run.signal(libc::SIGUSR1);
+    (run, files, pid, grandchild)
 }
 
 /// By default a forwarded signal goes to the child's process group, so a
 /// grandchild (here a second probe forked by the first) gets it too.
 fn group_delivery_reaches_the_grandchild(mode: Mode) {
     let dir = TempDir::new("group");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
-    let mut run = Rinit::new(mode, &dir)
-        .opts(["--grace", "1s"])
-        .probe([
-            "--grandchild",
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            "TERM:0:0",
-        ])
-        .spawn();
-    let pid = run.ready(&ready);
-    let grandchild = Record::read(&rec).grandchild.expect("grandchild line");
-    run.signal(libc::SIGUSR1);
+    let (mut run, files, pid, grandchild) = usr1_with_a_grandchild(mode, &dir, &["--grace", "1s"]);
     run.wait_until("child and grandchild to record SIGUSR1", || {
-        let r = Record::read(&rec);
+        let r = files.record();
         r.of(pid).contains(&"SIGUSR1".into()) && r.of(grandchild).contains(&"SIGUSR1".into())
     });
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
 }
 
@@ -158,24 +149,10 @@ fn group_delivery_reaches_the_grandchild(mode: Mode) {
 /// reached the grandchild it would be recorded before SIGUSR2 (12).
 fn single_child_spares_the_grandchild(mode: Mode) {
     let dir = TempDir::new("single");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
-    let mut run = Rinit::new(mode, &dir)
-        .opts(["--single-child", "--grace", "1s"])
-        .probe([
-            "--grandchild",
-            "--record",
-            &rec,
-            "--ready",
-            &ready,
-            "--exit-on",
-            "TERM:0:0",
-        ])
-        .spawn();
-    let pid = run.ready(&ready);
-    let grandchild = Record::read(&rec).grandchild.expect("grandchild line");
-    run.signal(libc::SIGUSR1);
+    let opts = ["--single-child", "--grace", "1s"];
+    let (mut run, files, pid, grandchild) = usr1_with_a_grandchild(mode, &dir, &opts);
     run.wait_until("the child to record SIGUSR1", || {
-        Record::read(&rec).of(pid).contains(&"SIGUSR1".into())
+        files.record().of(pid).contains(&"SIGUSR1".into())
     });
     let child_host = run.child_pid();
     let grandchild_host = poll("the grandchild", SOON, String::new, || {
@@ -183,15 +160,14 @@ fn single_child_spares_the_grandchild(mode: Mode) {
     });
     kill(grandchild_host, libc::SIGUSR2);
     run.wait_until("the grandchild to record SIGUSR2", || {
-        !Record::read(&rec).of(grandchild).is_empty()
+        !files.record().of(grandchild).is_empty()
     });
-    assert_eq!(Record::read(&rec).of(grandchild), ["SIGUSR2"]);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    assert_eq!(files.record().of(grandchild), ["SIGUSR2"]);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
     // The stop signal went to the child alone; the grandchild's only TERM is
     // the straggler sweep after the child exited (then SIGKILL at the grace).
-    assert_eq!(Record::read(&rec).of(grandchild), ["SIGUSR2", "SIGTERM"]);
+    assert_eq!(files.record().of(grandchild), ["SIGUSR2", "SIGTERM"]);
 }
 
 /// `-r FROM:TO` forwards FROM as TO (a stop signal too), and TO=0 drops it.
@@ -199,7 +175,7 @@ fn single_child_spares_the_grandchild(mode: Mode) {
 /// had it been forwarded the child would have recorded it first.
 fn rewrite_and_drop(mode: Mode) {
     let dir = TempDir::new("rewrite");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .opts([
             "-r",
@@ -211,19 +187,18 @@ fn rewrite_and_drop(mode: Mode) {
             "--grace",
             "5s",
         ])
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "QUIT:0:0"])
+        .probe(files.args(&["--exit-on", "QUIT:0:0"]))
         .spawn();
-    let pid = run.ready(&ready);
+    let pid = run.ready(&files.ready);
     run.signal(libc::SIGUSR1);
-    run.wait_until("SIGUSR2", || !Record::read(&rec).of(pid).is_empty());
+    run.wait_until("SIGUSR2", || !files.record().of(pid).is_empty());
     run.signal(libc::SIGHUP);
     run.signal(libc::SIGWINCH);
-    run.wait_until("SIGWINCH", || Record::read(&rec).of(pid).len() >= 2);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    run.wait_until("SIGWINCH", || files.record().of(pid).len() >= 2);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
     assert_eq!(
-        Record::read(&rec).of(pid),
+        files.record().of(pid),
         ["SIGUSR2", "SIGWINCH", "SIGQUIT"],
         "{}",
         done.stderr
@@ -759,8 +734,7 @@ fn pid1_terms_and_waits_for_processes_it_did_not_start() {
         .spawn()
         .expect("nsenter");
     run.wait_file(&up);
-    run.signal(libc::SIGUSR1);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGUSR1);
     let _ = outsider.kill();
     let _ = outsider.wait();
     assert_eq!(done.status, 7, "{}", done.stderr);

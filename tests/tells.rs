@@ -96,8 +96,7 @@ fn termination_message_says_why(mode: Mode) {
         .probe(["--ready", &ready, "--ignore", "TERM"])
         .spawn();
     run.ready(&ready);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 137);
     let message = fs::read_to_string(&log).expect("message");
     assert!(
@@ -191,15 +190,12 @@ fn k_service_with_a_stated_window_is_knative(mode: Mode) {
         done.stderr
     );
     // Worker pools are Cloud Run for certain: a longer stated window is refused.
-    let done = Rinit::new(mode, &dir)
-        .envs(&[
-            ("K_SERVICE", "api"),
-            ("CLOUD_RUN_WORKER_POOL", "pool"),
-            ("RINIT_PLATFORM_KILL_AFTER", "60"),
-        ])
-        .cmd(["true"])
-        .run();
-    assert_eq!(done.status, 2, "{}", done.stderr);
+    let env = [
+        ("K_SERVICE", "api"),
+        ("CLOUD_RUN_WORKER_POOL", "pool"),
+        ("RINIT_PLATFORM_KILL_AFTER", "60"),
+    ];
+    refused(mode, &dir, &[], &env);
 }
 
 /// Under `docker run --init` only the environment reaches rinit: the
@@ -207,7 +203,7 @@ fn k_service_with_a_stated_window_is_knative(mode: Mode) {
 /// and a refused variable is named.
 fn settings_from_the_environment_alone(mode: Mode) {
     let dir = TempDir::new("env-settings");
-    let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+    let files = ProbeFiles::in_dir(&dir);
     let mut run = Rinit::new(mode, &dir)
         .envs(&[
             ("RINIT_PRESET", "celery"),
@@ -215,13 +211,12 @@ fn settings_from_the_environment_alone(mode: Mode) {
             ("RINIT_PRE_STOP_DELAY", "500ms"),
             ("RINIT_LOG_FORMAT", "json"),
         ])
-        .probe(["--record", &rec, "--ready", &ready, "--exit-on", "QUIT:0:0"])
+        .probe(files.args(&["--exit-on", "QUIT:0:0"]))
         .spawn();
-    let pid = run.ready(&ready);
-    run.signal(libc::SIGTERM);
-    let done = run.finish(SOON);
+    let pid = run.ready(&files.ready);
+    let (done, _) = run.stop(libc::SIGTERM);
     assert_eq!(done.status, 0, "{}", done.stderr);
-    assert_eq!(Record::read(&rec).of(pid), ["SIGTERM", "SIGQUIT"]);
+    assert_eq!(files.record().of(pid), ["SIGTERM", "SIGQUIT"]);
     let stages = done.json();
     let stages = phase(&stages, "stage");
     assert_eq!(stages.len(), 2, "{}", done.stderr);
@@ -230,28 +225,16 @@ fn settings_from_the_environment_alone(mode: Mode) {
         format!("pid {pid}"),
         "a preset signals the main process"
     );
-    let done = Rinit::new(mode, &dir)
-        .env("RINIT_STOP_SEQUENCE", "TERM@0s,QUIT@1s")
-        .opts(["--preset=sidekiq"])
-        .cmd(["true"])
-        .run();
-    assert_eq!(done.status, 2);
+    let env = [("RINIT_STOP_SEQUENCE", "TERM@0s,QUIT@1s")];
+    let err = refused(mode, &dir, &["--preset=sidekiq"], &env);
     assert!(
-        done.stderr
-            .contains("--preset and RINIT_STOP_SEQUENCE cannot be used together"),
-        "{}",
-        done.stderr
+        err.contains("--preset and RINIT_STOP_SEQUENCE cannot be used together"),
+        "{err}"
     );
-    let done = Rinit::new(mode, &dir)
-        .env("RINIT_PRESET", "nope")
-        .cmd(["true"])
-        .run();
-    assert_eq!(done.status, 2);
+    let err = refused(mode, &dir, &[], &[("RINIT_PRESET", "nope")]);
     assert!(
-        done.stderr
-            .starts_with("rinit: RINIT_PRESET='nope' is not one of"),
-        "{}",
-        done.stderr
+        err.starts_with("rinit: RINIT_PRESET='nope' is not one of"),
+        "{err}"
     );
 }
 

@@ -48,14 +48,7 @@ fn warnings(done: &Done, json: bool) -> Vec<String> {
 /// and `--platform-kill-after`.
 fn assumed_window_warns_and_starts(mode: Mode) {
     /// (options, environment, platform, window, JSON?, setting named)
-    type Case<'a> = (
-        &'a [&'a str],
-        &'a [(&'a str, &'a str)],
-        &'a str,
-        &'a str,
-        bool,
-        &'a [&'a str],
-    );
+    type Case<'a> = (Opts<'a>, Env<'a>, &'a str, &'a str, bool, &'a [&'a str]);
     let cases: &[Case] = &[
         (
             &["--platform=docker", "--grace=25s"],
@@ -96,13 +89,7 @@ fn assumed_window_warns_and_starts(mode: Mode) {
     ];
     let dir = TempDir::new("assumed");
     for (opts, env, platform, window, json, settings) in cases {
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .probe(["--exit", "3"])
-            .envs(env)
-            .run();
-        let what = format!("{opts:?} {env:?}\n{}", done.stderr);
-        assert_eq!(done.status, 3, "the command ran: {what}");
+        let (done, what) = run_settings(mode, &dir, opts, env, 3);
         assert_eq!(
             done.start_fields(*json, &["platform", "kill_after", "window"]),
             [*platform, *window, "assumed"],
@@ -124,7 +111,7 @@ fn assumed_window_warns_and_starts(mode: Mode) {
 /// A stated window silences the warning (it is then enforced); a grace that
 /// fits an assumed window needs none.
 fn stated_or_fitting_window_gives_no_warning(mode: Mode) {
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], [&'a str; 3]);
+    type Case<'a> = (Opts<'a>, Env<'a>, [&'a str; 3]);
     let cases: &[Case] = &[
         (
             &[
@@ -158,14 +145,8 @@ fn stated_or_fitting_window_gives_no_warning(mode: Mode) {
     ];
     let dir = TempDir::new("stated");
     for (opts, env, want) in cases {
-        let done = Rinit::new(mode, &dir)
-            .opts(opts.iter().copied())
-            .opts(["--log-format=text"])
-            .probe(["--exit", "0"])
-            .envs(env)
-            .run();
-        let what = format!("{opts:?} {env:?}\n{}", done.stderr);
-        assert_eq!(done.status, 0, "{what}");
+        let opts = [*opts, &["--log-format=text"]].concat();
+        let (done, what) = run_settings(mode, &dir, &opts, env, 0);
         assert_eq!(
             done.start_fields(false, &["kill_after", "window", "grace"]),
             *want,
@@ -272,8 +253,7 @@ fn expect_exit_covers_a_death_by_signal(mode: Mode) {
             .probe(["--ready", &ready, "--die-on", "TERM"])
             .spawn();
         run.ready(&ready);
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         assert_eq!(done.status, want, "{opts:?}\n{}", done.stderr);
         let exit = text_phase(&done.stderr, "exit");
         assert_eq!(
@@ -295,29 +275,28 @@ fn cloud_run_maintenance_signals_are_forwarded_and_logged(mode: Mode) {
         (("RINIT_PLATFORM_KILL_AFTER", "10s"), false),
     ] {
         let dir = TempDir::new("maintenance");
-        let (rec, ready) = (dir.file("rec"), dir.file("ready"));
+        let files = ProbeFiles::in_dir(&dir);
         let mut run = Rinit::new(mode, &dir)
             .opts(["--grace=5s", "--log-format=json"])
             .env(env.0, env.1)
-            .probe(["--record", &rec, "--ready", &ready, "--exit-on", "TERM:0:0"])
+            .probe(files.args(&["--exit-on", "TERM:0:0"]))
             .spawn();
-        let pid = run.ready(&ready);
+        let pid = run.ready(&files.ready);
         run.signal(libc::SIGTSTP);
         run.wait_until("the child to record SIGTSTP", || {
-            Record::read(&rec).of(pid) == ["SIGTSTP"]
+            files.record().of(pid) == ["SIGTSTP"]
         });
         // Past the grace: had TSTP started a drain, the deadline would fire.
         std::thread::sleep(std::time::Duration::from_millis(5500));
         run.signal(libc::SIGCONT);
         run.wait_until("the child to record SIGCONT", || {
-            Record::read(&rec).of(pid).len() == 2
+            files.record().of(pid).len() == 2
         });
-        run.signal(libc::SIGTERM);
-        let done = run.finish(SOON);
+        let (done, _) = run.stop(libc::SIGTERM);
         let what = format!("{env:?}\n{}", done.stderr);
         assert_eq!(done.status, 0, "{what}");
         assert_eq!(
-            Record::read(&rec).of(pid),
+            files.record().of(pid),
             ["SIGTSTP", "SIGCONT", "SIGTERM"],
             "{what}"
         );

@@ -28,6 +28,21 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Out {
     try_run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// [`run`] for a command that must succeed; a failure panics with the
+/// command, its exit code and all it printed.
+pub fn run_ok(cmd: &mut Command, timeout: Duration) -> Out {
+    let what = format!("{cmd:?}");
+    let out = run(cmd, timeout);
+    assert!(
+        out.ok(),
+        "{what} failed ({:?}):\n{}{}",
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    out
+}
+
 /// As [`run`], but a command that cannot be started is an `Err`.
 pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
     let what = format!("{cmd:?}");

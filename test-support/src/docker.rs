@@ -131,6 +131,18 @@ fn newest(path: &Path) -> Option<SystemTime> {
         .max()
 }
 
+/// The probe (tests/support/probe.rs, the tests' stand-in worker) of the
+/// same profile as `rinit`, built here when this run did not build the
+/// example or built it from older sources.
+pub fn probe_beside(rinit: &Path) -> PathBuf {
+    sibling_binary(
+        rinit,
+        "examples/probe",
+        ["--example", "probe"],
+        &[root_dir().join("tests/support/probe.rs")],
+    )
+}
+
 /// A binary of the root package (`rinit-init`) built with the same profile
 /// and target dir as `beside` (a binary of the running test's build): at
 /// `<dir of beside>/<rel>`, built here with cargo when it is missing or older

@@ -591,18 +591,12 @@ mod tests {
     /// An upstream answering each connection's first read with a fixed HTTP
     /// response, then closing.
     fn upstream() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                );
-            }
-        });
-        port
+        crate::tcp_server(|mut s| {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        })
     }
 
     fn get(port: u16) -> io::Result<String> {

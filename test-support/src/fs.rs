@@ -48,6 +48,17 @@ impl TempDir {
         self
     }
 
+    /// Writes `body` as `name`, executable (mode 0755): a script or program
+    /// for the test to run. Its path, for command lines.
+    pub fn executable(&self, name: &str, body: impl AsRef<[u8]>) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let dst = self.0.join(name);
+        std::fs::write(&dst, body).unwrap_or_else(|e| panic!("write {}: {e}", dst.display()));
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", dst.display()));
+        self.file(name)
+    }
+
     /// Writes `text` as `name`.
     pub fn write(&self, name: &str, text: &str) -> &Self {
         let dst = self.0.join(name);

@@ -2,7 +2,7 @@
 //! guard is dropped, also when the test panics, so no run leaves one behind.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,19 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free loopback port")
+}
+
+/// A TCP server on a free loopback port, for a test's stand-in of a
+/// service: one thread hands each connection, in turn, to `serve`. Its port.
+pub fn tcp_server(mut serve: impl FnMut(TcpStream) + Send + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = l.local_addr().expect("the listener's address").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            serve(s);
+        }
+    });
+    port
 }
 
 /// A child process killed (SIGKILL) and reaped on drop.

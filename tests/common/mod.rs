@@ -19,7 +19,9 @@ pub use rinit_test_support::signals::sig_name;
 pub use rinit_test_support::{json_lines, phase, poll, text_field, text_phase, TempDir};
 
 use std::ffi::OsString;
+use std::fmt::Debug;
 use std::fs;
+use std::ops::RangeBounds;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -253,6 +255,42 @@ impl Rinit {
     }
 }
 
+/// The rinit options of a row of settings.
+pub type Opts<'a> = &'a [&'a str];
+
+/// The environment of a row of settings.
+pub type Env<'a> = &'a [(&'a str, &'a str)];
+
+/// One row of a table of settings: rinit in `mode` with `opts` and `env` over
+/// `probe --exit CODE`, which must start and pass its code through; how it
+/// ended, and the row as failure messages name it (options, environment and
+/// rinit's log).
+pub fn run_settings(mode: Mode, dir: &TempDir, opts: Opts, env: Env, code: i32) -> (Done, String) {
+    let done = Rinit::new(mode, dir)
+        .opts(opts.iter().copied())
+        .probe(["--exit", &code.to_string()])
+        .envs(env)
+        .run();
+    let what = format!("{opts:?} {env:?}\n{}", done.stderr);
+    assert_eq!(done.status, code, "the command ran: {what}");
+    (done, what)
+}
+
+/// rinit in `mode` with `opts` and `env`, which must refuse them before it
+/// starts its command (`touch DIR/started`): exit 2, and the command never
+/// ran. Returns what rinit printed.
+pub fn refused(mode: Mode, dir: &TempDir, opts: Opts, env: Env) -> String {
+    let marker = dir.file("started");
+    let done = Rinit::new(mode, dir)
+        .opts(opts.iter().copied())
+        .cmd(["touch", &marker])
+        .envs(env)
+        .run();
+    assert_eq!(done.status, 2, "{opts:?} {env:?}\n{}", done.stderr);
+    assert!(!Path::new(&marker).exists(), "{opts:?}: the command ran");
+    done.stderr
+}
+
 /// A running rinit.
 pub struct Run {
     pub mode: Mode,
@@ -383,6 +421,37 @@ impl Run {
         kill(self.rinit_pid(), sig);
     }
 
+    /// Sends `sig` (the one that ends the run) and waits for rinit to exit:
+    /// how it ended, and how long after the signal (the clock starts just
+    /// before it).
+    pub fn stop(self, sig: i32) -> (Done, Duration) {
+        let t0 = Instant::now();
+        self.signal(sig);
+        let done = self.finish(SOON);
+        let took = done.ended - t0;
+        (done, took)
+    }
+
+    /// [`Run::stop`] that must end with rinit's exit `status` in a time
+    /// within `bounds` of the signal (`why` says what they stand for, in the
+    /// failure with rinit's log).
+    pub fn stop_expecting(
+        self,
+        sig: i32,
+        status: i32,
+        bounds: impl RangeBounds<Duration> + Debug,
+        why: &str,
+    ) -> Done {
+        let (done, took) = self.stop(sig);
+        assert_eq!(done.status, status, "{why}\n{}", done.stderr);
+        assert!(
+            bounds.contains(&took),
+            "{why}: exit {took:?} after the signal, not in {bounds:?}\n{}",
+            done.stderr
+        );
+        done
+    }
+
     /// Waits until `path` holds a complete line (the probe's ready file) and
     /// returns it, trimmed.
     pub fn wait_file(&mut self, path: &str) -> String {
@@ -502,6 +571,34 @@ impl Drop for Run {
 }
 
 // ---- what the probe recorded -------------------------------------------------
+
+/// The probe's two files in a scenario's directory: `rec`, where it records
+/// every signal it gets, and `ready`, where it writes its pid once it does.
+pub struct ProbeFiles {
+    pub rec: String,
+    pub ready: String,
+}
+
+impl ProbeFiles {
+    pub fn in_dir(dir: &TempDir) -> ProbeFiles {
+        ProbeFiles {
+            rec: dir.file("rec"),
+            ready: dir.file("ready"),
+        }
+    }
+
+    /// The probe's arguments: record and say when ready here, then `args`.
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut argv = vec!["--record", self.rec.as_str(), "--ready", &self.ready];
+        argv.extend_from_slice(args);
+        argv
+    }
+
+    /// What the probe (and its grandchild and daemon) recorded so far.
+    pub fn record(&self) -> Record {
+        Record::read(&self.rec)
+    }
+}
 
 /// One signal the probe (or its grandchild) got.
 #[derive(Clone, Debug, PartialEq, Eq)]

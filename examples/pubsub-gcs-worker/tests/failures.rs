@@ -14,7 +14,7 @@
 //! timestamps.
 
 use rinit_test_support::worker::{n, worker_bin, GcsKind, TestEnv, TestMessage, PROJECT};
-use rinit_test_support::{eventually, free_port, Running, TempDir};
+use rinit_test_support::{eventually, free_port, tcp_server, Running, TempDir};
 use serde_json::Value;
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -130,54 +130,68 @@ impl Against {
     /// The first report: `Pub/Sub unavailable (KIND)` at `severity`, within
     /// 5 s of start, naming the endpoint, with `needle` in its error.
     fn first_report(&self, kind: &str, severity: &str, needle: &str) -> Value {
-        let message = format!("Pub/Sub unavailable ({kind})");
-        assert_first_report(&self.w, &message, severity, &self.endpoint, needle)
+        assert_first_report(
+            &self.w,
+            &unavailable(kind),
+            severity,
+            &self.endpoint,
+            needle,
+        )
+    }
+
+    /// The first report as [`Against::first_report`] says, then, while the
+    /// failure lasts, one line per report period (gaps of at least 1 s, 2 s,
+    /// 4 s), then exit 1 after UNAVAILABLE_EXIT_AFTER (6 s). The first report.
+    fn reports_then_exits_1(self, kind: &str, severity: &str, needle: &str) -> Value {
+        let first = self.first_report(kind, severity, needle);
+        let mut w = self.w;
+        let st = w.wait(Duration::from_secs(30));
+        assert_eq!(
+            st.code(),
+            Some(1),
+            "exit status after UNAVAILABLE_EXIT_AFTER"
+        );
+        let lines = w.json_lines();
+        let reports = with_message(&lines, &unavailable(kind));
+        let times: Vec<f64> = reports.iter().map(at).collect();
+        // 6 s of outage: reports at ~0, 1, 3 s, and the probe at the 6 s bound.
+        assert!(
+            (3..=5).contains(&reports.len()),
+            "{} reports in 6 s: {reports:#?}",
+            reports.len()
+        );
+        for (i, pair) in times.windows(2).enumerate().take(2) {
+            let want = f64::from(1u32 << i) - 0.05;
+            assert!(
+                pair[1] - pair[0] >= want,
+                "reports {i} and {} only {:.3}s apart",
+                i + 1,
+                pair[1] - pair[0]
+            );
+        }
+        let started = at(&with_message(&lines, "worker started")[0]);
+        let give_up = with_message(
+            &lines,
+            "Pub/Sub unusable for longer than UNAVAILABLE_EXIT_AFTER; exiting so that the platform \
+             restarts the worker and alerts",
+        );
+        assert_eq!(give_up.len(), 1, "{lines:#?}");
+        assert_eq!(give_up[0]["severity"], "ERROR");
+        let after = at(&give_up[0]) - started;
+        assert!(
+            (6.0..8.0).contains(&after),
+            "gave up {after:.3}s after start"
+        );
+        let s = w.summary();
+        assert_eq!(s["reason"], "pubsub unavailable", "{s}");
+        assert_eq!(n(&s, "exit_code"), 1, "{s}");
+        first
     }
 }
 
-/// While a Pub/Sub failure lasts: one line per report period (gaps of at
-/// least 1 s, 2 s, 4 s), then exit 1 after UNAVAILABLE_EXIT_AFTER (6 s).
-fn assert_reports_then_exit_1(mut w: Running, message: &str) {
-    let st = w.wait(Duration::from_secs(30));
-    assert_eq!(
-        st.code(),
-        Some(1),
-        "exit status after UNAVAILABLE_EXIT_AFTER"
-    );
-    let lines = w.json_lines();
-    let reports = with_message(&lines, message);
-    let times: Vec<f64> = reports.iter().map(at).collect();
-    // 6 s of outage: reports at ~0, 1, 3 s, and the probe at the 6 s bound.
-    assert!(
-        (3..=5).contains(&reports.len()),
-        "{} reports in 6 s: {reports:#?}",
-        reports.len()
-    );
-    for (i, pair) in times.windows(2).enumerate().take(2) {
-        let want = f64::from(1u32 << i) - 0.05;
-        assert!(
-            pair[1] - pair[0] >= want,
-            "reports {i} and {} only {:.3}s apart",
-            i + 1,
-            pair[1] - pair[0]
-        );
-    }
-    let started = at(&with_message(&lines, "worker started")[0]);
-    let give_up = with_message(
-        &lines,
-        "Pub/Sub unusable for longer than UNAVAILABLE_EXIT_AFTER; exiting so that the platform \
-         restarts the worker and alerts",
-    );
-    assert_eq!(give_up.len(), 1, "{lines:#?}");
-    assert_eq!(give_up[0]["severity"], "ERROR");
-    let after = at(&give_up[0]) - started;
-    assert!(
-        (6.0..8.0).contains(&after),
-        "gave up {after:.3}s after start"
-    );
-    let s = w.summary();
-    assert_eq!(s["reason"], "pubsub unavailable", "{s}");
-    assert_eq!(n(&s, "exit_code"), 1, "{s}");
+/// The worker's report of a Pub/Sub failure of `kind`.
+fn unavailable(kind: &str) -> String {
+    format!("Pub/Sub unavailable ({kind})")
 }
 
 /// A loopback port nobody listens on.
@@ -230,13 +244,12 @@ fn pubsub_dns_failure_is_reported_then_exits_1() {
     let host = "nonexistent.invalid:1";
     let cmd = with_dead_resolver(worker(host, "127.0.0.1:9", "6s"), &dir);
     let p = against("worker-dns", cmd, host);
-    let r = p.first_report("dns", "WARNING", "dns error");
+    let r = p.reports_then_exits_1("dns", "WARNING", "dns error");
     assert_eq!(r["service"], "Pub/Sub");
     assert_eq!(
         r["resource"],
         format!("projects/{PROJECT}/subscriptions/sub-f")
     );
-    assert_reports_then_exit_1(p.w, "Pub/Sub unavailable (dns)");
 }
 
 /// Connection refused: a closed loopback port.
@@ -244,21 +257,13 @@ fn pubsub_dns_failure_is_reported_then_exits_1() {
 fn pubsub_connection_refused_is_reported_then_exits_1() {
     let port = closed_port();
     let p = against_pubsub("worker-refused", &format!("127.0.0.1:{port}"), "6s");
-    p.first_report("connection_refused", "WARNING", "connection refused");
-    assert_reports_then_exit_1(p.w, "Pub/Sub unavailable (connection_refused)");
+    p.reports_then_exits_1("connection_refused", "WARNING", "connection refused");
 }
 
 /// A TCP server that accepts connections and never answers.
 fn black_hole() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    port
+    let mut held = Vec::new();
+    tcp_server(move |s| held.push(s))
 }
 
 /// No answer at all (the connection is accepted, nothing comes back): the
@@ -280,14 +285,9 @@ fn pubsub_black_hole_is_a_timeout_within_5s() {
 /// A TCP server that answers anything with plain text and hangs up: what a
 /// TLS client sees from an endpoint that does not speak TLS.
 fn garbage_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS\r\n");
-        }
-    });
-    port
+    tcp_server(|mut s| {
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS\r\n");
+    })
 }
 
 /// TLS: the endpoint does not speak TLS. No retry fixes that: ERROR.
@@ -295,8 +295,7 @@ fn garbage_server() -> u16 {
 fn pubsub_tls_error_is_an_error_line_then_exits_1() {
     let port = garbage_server();
     let p = against_pubsub("worker-tls", &format!("https://127.0.0.1:{port}"), "6s");
-    p.first_report("tls", "ERROR", "corrupt message");
-    assert_reports_then_exit_1(p.w, "Pub/Sub unavailable (tls)");
+    p.reports_then_exits_1("tls", "ERROR", "corrupt message");
 }
 
 /// An HTTP/2 server (what gRPC runs on) answering every request with
@@ -499,25 +498,20 @@ fn storage_outage_is_one_line_per_period_then_recovers() {
 /// An HTTP/1.1 server answering every request with `status` and a JSON
 /// error, after reading the request.
 fn http_refusing_server(status: u16) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-                let mut buf = [0u8; 64 * 1024];
-                while let Ok(1..) = s.read(&mut buf) {}
-                let body = format!(r#"{{"error":{{"code":{status},"message":"stub refuses"}}}}"#);
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status} Refused\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
+    tcp_server(move |mut s| {
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut buf = [0u8; 64 * 1024];
+            while let Ok(1..) = s.read(&mut buf) {}
+            let body = format!(r#"{{"error":{{"code":{status},"message":"stub refuses"}}}}"#);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} Refused\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+    })
 }
 
 /// 401/403 from Cloud Storage, and a missing bucket (404 on the emulator):
