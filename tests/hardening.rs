@@ -815,6 +815,33 @@ fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode
     );
 }
 
+/// Whether a process started as `argv0` is shown as a zombie (`Z`) in
+/// /proc while one of its threads lives (the main thread's own `cmdline`
+/// went with it: a live thread's is read).
+fn shown_as_zombie(argv0: &std::path::Path) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    let started_as =
+        |cmdline: Vec<u8>| cmdline.split(|&b| b == 0).next() == Some(argv0.as_os_str().as_bytes());
+    entries.flatten().any(|e| {
+        let dir = e.path();
+        let stat = fs::read(dir.join("stat")).unwrap_or_default();
+        let state = stat
+            .iter()
+            .rposition(|&b| b == b')')
+            .and_then(|k| stat.get(k + 2));
+        let threads = fs::read_dir(dir.join("task"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        state == Some(&b'Z')
+            && threads
+                .into_iter()
+                .any(|t| fs::read(t.path().join("cmdline")).is_ok_and(started_as))
+    })
+}
+
 /// A daemon whose main thread has exited while another thread runs on:
 /// /proc shows its state as Z, like a dead process, yet it lives. rinit
 /// must still see it: TERM it when the main child is gone, and SIGKILL it
@@ -832,8 +859,10 @@ fn a_process_whose_main_thread_exited_is_seen(mode: Mode) {
         .cmd(["sh", "-c", &script])
         .spawn();
     run.ready(&ready);
-    // Its main thread has exited: /proc says Z for the process.
-    std::thread::sleep(Duration::from_millis(200));
+    run.wait_until(
+        "/proc to show the probe as Z (its main thread gone)",
+        || shown_as_zombie(&probe),
+    );
     run.signal(libc::SIGTERM);
     let done = run.finish(SOON);
     let lines = done.json();
