@@ -60,6 +60,9 @@ pub struct Deaths {
     pub kill_cause: Option<Cause>,
     /// Why the main child died, when it died by SIGKILL.
     pub main_cause: Option<Cause>,
+    /// The memory cgroup's limit and peak when the OOM killer took the
+    /// main child: read once, for the log line and the message alike.
+    pub main_oom_memory: (Option<u64>, Option<u64>),
     /// rinit's memory cgroup: tells the OOM killer's SIGKILL from others'.
     pub memory: Memory,
     /// `comm (pid N)` of what the deadline killed, and could not kill.
@@ -86,6 +89,7 @@ impl Deaths {
         Deaths {
             kill_cause: None,
             main_cause: None,
+            main_oom_memory: (None, None),
             memory: Memory::start(),
             killed: Vec::new(),
             unkillable: Vec::new(),
@@ -202,7 +206,8 @@ impl Deaths {
         if main {
             self.main_cause = Some(cause);
             if cause == Cause::Oom {
-                let (limit, peak) = self.memory.limit_and_peak();
+                self.main_oom_memory = self.memory.limit_and_peak();
+                let (limit, peak) = self.main_oom_memory;
                 error!(phase = "oom", pid = child, limit = %mib(limit), peak = %mib(peak),
                        "main child killed by the kernel's OOM killer");
             }
@@ -400,21 +405,18 @@ fn line_from(text: &[u8], at: usize) -> &[u8] {
 /// OOM killer killed (a group kill counts each of its processes there too;
 /// `oom_group_kill` counts the group kills themselves, so it is not added).
 fn count(text: &[u8]) -> Option<u64> {
-    let field = |key: &[u8]| {
-        // A key starts a line; with its space, "oom_kill " is not
-        // "oom_kill_disable".
-        let mut from = 0;
-        let at = loop {
-            let at = from + find(text.get(from..)?, key)?;
-            if at == 0 || text[at - 1] == b'\n' {
-                break at + key.len();
-            }
-            from = at + 1;
-        };
-        let digits = line_from(text, at);
-        std::str::from_utf8(digits).ok()?.parse::<u64>().ok()
+    // The key starts a line; with its space, "oom_kill " is not
+    // "oom_kill_disable".
+    const KEY: &[u8] = b"oom_kill ";
+    let mut from = 0;
+    let at = loop {
+        let at = from + find(text.get(from..)?, KEY)?;
+        if at == 0 || text[at - 1] == b'\n' {
+            break at + KEY.len();
+        }
+        from = at + 1;
     };
-    field(b"oom_kill ")
+    std::str::from_utf8(line_from(text, at)).ok()?.parse().ok()
 }
 
 #[cfg(test)]

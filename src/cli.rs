@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 use crate::log::{self, Format};
-use crate::platform::{self, fmt, Platform, Window};
+use crate::platform::{self, fmt, Platform, Sources, Window};
 use crate::shutdown::{Plan, Stage};
 use crate::signals::{self, Rewrites};
 
@@ -382,22 +382,35 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     let (platform_from, platform_text) = or_env(&m.platform, "--platform", env, "RINIT_PLATFORM")
         .unwrap_or(("--platform", "auto".into()));
     let auto = platform_text == "auto";
-    let platform = Platform::parse(&platform_text, env)
-        .map_err(|e| e.replacen("--platform", platform_from, 1))?;
-    let stated = or_env(
+    let platform = Platform::parse(&platform_text, platform_from, env)?;
+    let flags = Sources::FLAGS;
+    let kill_after = or_env(
         &m.platform_kill_after,
-        "--platform-kill-after",
+        flags.kill_after,
         env,
         "RINIT_PLATFORM_KILL_AFTER",
-    )
-    .map(|(what, t)| platform::parse_duration(what, &t))
-    .transpose()?;
+    );
+    let grace_given = or_env(&m.grace, flags.grace, env, "RINIT_GRACE");
+    let pre_stop_given = or_env(
+        &m.pre_stop_delay,
+        flags.pre_stop,
+        env,
+        "RINIT_PRE_STOP_DELAY",
+    );
+    let sequence_given = or_env(&m.stop_sequence, flags.sequence, env, "RINIT_STOP_SEQUENCE");
+    let name = |given: &Option<(&'static str, String)>, flag| given.as_ref().map_or(flag, |g| g.0);
+    let from = Sources {
+        kill_after: name(&kill_after, flags.kill_after),
+        grace: name(&grace_given, flags.grace),
+        pre_stop: name(&pre_stop_given, flags.pre_stop),
+        sequence: name(&sequence_given, flags.sequence),
+    };
+    let stated = kill_after
+        .map(|(what, t)| platform::parse_duration(what, &t))
+        .transpose()?;
     let k_service_only = auto && platform == Platform::CloudRun && platform::k_service_only(env);
     let (platform, window, platform_note) =
-        platform::resolve_window(platform, stated, k_service_only)?;
-    let grace_given = or_env(&m.grace, "--grace", env, "RINIT_GRACE");
-    // A refusal or warning about the grace names what the user wrote.
-    let grace_from = grace_given.as_ref().map_or("--grace", |(what, _)| *what);
+        platform::resolve_window(platform, stated, from.kill_after, k_service_only)?;
     let grace = match grace_given {
         Some((_, t)) if t.trim() == "none" => Some(None),
         Some((what, t)) => match platform::parse_duration(what, &t)? {
@@ -413,48 +426,43 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     let platform::Grace {
         grace,
         warning: grace_warning,
-    } = platform::resolve_grace(grace, platform, window)
-        .map_err(|e| e.replacen("--grace", grace_from, 1))?;
-    let grace_warning = grace_warning.map(|w| w.replacen("--grace", grace_from, 1));
-    let pre_stop = match or_env(
-        &m.pre_stop_delay,
-        "--pre-stop-delay",
-        env,
-        "RINIT_PRE_STOP_DELAY",
-    ) {
+    } = platform::resolve_grace(grace, platform, window, &from)?;
+    let pre_stop = match pre_stop_given {
         Some((what, t)) => platform::parse_duration(what, &t)?,
         None => Duration::ZERO,
     };
     if let Some(g) = grace.filter(|&g| pre_stop >= g) {
         return Err(format!(
-            "--pre-stop-delay={} does not fit in --grace={}: nothing would be forwarded before the deadline",
+            "{}={} does not fit in {}={}: nothing would be forwarded before the deadline",
+            from.pre_stop,
             fmt(pre_stop),
+            from.grace,
             fmt(g)
         ));
     }
     let preset = or_env(&m.preset, "--preset", env, "RINIT_PRESET");
-    let sequence = match (
-        or_env(
-            &m.stop_sequence,
-            "--stop-sequence",
-            env,
-            "RINIT_STOP_SEQUENCE",
-        ),
-        &preset,
-    ) {
+    let sequence = match (sequence_given, &preset) {
         (Some((seq_from, _)), Some((preset_from, _))) => {
             return Err(format!(
                 "{preset_from} and {seq_from} cannot be used together"
             ))
         }
-        (Some((_, seq)), None) => Some(parse_sequence(&seq, grace, pre_stop)?),
+        (Some((_, seq)), None) => Some(parse_sequence(&seq, &from, grace, pre_stop)?),
         (None, Some((what, name))) => {
             let (_, seq, _) = PRESETS.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
                 format!("{what}='{name}' is not one of sidekiq, faktory, celery, resque")
             })?;
             Some(
-                parse_sequence(seq, grace, pre_stop)
-                    .map_err(|e| format!("{what}={name} ({seq}) does not fit: {e}"))?,
+                parse_sequence(
+                    seq,
+                    &Sources {
+                        sequence: "its",
+                        ..from
+                    },
+                    grace,
+                    pre_stop,
+                )
+                .map_err(|e| format!("{what}={name} ({seq}) does not fit: {e}"))?,
             )
         }
         (None, None) => None,
@@ -592,39 +600,45 @@ pub const PRESETS: [(&str, &str, &str); 4] = [
 /// Parses `SIG@OFFSET,...` (OFFSET a duration such as `5s`, or `-3s` for
 /// "3 s before the deadline") and resolves each step against the grace and
 /// pre-stop delay. Every step must fall after the pre-stop delay and before
-/// the deadline, or it could never run.
+/// the deadline, or it could never run. Refusals name the settings as
+/// `from` says the user wrote them.
 pub fn parse_sequence(
     text: &str,
+    from: &Sources,
     grace: Option<Duration>,
     pre_stop: Duration,
 ) -> Result<Vec<Stage>, String> {
+    let seq = from.sequence;
     let mut stages = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (sig, offset) = part.split_once('@').ok_or_else(|| {
-            format!("--stop-sequence step '{part}' must be SIGNAL@OFFSET, e.g. TERM@5s")
-        })?;
-        let signo = signals::parse(sig, false)
-            .map_err(|e| format!("--stop-sequence step '{part}': {e}"))?;
+        let (sig, offset) = part
+            .split_once('@')
+            .ok_or_else(|| format!("{seq} step '{part}' must be SIGNAL@OFFSET, e.g. TERM@5s"))?;
+        let signo = signals::parse(sig, false).map_err(|e| format!("{seq} step '{part}': {e}"))?;
         let (from_deadline, dur) = match offset.trim().strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, offset.trim()),
         };
-        let dur = platform::parse_duration(&format!("--stop-sequence step '{part}': offset"), dur)?;
+        let dur = platform::parse_duration(&format!("{seq} step '{part}': offset"), dur)?;
         let at = if from_deadline {
             let g = grace.ok_or_else(|| {
-                format!("--stop-sequence step '{part}' counts from the deadline, but --grace=none has none")
+                format!(
+                    "{seq} step '{part}' counts from the deadline, but {}=none has none",
+                    from.grace
+                )
             })?;
             let at = g.checked_sub(dur).ok_or_else(|| {
                 format!(
-                    "--stop-sequence step '{part}' is {} before a deadline only {} away",
+                    "{seq} step '{part}' is {} before a deadline only {} away",
                     fmt(dur),
                     fmt(g)
                 )
             })?;
             if at < pre_stop {
                 return Err(format!(
-                    "--stop-sequence step '{part}' falls at {}, inside --pre-stop-delay={}",
+                    "{seq} step '{part}' falls at {}, inside {}={}",
                     fmt(at),
+                    from.pre_stop,
                     fmt(pre_stop)
                 ));
             }
@@ -634,15 +648,16 @@ pub fn parse_sequence(
         };
         if let Some(g) = grace.filter(|&g| at >= g) {
             return Err(format!(
-                "--stop-sequence step '{part}' falls at {}, at or past the --grace={} deadline",
+                "{seq} step '{part}' falls at {}, at or past the {}={} deadline",
                 fmt(at),
+                from.grace,
                 fmt(g)
             ));
         }
         stages.push(Stage { signo, at });
     }
     if stages.is_empty() {
-        return Err(format!("--stop-sequence '{text}' has no steps"));
+        return Err(format!("{seq} '{text}' has no steps"));
     }
     stages.sort_by_key(|s| s.at);
     Ok(stages)
@@ -650,7 +665,7 @@ pub fn parse_sequence(
 
 /// A resolved stop sequence written back as `--stop-sequence` text, each
 /// offset counted from the end of `pre_stop`: the inverse of
-/// `parse_sequence`, so `parse_sequence(&sequence_text(s, p), grace, p)` is
+/// `parse_sequence`, so `parse_sequence(&sequence_text(s, p), from, grace, p)` is
 /// `s` again. The fuzz targets check that round trip (fuzz/, issue 13).
 pub fn sequence_text(stages: &[Stage], pre_stop: Duration) -> String {
     let steps: Vec<String> = stages
@@ -875,7 +890,7 @@ mod tests {
     fn refusals_name_the_variable_or_the_flag() {
         /// (arguments, environment, how the error starts)
         type Refused<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-        let refused: [Refused; 4] = [
+        let refused: [Refused; 10] = [
             (
                 &["x"],
                 &[("RINIT_PLATFORM_KILL_AFTER", "sixty")],
@@ -895,6 +910,36 @@ mod tests {
                 &["x"],
                 &[("RINIT_LOG_FORMAT", "xml")],
                 "rinit: RINIT_LOG_FORMAT='xml' is not one of",
+            ),
+            (
+                &["x"],
+                &[("RINIT_PLATFORM", "heroku")],
+                "rinit: RINIT_PLATFORM 'heroku' is not one of",
+            ),
+            (
+                &["x"],
+                &[("CLOUD_RUN_JOB", "j"), ("RINIT_PLATFORM_KILL_AFTER", "30")],
+                "rinit: RINIT_PLATFORM_KILL_AFTER=30s is longer than Cloud Run's",
+            ),
+            (
+                &["--platform=docker", "x"],
+                &[("RINIT_PLATFORM_KILL_AFTER", "2")],
+                "rinit: RINIT_PLATFORM_KILL_AFTER=2s leaves no room",
+            ),
+            (
+                &["--grace=3s", "x"],
+                &[("RINIT_PRE_STOP_DELAY", "5s")],
+                "rinit: RINIT_PRE_STOP_DELAY=5s does not fit in --grace=3s",
+            ),
+            (
+                &["x"],
+                &[("RINIT_GRACE", "5s"), ("RINIT_STOP_SEQUENCE", "TERM@6s")],
+                "rinit: RINIT_STOP_SEQUENCE step 'TERM@6s' falls at 6s, at or past the RINIT_GRACE=5s deadline",
+            ),
+            (
+                &["x"],
+                &[("RINIT_GRACE", "2s"), ("RINIT_PRESET", "celery")],
+                "rinit: RINIT_PRESET=celery (TERM@0s,QUIT@-3s) does not fit: its step 'QUIT@-3s' is 3s before a deadline only 2s away",
             ),
         ];
         for (args, env, start) in refused {
@@ -931,7 +976,7 @@ mod tests {
 
     #[test]
     fn sequence_resolves_offsets() {
-        let seq = parse_sequence("TERM@5s, TSTP@0s", Some(S(10)), S(0)).unwrap();
+        let seq = parse_sequence("TERM@5s, TSTP@0s", &Sources::FLAGS, Some(S(10)), S(0)).unwrap();
         assert_eq!(
             seq,
             vec![
@@ -945,7 +990,7 @@ mod tests {
                 }
             ]
         );
-        let seq = parse_sequence("TERM@0s,QUIT@-3s", Some(S(10)), S(1)).unwrap();
+        let seq = parse_sequence("TERM@0s,QUIT@-3s", &Sources::FLAGS, Some(S(10)), S(1)).unwrap();
         assert_eq!(
             seq,
             vec![
@@ -960,30 +1005,44 @@ mod tests {
 
     #[test]
     fn sequence_refuses_what_cannot_run() {
-        assert!(parse_sequence("TERM@10s", Some(S(10)), S(0))
-            .unwrap_err()
-            .contains("past the --grace=10s"));
-        assert!(parse_sequence("TERM@8s", Some(S(10)), S(3)).is_err());
-        assert!(parse_sequence("QUIT@-12s", Some(S(10)), S(0)).is_err());
-        assert!(parse_sequence("QUIT@-3s", None, S(0)).is_err());
-        assert!(parse_sequence("QUIT@-8s", Some(S(10)), S(3)).is_err());
-        assert!(parse_sequence("TERM", Some(S(10)), S(0)).is_err());
-        assert!(parse_sequence("NOPE@1s", Some(S(10)), S(0)).is_err());
-        assert!(parse_sequence("", Some(S(10)), S(0)).is_err());
+        assert!(
+            parse_sequence("TERM@10s", &Sources::FLAGS, Some(S(10)), S(0))
+                .unwrap_err()
+                .contains("past the --grace=10s")
+        );
+        assert!(parse_sequence("TERM@8s", &Sources::FLAGS, Some(S(10)), S(3)).is_err());
+        assert!(parse_sequence("QUIT@-12s", &Sources::FLAGS, Some(S(10)), S(0)).is_err());
+        assert!(parse_sequence("QUIT@-3s", &Sources::FLAGS, None, S(0)).is_err());
+        assert!(parse_sequence("QUIT@-8s", &Sources::FLAGS, Some(S(10)), S(3)).is_err());
+        assert!(parse_sequence("TERM", &Sources::FLAGS, Some(S(10)), S(0)).is_err());
+        assert!(parse_sequence("NOPE@1s", &Sources::FLAGS, Some(S(10)), S(0)).is_err());
+        assert!(parse_sequence("", &Sources::FLAGS, Some(S(10)), S(0)).is_err());
     }
 
     #[test]
     fn sequence_prints_back_to_itself() {
-        let seq = parse_sequence("term@0s, QUIT@-3s,usr1@1.5s", Some(S(10)), S(1)).unwrap();
+        let seq = parse_sequence(
+            "term@0s, QUIT@-3s,usr1@1.5s",
+            &Sources::FLAGS,
+            Some(S(10)),
+            S(1),
+        )
+        .unwrap();
         let text = sequence_text(&seq, S(1));
         assert_eq!(text, "SIGTERM@0s,SIGUSR1@1s500ms,SIGQUIT@6s");
-        assert_eq!(parse_sequence(&text, Some(S(10)), S(1)), Ok(seq));
+        assert_eq!(
+            parse_sequence(&text, &Sources::FLAGS, Some(S(10)), S(1)),
+            Ok(seq)
+        );
     }
 
     #[test]
     fn presets_parse_with_the_default_grace() {
         for (name, seq, _) in PRESETS {
-            assert!(parse_sequence(seq, Some(S(8)), S(0)).is_ok(), "{name}");
+            assert!(
+                parse_sequence(seq, &Sources::FLAGS, Some(S(8)), S(0)).is_ok(),
+                "{name}"
+            );
         }
     }
 }

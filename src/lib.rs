@@ -60,6 +60,24 @@ extern "C" {
     static environ: *const *const libc::c_char;
 }
 
+/// The process's environment as it started, one `NAME=value` C string per
+/// variable: read by `environment` and handed on to the child by `spawn`.
+/// Raw pointers: a caller looks at the first byte before paying a `strlen`.
+pub(crate) fn environ_vars() -> impl Iterator<Item = *const libc::c_char> {
+    // SAFETY: `environ` is the NUL-terminated array of NUL-terminated
+    // strings the process started with; nothing in rinit changes it (no
+    // setenv, single-threaded), so its strings live as long as the process.
+    let mut e = unsafe { environ };
+    std::iter::from_fn(move || unsafe {
+        if e.is_null() || (*e).is_null() {
+            return None;
+        }
+        let var = *e;
+        e = e.add(1);
+        Some(var)
+    })
+}
+
 /// The variables rinit reads, as (name, value), taken in one pass over the
 /// environment: rinit's own (`RINIT_*`, tini's and dumb-init's) and the
 /// platforms' markers. A `getenv` each cost ~3,000 instructions of every
@@ -67,31 +85,26 @@ extern "C" {
 /// match one of these prefixes.
 fn environment() -> Vec<(&'static [u8], &'static [u8])> {
     let mut found = Vec::new();
-    // SAFETY: `environ` is the NUL-terminated array of NUL-terminated
-    // strings the process started with; nothing in rinit changes it, so
-    // borrowing its strings for the life of the process is sound.
-    unsafe {
-        let mut e = environ;
-        while !e.is_null() && !(*e).is_null() {
-            // The first byte rules out nearly every variable at no cost.
-            let read: &[&[u8]] = match **e as u8 {
-                b'R' => &[b"RINIT_"],
-                b'T' => &[b"TINI_"],
-                b'D' => &[b"DUMB_INIT_"],
-                b'C' => &[b"CLOUD_RUN_"],
-                b'E' => &[b"ECS_CONTAINER_METADATA_URI_V4="],
-                b'K' => &[b"K_SERVICE=", b"KUBERNETES_SERVICE_HOST="],
-                _ => &[],
-            };
-            if !read.is_empty() {
-                let var = std::ffi::CStr::from_ptr(*e).to_bytes();
-                if read.iter().any(|p| var.starts_with(p)) {
-                    if let Some(eq) = var.iter().position(|&b| b == b'=') {
-                        found.push((&var[..eq], &var[eq + 1..]));
-                    }
-                }
+    for var in environ_vars() {
+        // SAFETY: `var` is a NUL-terminated string of the environment, which
+        // lives as long as the process (`environ_vars`).
+        let first = unsafe { *var } as u8;
+        // The first byte rules out nearly every variable at no cost.
+        let read: &[&[u8]] = match first {
+            b'R' => &[b"RINIT_"],
+            b'T' => &[b"TINI_"],
+            b'D' => &[b"DUMB_INIT_"],
+            b'C' => &[b"CLOUD_RUN_"],
+            b'E' => &[b"ECS_CONTAINER_METADATA_URI_V4="],
+            b'K' => &[b"K_SERVICE=", b"KUBERNETES_SERVICE_HOST="],
+            _ => continue,
+        };
+        // SAFETY: as above.
+        let var = unsafe { std::ffi::CStr::from_ptr(var) }.to_bytes();
+        if read.iter().any(|p| var.starts_with(p)) {
+            if let Some(eq) = var.iter().position(|&b| b == b'=') {
+                found.push((&var[..eq], &var[eq + 1..]));
             }
-            e = e.add(1);
         }
     }
     found

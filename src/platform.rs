@@ -65,7 +65,12 @@ impl Window {
 
 impl Platform {
     /// Parses the `--platform` value; `auto` detects from the environment.
-    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Platform, String> {
+    /// `from`: `--platform` or `RINIT_PLATFORM`, as a refusal names it.
+    pub fn parse(
+        text: &str,
+        from: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Platform, String> {
         Ok(match text {
             "auto" => Platform::detect(env, in_container),
             "docker" => Platform::Docker,
@@ -76,7 +81,7 @@ impl Platform {
             "none" => Platform::None,
             other => {
                 return Err(format!(
-                "--platform '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, knative, none"
+                "{from} '{other}' is not one of auto, docker, ecs, kubernetes, cloud-run, knative, none"
             ))
             }
         })
@@ -87,7 +92,7 @@ impl Platform {
     /// (`in_container` is asked last, as it costs a syscall or two); a
     /// terminal or a plain host has no kill window at all.
     pub fn detect(env: &dyn Fn(&str) -> Option<String>, in_container: fn() -> bool) -> Platform {
-        let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+        let set = |k: &str| is_set(env, k);
         if set("K_SERVICE") || set("CLOUD_RUN_JOB") || set("CLOUD_RUN_WORKER_POOL") {
             Platform::CloudRun
         } else if set("ECS_CONTAINER_METADATA_URI_V4") {
@@ -116,12 +121,12 @@ impl Platform {
     /// The window rinit works with: the operator's word (`stated`) first,
     /// then Cloud Run's fixed 10 s, then the platform's default. Cloud Run
     /// kills at 10 s whatever is stated, so a longer stated window there is
-    /// refused rather than believed.
-    pub fn window(self, stated: Option<Duration>) -> Result<Window, String> {
+    /// refused rather than believed, naming what stated it (`from`).
+    pub fn window(self, stated: Option<Duration>, from: &str) -> Result<Window, String> {
         Ok(match (stated, self) {
             (Some(d), Platform::CloudRun) if d > CLOUD_RUN => {
                 return Err(format!(
-                    "--platform-kill-after={} is longer than Cloud Run's fixed window: \
+                    "{from}={} is longer than Cloud Run's fixed window: \
                      Cloud Run kills PID 1 {} after SIGTERM, whatever is stated",
                     fmt(d),
                     fmt(CLOUD_RUN)
@@ -167,8 +172,13 @@ const CLOUD_RUN: Duration = Duration::from_secs(10);
 /// and so does Knative Serving on any Kubernetes cluster. Jobs and worker
 /// pools have variables of their own, which Knative does not set.
 pub fn k_service_only(env: &dyn Fn(&str) -> Option<String>) -> bool {
-    let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    let set = |k: &str| is_set(env, k);
     set("K_SERVICE") && !set("CLOUD_RUN_JOB") && !set("CLOUD_RUN_WORKER_POOL")
+}
+
+/// A platform's marker variable counts when set and not empty.
+fn is_set(env: &dyn Fn(&str) -> Option<String>, k: &str) -> bool {
+    env(k).is_some_and(|v| !v.is_empty())
 }
 
 /// The platform and window rinit works with, and a line for the start-up
@@ -178,10 +188,11 @@ pub fn k_service_only(env: &dyn Fn(&str) -> Option<String>) -> bool {
 pub fn resolve_window(
     platform: Platform,
     stated: Option<Duration>,
+    from: &str,
     k_service_only: bool,
 ) -> Result<(Platform, Window, Option<String>), String> {
     if !k_service_only || platform != Platform::CloudRun {
-        return Ok((platform, platform.window(stated)?, None));
+        return Ok((platform, platform.window(stated, from)?, None));
     }
     let said = "K_SERVICE is set, by Cloud Run services and by Knative Serving alike";
     Ok(match stated {
@@ -240,13 +251,37 @@ pub struct Grace {
     pub warning: Option<String>,
 }
 
+/// What the user wrote for each setting, as refusals name it: the flag,
+/// or the environment variable that stood in for it (`RINIT_GRACE` in a
+/// task definition, `--grace` in a Dockerfile).
+#[derive(Clone, Copy, Debug)]
+pub struct Sources {
+    pub kill_after: &'static str,
+    pub grace: &'static str,
+    pub pre_stop: &'static str,
+    pub sequence: &'static str,
+}
+
+impl Sources {
+    /// Every setting given as its flag.
+    pub const FLAGS: Sources = Sources {
+        kill_after: "--platform-kill-after",
+        grace: "--grace",
+        pre_stop: "--pre-stop-delay",
+        sequence: "--stop-sequence",
+    };
+}
+
 /// Decides the grace: the explicit one if it fits a known window (refused
 /// otherwise) or an assumed one (warned otherwise), or else the window minus
 /// the safety margin. `Some(None)` in `explicit` is `--grace=none`.
+/// Refusals and the warning name the settings as the user wrote them
+/// (`from`).
 pub fn resolve_grace(
     explicit: Option<Option<Duration>>,
     platform: Platform,
     window: Window,
+    from: &Sources,
 ) -> Result<Grace, String> {
     let ok = |grace| Grace {
         grace,
@@ -255,7 +290,8 @@ pub fn resolve_grace(
     match (explicit, window) {
         (Some(None), _) => Ok(ok(None)),
         (Some(Some(g)), Window::Known(w)) if g + MIN_MARGIN > w => Err(format!(
-            "--grace={} cannot be honoured: {} kills PID 1 {} after SIGTERM ({}); {}",
+            "{}={} cannot be honoured: {} kills PID 1 {} after SIGTERM ({}); {}",
+            from.grace,
             fmt(g),
             match platform {
                 Platform::CloudRun => "Cloud Run".to_string(),
@@ -276,10 +312,11 @@ pub fn resolve_grace(
         (Some(Some(g)), Window::Assumed(w)) if g + MIN_MARGIN > w => Ok(Grace {
             grace: Some(g),
             warning: Some(format!(
-                "--grace={} does not fit the {} platform's default kill window of {}, \
+                "{}={} does not fit the {} platform's default kill window of {}, \
                  which rinit assumes but cannot see: if it was raised ({}), state it with --platform-kill-after (env \
                  RINIT_PLATFORM_KILL_AFTER) to silence this warning; if not, the platform \
                  will SIGKILL mid-drain",
+                from.grace,
                 fmt(g),
                 platform.name(),
                 fmt(w),
@@ -291,7 +328,8 @@ pub fn resolve_grace(
             Ok(ok(Some(w - SAFETY_MARGIN)))
         }
         (None, Window::Known(w) | Window::Assumed(w)) => Err(format!(
-            "--platform-kill-after={} leaves no room for a drain: it must exceed {}",
+            "{}={} leaves no room for a drain: it must exceed {}",
+            from.kill_after,
             fmt(w),
             fmt(SAFETY_MARGIN)
         )),
@@ -401,6 +439,9 @@ pub fn fmt(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    /// The stated window's name in refusals, as a flag.
+    const KA: &str = Sources::FLAGS.kill_after;
+
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| {
             pairs
@@ -459,33 +500,39 @@ mod tests {
             ("K_SERVICE", "a"),
             ("CLOUD_RUN_WORKER_POOL", "w")
         ])));
-        let (p, w, note) = resolve_window(Platform::CloudRun, Some(S(60)), true).unwrap();
+        let (p, w, note) = resolve_window(Platform::CloudRun, Some(S(60)), KA, true).unwrap();
         assert_eq!((p, w), (Platform::Knative, Window::Known(S(60))));
         assert!(note.unwrap().contains("Knative"));
-        let (p, w, note) = resolve_window(Platform::CloudRun, Some(S(8)), true).unwrap();
+        let (p, w, note) = resolve_window(Platform::CloudRun, Some(S(8)), KA, true).unwrap();
         assert_eq!((p, w), (Platform::CloudRun, Window::Known(S(8))));
         assert!(note.unwrap().contains("8s is believed"));
-        let (p, w, note) = resolve_window(Platform::CloudRun, None, true).unwrap();
+        let (p, w, note) = resolve_window(Platform::CloudRun, None, KA, true).unwrap();
         assert_eq!((p, w), (Platform::CloudRun, Window::Known(S(10))));
         assert!(note.unwrap().contains("--platform-kill-after"));
         // Not K_SERVICE alone: Cloud Run's fixed window, a longer one refused.
-        assert!(resolve_window(Platform::CloudRun, Some(S(60)), false).is_err());
+        assert!(resolve_window(Platform::CloudRun, Some(S(60)), KA, false).is_err());
         assert_eq!(
-            resolve_window(Platform::Kubernetes, Some(S(60)), false).unwrap(),
+            resolve_window(Platform::Kubernetes, Some(S(60)), KA, false).unwrap(),
             (Platform::Kubernetes, Window::Known(S(60)), None)
         );
     }
 
     #[test]
     fn known_and_assumed_windows() {
-        assert_eq!(Platform::CloudRun.window(None), Ok(Window::Known(S(10))));
-        assert_eq!(Platform::Docker.window(None), Ok(Window::Assumed(S(10))));
-        assert_eq!(Platform::Ecs.window(None), Ok(Window::Assumed(S(30))));
         assert_eq!(
-            Platform::Kubernetes.window(None),
+            Platform::CloudRun.window(None, KA),
+            Ok(Window::Known(S(10)))
+        );
+        assert_eq!(
+            Platform::Docker.window(None, KA),
+            Ok(Window::Assumed(S(10)))
+        );
+        assert_eq!(Platform::Ecs.window(None, KA), Ok(Window::Assumed(S(30))));
+        assert_eq!(
+            Platform::Kubernetes.window(None, KA),
             Ok(Window::Assumed(S(30)))
         );
-        assert_eq!(Platform::None.window(None), Ok(Window::None));
+        assert_eq!(Platform::None.window(None, KA), Ok(Window::None));
         // Stated, the window is known whatever the platform...
         for p in [
             Platform::Docker,
@@ -493,15 +540,15 @@ mod tests {
             Platform::Kubernetes,
             Platform::None,
         ] {
-            assert_eq!(p.window(Some(S(60))), Ok(Window::Known(S(60))), "{p:?}");
+            assert_eq!(p.window(Some(S(60)), KA), Ok(Window::Known(S(60))), "{p:?}");
         }
         // ...but Cloud Run kills at 10 s whatever is stated: a shorter window
         // is believed, a longer one refused, naming both numbers.
         assert_eq!(
-            Platform::CloudRun.window(Some(S(8))),
+            Platform::CloudRun.window(Some(S(8)), KA),
             Ok(Window::Known(S(8)))
         );
-        let e = Platform::CloudRun.window(Some(S(30))).unwrap_err();
+        let e = Platform::CloudRun.window(Some(S(30)), KA).unwrap_err();
         assert!(e.contains("30s") && e.contains("10s"), "{e}");
     }
 
@@ -535,13 +582,18 @@ mod tests {
             let r = resolve_grace(
                 Some(Some(S(g))),
                 platform,
-                platform.window(stated.map(S)).unwrap(),
+                platform.window(stated.map(S), KA).unwrap(),
+                &Sources::FLAGS,
             );
             let what = format!("{platform:?} window {stated:?} grace {g}s: {r:?}");
             match r {
                 Err(e) => {
                     assert!(refused, "{what}");
-                    let w = fmt(platform.window(stated.map(S)).unwrap().length().unwrap());
+                    let w = fmt(platform
+                        .window(stated.map(S), KA)
+                        .unwrap()
+                        .length()
+                        .unwrap());
                     assert!(
                         e.contains(&format!("--grace={g}s")) && e.contains(&w),
                         "names both numbers: {e}"
@@ -565,10 +617,15 @@ mod tests {
             (Platform::Kubernetes, "30s", "terminationGracePeriodSeconds"),
         ];
         for (p, window, setting) in words {
-            let w = resolve_grace(Some(Some(S(45))), p, p.window(None).unwrap())
-                .unwrap()
-                .warning
-                .unwrap();
+            let w = resolve_grace(
+                Some(Some(S(45))),
+                p,
+                p.window(None, KA).unwrap(),
+                &Sources::FLAGS,
+            )
+            .unwrap()
+            .warning
+            .unwrap();
             for needle in [
                 p.name(),
                 window,
@@ -644,19 +701,28 @@ mod tests {
 
     #[test]
     fn default_grace() {
-        let d = |p: Platform, stated| resolve_grace(None, p, p.window(stated).unwrap()).unwrap();
+        let d = |p: Platform, stated| {
+            resolve_grace(None, p, p.window(stated, KA).unwrap(), &Sources::FLAGS).unwrap()
+        };
         assert_eq!(d(Platform::Docker, None).grace, Some(S(8)));
         assert_eq!(d(Platform::Kubernetes, None).grace, Some(S(28)));
         assert_eq!(d(Platform::CloudRun, None).grace, Some(S(8)));
         assert_eq!(d(Platform::Ecs, Some(S(60))).grace, Some(S(58)));
         assert_eq!(d(Platform::None, None).grace, Some(DEFAULT_GRACE));
         assert!(d(Platform::Docker, None).warning.is_none());
-        assert!(resolve_grace(None, Platform::Docker, Window::Known(S(2))).is_err());
+        assert!(
+            resolve_grace(None, Platform::Docker, Window::Known(S(2)), &Sources::FLAGS).is_err()
+        );
         // `--grace=none` escalates never, whatever the window.
         assert_eq!(
-            resolve_grace(Some(None), Platform::CloudRun, Window::Known(S(10)))
-                .unwrap()
-                .grace,
+            resolve_grace(
+                Some(None),
+                Platform::CloudRun,
+                Window::Known(S(10)),
+                &Sources::FLAGS
+            )
+            .unwrap()
+            .grace,
             Option::None
         );
     }

@@ -34,8 +34,8 @@ pub struct Process {
     pub start: u64,
     /// Its name, escaped where it is not UTF-8 (`worker-x\xc3`).
     pub comm: String,
-    /// Dead, waiting to be reaped: its wait status.
-    pub zombie: Option<i32>,
+    /// Dead, waiting to be reaped (`exit_status` says how it died).
+    pub zombie: bool,
     /// Its wait status once it has begun to exit (0 before).
     exit_code: i32,
     /// Its pid as /proc names it (differs from `pid` under a foreign /proc).
@@ -99,7 +99,7 @@ pub fn scan(scope: Scope, with_zombies: bool) -> Option<Vec<Process>> {
                 .map_or(0, |&(_, ours)| ours);
         }
     }
-    table.retain(|p| p.pid != me && (with_zombies || p.zombie.is_none()));
+    table.retain(|p| p.pid != me && (with_zombies || !p.zombie));
     if scope == Scope::Namespace {
         return Some(table);
     }
@@ -130,21 +130,36 @@ pub fn descendants() -> Option<Vec<Process>> {
     let mut parents = vec![me];
     while let Some(parent) = parents.pop() {
         let mut dir = [0u8; 64];
-        for tid in numbers_in(proc_path(parent, "task", &mut dir)?)? {
+        // A process that exits meanwhile has no threads to list: nothing of
+        // it to see (rinit's own always has).
+        let Some(tids) = numbers_in(proc_path(parent, "task", &mut dir)?) else {
+            continue;
+        };
+        let mut parent_digits = [0; 20];
+        let parent_text = decimal(parent.unsigned_abs().into(), &mut parent_digits);
+        for tid in tids {
             let mut digits = [0; 20];
             let mut path = [0u8; 96];
-            let tid = decimal(tid.unsigned_abs().into(), &mut digits);
-            let mut parent_digits = [0; 20];
-            let parent_text = decimal(parent.unsigned_abs().into(), &mut parent_digits);
+            let tid_text = decimal(tid.unsigned_abs().into(), &mut digits);
             let list = c_string(
-                &[b"/proc/", parent_text, b"/task/", tid, b"/children"],
+                &[b"/proc/", parent_text, b"/task/", tid_text, b"/children"],
                 &mut path,
             )?;
-            let mut buf = [0u8; 4096];
-            // A thread that exits meanwhile has no list: nothing of it to see.
+            const LIST: usize = 4096;
+            let mut buf = [0u8; LIST];
             let Some(children) = read_small(list, &mut buf) else {
+                // rinit's own main thread has a list on any kernel with
+                // CONFIG_PROC_CHILDREN: without it, the long way. Any other
+                // thread may have exited meanwhile.
+                if parent == me && tid == me {
+                    return None;
+                }
                 continue;
             };
+            // A full buffer may have cut the last pid short: the long way.
+            if children.len() == LIST {
+                return None;
+            }
             for child in children
                 .split(|&b| b == b' ')
                 .filter_map(|c| std::str::from_utf8(c).ok()?.parse().ok())
@@ -237,7 +252,7 @@ fn parse_stat(stat: &[u8]) -> Option<Process> {
         pgid: num(5)? as i32,
         start: num(22)? as u64,
         comm,
-        zombie: zombie.then_some(exit_code),
+        zombie,
         exit_code,
         proc_pid: 0,
     })
@@ -528,11 +543,12 @@ mod tests {
         stat.extend_from_slice(b" 17 18 19 20 21 22 23 24 25 26 27 28 29 0\n");
         let p = parse_stat(&stat).expect("parses");
         assert_eq!(p.comm, "worker-x\u{e9} a)b\\xc3");
-        assert_eq!((p.ppid, p.pgid, p.start, p.zombie), (1, 42, 12345, None));
+        assert_eq!((p.ppid, p.pgid, p.start, p.zombie), (1, 42, 12345, false));
         let z = String::from_utf8_lossy(&stat)
             .replace(") S ", ") Z ")
             .replace(" 29 0\n", " 29 9\n");
-        assert_eq!(parse_stat(z.as_bytes()).expect("zombie").zombie, Some(9));
+        let z = parse_stat(z.as_bytes()).expect("zombie");
+        assert_eq!((z.zombie, z.exit_code), (true, 9));
     }
 
     /// A status file whose name is not UTF-8 still gives its fields.
@@ -556,7 +572,7 @@ mod tests {
             assert_eq!(p.comm, bytes_text(&name), "{name:?}");
             assert_eq!(
                 (p.ppid, p.pgid, p.start, p.zombie),
-                (1, 40, 987, None),
+                (1, 40, 987, false),
                 "{name:?}"
             );
         }

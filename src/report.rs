@@ -25,10 +25,9 @@ pub struct Outcome<'a> {
     pub drain_ms: Option<u64>,
     /// The grace, as the logs write it.
     pub grace: String,
-    /// Why the SIGKILL deaths happened, what the deadline killed.
+    /// Why the SIGKILL deaths happened, what the deadline and the
+    /// forwarded stop signal killed.
     pub deaths: &'a Deaths,
-    /// Processes the forwarded stop signal killed.
-    pub killed_by_forward: usize,
 }
 
 /// The status, why, how long the drain took and what was killed, in one
@@ -44,7 +43,7 @@ pub fn message(o: &Outcome) -> String {
             "the command was killed on an interrupt during the drain".into()
         }
         (Exit::Signal(_), Some(Cause::Oom)) => {
-            let (limit, peak) = d.memory.limit_and_peak();
+            let (limit, peak) = d.main_oom_memory;
             format!(
                 "the command was killed by the kernel's OOM killer (memory limit {}, peak {})",
                 mib(limit),
@@ -72,10 +71,10 @@ pub fn message(o: &Outcome) -> String {
             m.push_str(&format!("; {what}: {}", list.join(", ")));
         }
     }
-    if o.killed_by_forward > 0 {
+    if !d.forward_kills.is_empty() {
         m.push_str(&format!(
             "; the stop signal killed {} processes that do not handle it",
-            o.killed_by_forward
+            d.forward_kills.len()
         ));
     }
     if m.len() > MAX {
@@ -146,13 +145,13 @@ mod tests {
     fn message_says_status_why_drain_and_what_was_killed() {
         let mut d = deaths();
         d.killed = vec!["worker (pid 7)".into(), "sleep (pid 9)".into()];
+        d.forward_kills = vec![11, 12];
         let o = Outcome {
             status: 137,
             exit: Exit::Signal(libc::SIGKILL),
             drain_ms: Some(25003),
             grace: "25s".into(),
             deaths: &d,
-            killed_by_forward: 2,
         };
         assert_eq!(
             message(&o),
@@ -177,7 +176,6 @@ mod tests {
             drain_ms: None,
             grace: "8s".into(),
             deaths: &d,
-            killed_by_forward: 0,
         };
         assert_eq!(
             message(&o),

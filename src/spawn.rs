@@ -85,28 +85,21 @@ pub fn spawn(
             Var::new(b"RINIT_DRAIN_SECONDS=", b.as_secs()),
         ]
     });
-    let mut envp: Vec<*const libc::c_char>;
-    // SAFETY: `environ` is the process's NUL-terminated array of C
-    // strings; rinit is single-threaded and changes nothing in it.
-    unsafe {
-        let mut n = 0;
-        while !environ.is_null() && !(*environ.add(n)).is_null() {
-            n += 1;
-        }
-        envp = Vec::with_capacity(n + 3);
-        for i in 0..n {
-            let var = *environ.add(i);
-            // rinit's own two variables, always: with no budget (--grace=none)
-            // an inherited value must not pass for one.
-            let ours = *var as u8 == b'R' && {
-                let v = CStr::from_ptr(var).to_bytes();
-                v.starts_with(b"RINIT_DRAIN_MS=") || v.starts_with(b"RINIT_DRAIN_SECONDS=")
+    // rinit's own two variables, always: with no budget (--grace=none) an
+    // inherited value must not pass for one.
+    let mut envp: Vec<*const libc::c_char> = crate::environ_vars()
+        .filter(|&var| {
+            // SAFETY: a NUL-terminated string of the environment
+            // (`environ_vars`); only an `R` variable pays for its length.
+            let ours = unsafe {
+                *var as u8 == b'R' && {
+                    let v = CStr::from_ptr(var).to_bytes();
+                    v.starts_with(b"RINIT_DRAIN_MS=") || v.starts_with(b"RINIT_DRAIN_SECONDS=")
+                }
             };
-            if !ours {
-                envp.push(var);
-            }
-        }
-    }
+            !ours
+        })
+        .collect();
     envp.extend(budget_vars.iter().flatten().map(|v| v.0.as_ptr().cast()));
     envp.push(std::ptr::null());
     let mut fds = [0; 2];
@@ -154,11 +147,6 @@ pub fn spawn(
             }
         }
     }
-}
-
-extern "C" {
-    /// The process's environment (POSIX).
-    static environ: *const *const libc::c_char;
 }
 
 /// `NAME=n` as a C string on the stack: no allocation and no formatting

@@ -64,7 +64,11 @@ pub fn run(cfg: Config) -> i32 {
             return status;
         }
         let logs_waiting = !log::flush();
-        match signals::wait(&wait_set, s.timeout(logs_waiting)) {
+        let received = signals::wait(&wait_set, s.timeout(logs_waiting));
+        // Once per wake-up, before anything is reaped: a watched process's
+        // zombie still tells how it died (kernels before 6.15).
+        s.deaths.settle();
+        match received {
             None => {}
             Some(r) if r.signo == libc::SIGCHLD => {
                 if let Some(status) = s.on_reap() {
@@ -169,7 +173,6 @@ impl Supervisor {
     /// Carries out every drain step that is due; rinit's exit status once
     /// nothing is left, or when it gives up waiting for the killed.
     fn take_due_steps(&mut self) -> Option<i32> {
-        self.deaths.settle();
         while let Some(step) = self.drain.as_mut().and_then(|d| d.due(Instant::now())) {
             match step {
                 Step::Send { signo, staged } => self.forward(signo, staged),
@@ -212,14 +215,13 @@ impl Supervisor {
     /// `on_reap`, with the straggler sweep only when `sweep`.
     fn reap(&mut self, sweep: bool) -> Option<i32> {
         let job_control = self.isolation == Isolation::Foreground && !self.pid1;
-        self.deaths.settle();
         // Until the child is reaped its zombie pins the group's id: taken
         // before the reap, this time is one at which the group was its own.
-        let before = procfs::now_ticks();
+        let before = self.main_alive().then(procfs::now_ticks);
         let reaped = reap::reap_zombies(self.child, job_control);
         self.deaths.explain(&reaped, self.child, self.main_alive());
         if let Some(exit) = reaped.main {
-            self.group_proof = before;
+            self.group_proof = before.unwrap_or(0);
             self.log_child_exit(exit);
             self.main = Some(exit);
         }
@@ -332,7 +334,7 @@ impl Supervisor {
         let plan = &self.cfg.plan;
         let at_once = plan.sequence.is_none() && plan.pre_stop.is_zero();
         if at_once {
-            self.watch_group();
+            self.watch_group(None);
             self.target.send(forwarded);
         }
         let now = Instant::now();
@@ -355,10 +357,16 @@ impl Supervisor {
     /// a drain, at debug otherwise: the steady state stays quiet); during a
     /// drain, notes the group members it ended.
     fn forward(&mut self, signo: i32, staged: bool) {
+        // Once the child is reaped its group is reached member by member:
+        // listed once, for the watch and for the send.
+        let members = match self.target {
+            Target::Group(_) if !self.main_alive() => Some(self.members_now()),
+            _ => None,
+        };
         if self.draining() {
-            self.watch_group();
+            self.watch_group(members.as_deref());
         }
-        if !self.send(signo) {
+        if !self.send(signo, members.as_deref()) {
             debug!(phase = "forward", signal = %name(signo), target = %self.target.describe(), "nothing left to signal");
             return;
         }
@@ -382,7 +390,8 @@ impl Supervisor {
     /// before a signal is forwarded to it during a drain: a runner's
     /// helpers dying of the stop signal meant for the runner is work lost,
     /// and must not look like a clean drain (`Deaths::settle`).
-    fn watch_group(&mut self) {
+    /// `listed`: the members, when the caller has just listed them.
+    fn watch_group(&mut self, listed: Option<&[Process]>) {
         // A storm of signals during a drain must not become a storm of
         // /proc scans: one per WATCH_EVERY at most (the first always).
         let now = Instant::now();
@@ -391,10 +400,10 @@ impl Supervisor {
         }
         self.watched_at = Some(now);
         if let Target::Group(_) = self.target {
-            let members = if self.main_alive() {
-                self.group_members()
-            } else {
-                self.members_now()
+            let members = match listed {
+                Some(m) => m.to_vec(),
+                None if self.main_alive() => self.group_members(),
+                None => self.members_now(),
             };
             self.deaths.watch(members);
         }
@@ -403,21 +412,20 @@ impl Supervisor {
     /// Sends `signo` to the child or its group; false when nothing was there.
     /// Both ids are signalled directly while the unreaped child pins them;
     /// after that a lone child is gone for good and its group is signalled
-    /// member by member, while it provably is its group (`members_now`).
-    fn send(&mut self, signo: i32) -> bool {
-        match self.target {
-            t if self.main_alive() => {
+    /// member by member: `members`, those `members_now` proved to be its.
+    fn send(&self, signo: i32, members: Option<&[Process]>) -> bool {
+        match (self.target, members) {
+            (t, _) if self.main_alive() => {
                 t.send(signo);
                 true
             }
-            Target::Child(_) => false,
-            Target::Group(_) => {
-                let members = self.members_now();
-                for p in &members {
+            (Target::Group(_), Some(members)) => {
+                for p in members {
                     let _ = p.signal(signo);
                 }
                 !members.is_empty()
             }
+            _ => false,
         }
     }
 
@@ -432,7 +440,7 @@ impl Supervisor {
         let mut all = procfs::descendants()
             .or_else(|| procfs::scan(Scope::Descendants, false))
             .unwrap_or_default();
-        all.retain(|p| p.pgid == g && p.pid != self.child && p.zombie.is_none());
+        all.retain(|p| p.pgid == g && p.pid != self.child && !p.zombie);
         all
     }
 
@@ -454,6 +462,12 @@ impl Supervisor {
     fn members_now(&mut self) -> Vec<Process> {
         let now = procfs::now_ticks();
         let members = self.group_members();
+        self.prove(now, members)
+    }
+
+    /// `members`, listed after `now`, if one of them proves the group is
+    /// still the child's (`members_now`); none otherwise, for good.
+    fn prove(&mut self, now: u64, members: Vec<Process>) -> Vec<Process> {
         if members.iter().any(|p| p.start <= self.group_proof) {
             self.group_proof = now;
             members
@@ -588,16 +602,25 @@ impl Supervisor {
     /// them, PID 1 can still reach them all with `kill(-1)`.
     fn sweep_stragglers(&mut self) {
         log::mark_stop(Instant::now());
-        let signalled: Vec<(i32, u64)> = if self.draining() {
-            self.members_now()
-                .iter()
-                .map(|p| (p.pid, p.start))
-                .collect()
-        } else {
-            Vec::new()
+        let now = procfs::now_ticks();
+        let left = procfs::scan(self.scope(), false);
+        // The group's members are among what is left: no second scan.
+        let signalled: Vec<(i32, u64)> = match (self.target, &left) {
+            (Target::Group(g), Some(left)) if self.draining() => {
+                let members = left
+                    .iter()
+                    .filter(|p| p.pgid == g && p.pid != self.child)
+                    .cloned()
+                    .collect();
+                self.prove(now, members)
+                    .iter()
+                    .map(|p| (p.pid, p.start))
+                    .collect()
+            }
+            _ => Vec::new(),
         };
         let mut sent = 0u64;
-        match procfs::scan(self.scope(), false) {
+        match left {
             Some(left) => {
                 for p in left
                     .iter()
@@ -676,7 +699,6 @@ impl Supervisor {
                 drain_ms: self.drain.as_ref().map(|_| drain_ms),
                 grace: self.grace_text(),
                 deaths: &self.deaths,
-                killed_by_forward,
             })
         });
         status

@@ -135,7 +135,7 @@ pub fn check_sequence(seq: &[Stage], grace: Option<Duration>, pre_stop: Duration
     }
     let text = cli::sequence_text(seq, pre_stop);
     assert_eq!(
-        cli::parse_sequence(&text, grace, pre_stop).as_deref(),
+        cli::parse_sequence(&text, &platform::Sources::FLAGS, grace, pre_stop).as_deref(),
         Ok(seq),
         "printed as {text:?}"
     );
@@ -257,7 +257,7 @@ pub fn sequence(data: &[u8]) {
         .unwrap_or(Duration::ZERO);
     let presets = PRESETS.iter().map(|(_, s, _)| *s);
     for text in std::iter::once(seq).chain(presets) {
-        match cli::parse_sequence(text, grace, pre_stop) {
+        match cli::parse_sequence(text, &platform::Sources::FLAGS, grace, pre_stop) {
             Ok(stages) => check_sequence(&stages, grace, pre_stop),
             Err(e) => check_rejection(e),
         }
