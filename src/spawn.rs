@@ -87,19 +87,18 @@ pub fn spawn(
     });
     // rinit's own two variables, always: with no budget (--grace=none) an
     // inherited value must not pass for one.
-    let mut envp: Vec<*const libc::c_char> = crate::environ_vars()
-        .filter(|&var| {
-            // SAFETY: a NUL-terminated string of the environment
-            // (`environ_vars`); only an `R` variable pays for its length.
-            let ours = unsafe {
-                *var as u8 == b'R' && {
-                    let v = CStr::from_ptr(var).to_bytes();
-                    v.starts_with(b"RINIT_DRAIN_MS=") || v.starts_with(b"RINIT_DRAIN_SECONDS=")
-                }
-            };
-            !ours
-        })
-        .collect();
+    let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(crate::environ_vars().count() + 3);
+    envp.extend(crate::environ_vars().filter(|&var| {
+        // SAFETY: a NUL-terminated string of the environment
+        // (`environ_vars`); only an `R` variable pays for its length.
+        let ours = unsafe {
+            *var as u8 == b'R' && {
+                let v = CStr::from_ptr(var).to_bytes();
+                v.starts_with(b"RINIT_DRAIN_MS=") || v.starts_with(b"RINIT_DRAIN_SECONDS=")
+            }
+        };
+        !ours
+    }));
     envp.extend(budget_vars.iter().flatten().map(|v| v.0.as_ptr().cast()));
     envp.push(std::ptr::null());
     let mut fds = [0; 2];
