@@ -802,12 +802,23 @@ fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode
     let rt1 = libc::SIGRTMIN() + 1;
     let script =
         format!("trap '' {rt1}; while :; do printf '%s\\n' {child_line} >&2; sleep 0.001; done");
-    let run = Rinit::new(mode, &dir)
+    let mut run = Rinit::new(mode, &dir)
         .opts(["-v", "--log-format=json"])
         .stderr_fd(stderr)
         .cmd(["sh", "-c", &script])
         .spawn();
-    std::thread::sleep(Duration::from_millis(200));
+    // The shell must ignore RTMIN+1 before the signals come (the default
+    // action would end it): its SigIgn mask shows the bit once the trap ran.
+    let sh = run.child_pid();
+    let bit = 1u64 << (rt1 - 1);
+    run.wait_until("sh to ignore RTMIN+1", || {
+        fs::read_to_string(format!("/proc/{sh}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    });
     pipe.fill();
     let rinit = run.rinit_pid();
     for _ in 0..200 {
@@ -824,7 +835,6 @@ fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode
         got.extend_from_slice(&buf[..n]);
         std::thread::sleep(Duration::from_millis(2));
     }
-    run.signal(libc::SIGKILL);
     drop(run);
     let text = String::from_utf8_lossy(&got);
     // The reading stopped anywhere: only whole lines count.
