@@ -511,12 +511,15 @@ fn a_reused_group_id_gets_nothing() {
     // `members_now`).
     std::thread::sleep(Duration::from_millis(50));
     let rinit = run.rinit_pid();
+    // The forked leader writes to a file, not nsenter's pipes, so they
+    // close when setsid returns.
     let script = format!(
-        "echo 1 > /proc/sys/kernel/ns_last_pid && exec setsid -f {} --record {new_rec} --ready {new_ready}",
-        probe_bin().display()
+        "echo 1 > /proc/sys/kernel/ns_last_pid && exec setsid -f {} --record {new_rec} --ready {new_ready} </dev/null >{} 2>&1",
+        probe_bin().display(),
+        dir.file("new-out")
     );
-    let status = Command::new("nsenter")
-        .args([
+    let out = rinit_test_support::run(
+        Command::new("nsenter").args([
             "-t",
             &rinit.to_string(),
             "-p",
@@ -525,10 +528,10 @@ fn a_reused_group_id_gets_nothing() {
             "sh",
             "-c",
             &script,
-        ])
-        .status()
-        .expect("nsenter");
-    assert!(status.success());
+        ]),
+        SOON,
+    );
+    assert!(out.ok(), "nsenter: {out:?}");
     assert_eq!(
         run.wait_file(&new_ready),
         "2",
@@ -625,15 +628,16 @@ fn without_sh_or_loader_the_missing_part_is_named() {
             "its loader (ELF interpreter) '/lib64/ld-linux-x86-64.so.2' was not found",
         ),
     ] {
-        let out = Command::new("chroot")
-            .arg(root.path())
-            .args(["/rinit", "--", file])
-            .env_clear()
-            .env("PATH", PATH)
-            .output()
-            .expect("chroot rinit");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(126), "{file}: {err}");
+        let out = rinit_test_support::run(
+            Command::new("chroot")
+                .arg(root.path())
+                .args(["/rinit", "--", file])
+                .env_clear()
+                .env("PATH", PATH),
+            SOON,
+        );
+        let err = &out.stderr;
+        assert_eq!(out.code, Some(126), "{file}: {err}");
         assert!(err.contains(needle), "{file}: {err}");
     }
 }
