@@ -867,26 +867,14 @@ fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode
 /// /proc while one of its threads lives (the main thread's own `cmdline`
 /// went with it: a live thread's is read).
 fn shown_as_zombie(argv0: &std::path::Path) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
     let started_as =
         |cmdline: Vec<u8>| cmdline.split(|&b| b == 0).next() == Some(argv0.as_os_str().as_bytes());
-    entries.flatten().any(|e| {
-        let dir = e.path();
-        let stat = fs::read(dir.join("stat")).unwrap_or_default();
-        let state = stat
-            .iter()
-            .rposition(|&b| b == b')')
-            .and_then(|k| stat.get(k + 2));
-        let threads = fs::read_dir(dir.join("task"))
+    all_processes().iter().filter(|p| p.state == 'Z').any(|p| {
+        fs::read_dir(format!("/proc/{}/task", p.pid))
             .into_iter()
             .flatten()
-            .flatten();
-        state == Some(&b'Z')
-            && threads
-                .into_iter()
-                .any(|t| fs::read(t.path().join("cmdline")).is_ok_and(started_as))
+            .flatten()
+            .any(|t| fs::read(t.path().join("cmdline")).is_ok_and(started_as))
     })
 }
 
