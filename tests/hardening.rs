@@ -28,6 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rinit_test_support::Rng;
 
 both_modes!(
     odd_name_daemon_is_killed_at_the_grace,
@@ -709,13 +710,8 @@ fn one_event_per_line(log: &str) {
 /// processes.)
 fn arbitrary_names_are_seen_and_stay_one_line(mode: Mode) {
     const N: usize = 24;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    // A fixed seed: the same names every run.
+    let mut rng = Rng::seeded(0x9e37_79b9_7f4a_7c15);
     for json in [true, false] {
         let dir = TempDir::new("arbitrary");
         fs::create_dir(dir.join("links")).expect("links dir");
@@ -723,8 +719,8 @@ fn arbitrary_names_are_seen_and_stay_one_line(mode: Mode) {
         let mut expected = Vec::new();
         for i in 0..N {
             let mut name = format!("{i:02}").into_bytes();
-            for _ in 0..(next() % 20) {
-                let b = (next() % 255 + 1) as u8;
+            for _ in 0..rng.between(0, 19) {
+                let b = rng.between(1, 255) as u8;
                 name.push(if b == b'/' { b'\n' } else { b });
             }
             let link = dir.join("links").join(std::ffi::OsStr::from_bytes(&name));
