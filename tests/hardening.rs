@@ -220,8 +220,9 @@ struct StalledStop {
     /// and the reader comes back 6 s later, long after rinit's exit (whose
     /// last flush waits 200 ms at most).
     message: String,
-    /// What the reader got (the junk taken out), for failure messages.
-    log: String,
+    /// For failure messages: the message, and what the reader got (the junk
+    /// taken out).
+    what: String,
 }
 
 /// Runs the probe with `child` (how it takes TERM) under `rinit --grace=2s
@@ -241,11 +242,13 @@ fn stop_under_a_stalled_reader(mode: Mode, label: &str, child: [&str; 2]) -> Sta
     pipe.fill();
     let reader = pipe.read_after(Duration::from_secs(6));
     let (done, took) = run.stop(libc::SIGTERM);
+    let message = dir.read("termination");
+    let log = reader.join().expect("reader");
     StalledStop {
         done,
         took,
-        message: dir.read("termination"),
-        log: reader.join().expect("reader"),
+        what: format!("termination message: {message:?}\nthe reader got:\n{log}"),
+        message,
     }
 }
 
@@ -255,10 +258,7 @@ fn stop_under_a_stalled_reader(mode: Mode, label: &str, child: [&str; 2]) -> Sta
 /// the deadline, named) are the proof; the log cannot be, see `StalledStop`.
 fn stalled_log_reader_does_not_hold_the_deadline(mode: Mode) {
     let s = stop_under_a_stalled_reader(mode, "stall-deadline", ["--ignore", "TERM"]);
-    let what = format!(
-        "termination message: {:?}\nthe reader got:\n{}",
-        s.message, s.log
-    );
+    let what = &s.what;
     assert_eq!(s.done.status, 137, "{what}");
     assert!(
         s.took >= Duration::from_secs(2) && s.took < Duration::from_millis(3500),
@@ -280,10 +280,7 @@ fn stalled_log_reader_does_not_hold_the_deadline(mode: Mode) {
 /// proof; the log cannot be, see `StalledStop`.
 fn stalled_log_reader_does_not_hold_a_clean_exit(mode: Mode) {
     let s = stop_under_a_stalled_reader(mode, "stall-clean", ["--exit-on", "TERM:0:0"]);
-    let what = format!(
-        "termination message: {:?}\nthe reader got:\n{}",
-        s.message, s.log
-    );
+    let what = &s.what;
     assert_eq!(s.done.status, 0, "{what}");
     assert!(
         s.took < Duration::from_secs(1),
