@@ -27,18 +27,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docker_support::{assert_static, build_text, docker, docker_ok, engine, locked, Container};
+use docker_support::{
+    assert_static, build_text, docker, docker_ok, engine, locked, version_line, Container,
+};
 use rinit_test_support::{
     ci, launch_as_pid1, root_dir, run, run_ok, text_phase, wait_for, TempDir,
 };
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// What `rinit --version` prints: its version, then the ` - git.` word
-/// dockerd shows as `docker info`'s "init version" (no dots allowed there).
-fn version_line() -> String {
-    format!("rinit {VERSION} - git.rinit-{}", VERSION.replace('.', "_"))
-}
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
 const DEBIAN_IMAGE: &str = "rinit-test/debian:bookworm-minbase";
@@ -279,7 +276,7 @@ fn crate_publish_dry_run_and_static_cargo_install() {
     );
     assert_eq!(ran.code, Some(7), "rinit -- sh -c 'exit 7': {}", ran.stderr);
     let v = run(Command::new(&bin).arg("--version"), Duration::from_secs(30));
-    assert_eq!(v.stdout.trim(), version_line());
+    assert_eq!(v.stdout.trim(), version_line(VERSION));
 }
 
 // ---------------------------------------------------------------- the wheel
@@ -577,7 +574,7 @@ fn image_copy_from_and_docker_stop() {
     ]);
     assert_eq!(entrypoint.trim(), r#"["/rinit"]"#);
     let v = docker_ok(&["run", "--rm", &tag, "--version"]);
-    assert_eq!(v.trim(), version_line());
+    assert_eq!(v.trim(), version_line(VERSION));
 
     // The user's Dockerfile names this very tag.
     let user_dockerfile = root_dir().join("packaging/user.Dockerfile");
@@ -700,7 +697,10 @@ fn deb_dpkg_install_in_debian_and_docker_stop() {
             && copyright.contains("Permission is hereby granted"),
         "copyright file:\n{copyright}"
     );
-    assert_eq!(q(&["/usr/bin/rinit", "--version"]).trim(), version_line());
+    assert_eq!(
+        q(&["/usr/bin/rinit", "--version"]).trim(),
+        version_line(VERSION)
+    );
 
     stop_and_check("deb", &image.0);
 }

@@ -29,7 +29,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use docker_support::{
-    assert_static, build, build_text, engine, probe_beside, static_base, Compose, Container, State,
+    assert_static, build, build_text, engine, probe_beside, static_base, wait_ready, Compose,
+    Container, State,
 };
 use rinit_test_support::{assert_clean_exit, root_dir, text_phase, wait_for, TempDir};
 
@@ -71,16 +72,6 @@ fn probe_image() -> &'static str {
 /// `-v DIR:/data`.
 fn mount(dir: &TempDir) -> String {
     format!("{}:/data", dir.path().display())
-}
-
-/// Waits until the probe wrote its pid to /data/ready: its signals are
-/// blocked and collected from then on (and rinit's were before it started).
-fn wait_ready(data: &TempDir, file: &str) {
-    wait_for(
-        &format!("/data/{file} from the probe"),
-        Duration::from_secs(30),
-        || (!data.read(file).trim().is_empty()).then_some(()),
-    );
 }
 
 /// `docker run` with a fresh data directory mounted at /data, then `args`
@@ -793,32 +784,32 @@ fn docker_exec_root_process_under_a_non_root_rinit() {
             secs(took)
         );
         assert_eq!(c.signals_sent(), ["15"], "Docker never had to SIGKILL");
-        let about_sleep: Vec<&str> = text_phase(&logs, "kill")
+        let about_joined: Vec<&str> = text_phase(&logs, "kill")
             .into_iter()
             .filter(|l| l.contains(&joined))
             .collect();
         if exec_user == "0" {
             assert!(
-                about_sleep
+                about_joined
                     .iter()
                     .any(|l| l.contains(" ERROR kill: cannot SIGKILL ")),
                 "{logs}"
             );
             assert!(
-                about_sleep
+                about_joined
                     .iter()
                     .any(|l| l.contains("still there after SIGKILL")),
                 "{logs}"
             );
             assert!(
-                !about_sleep
+                !about_joined
                     .iter()
                     .any(|l| l.contains(" WARNING kill: SIGKILL ")),
                 "a failed kill logged as done:\n{logs}"
             );
         } else {
             assert!(
-                about_sleep
+                about_joined
                     .iter()
                     .any(|l| l.contains(" WARNING kill: SIGKILL ")),
                 "{logs}"

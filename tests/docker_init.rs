@@ -39,19 +39,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_support::{
-    assert_static, build_text, docker_on, docker_on_ok, engine, probe_beside, Compose, Container,
+    assert_static, build_text, docker_on, docker_on_ok, engine, init_version, probe_beside,
+    wait_ready, Compose, Container,
 };
-use rinit_test_support::{ci, run, run_ok, text_phase, try_run, wait_for, TempDir};
+use rinit_test_support::{
+    assert_clean_exit, ci, run, run_ok, text_phase, try_run, wait_for, TempDir,
+};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const BUSYBOX: &str = "/bin/busybox";
 const SETUP: &str = "run scripts/setup-docker.sh (installs Debian's busybox-static)";
-
-/// The word dockerd shows as "init version": what follows ` - git.` in
-/// `rinit --version`, which must hold no dot to be read at all.
-fn init_version() -> String {
-    format!("rinit-{}", env!("CARGO_PKG_VERSION").replace('.', "_"))
-}
 
 /// True when `name` is an executable file on PATH.
 fn on_path(name: &str) -> bool {
@@ -495,7 +492,7 @@ fn check_version_probe(d: &PrivateDockerd) {
         "--format",
         "{{.InitBinary}}|{{.InitCommit.ID}}|{{.InitCommit.Expected}}",
     ]);
-    let word = init_version();
+    let word = init_version(env!("CARGO_PKG_VERSION"));
     assert_eq!(
         info.trim(),
         format!("{}|{word}|{word}", d.init_path.display()),
@@ -572,9 +569,7 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
     ];
     let (c_drains, drains) = run_init(d, image, "init-drains", &drains_cmd);
     for data in [&ignores, &drains] {
-        wait_for("the probe's ready file", Duration::from_secs(30), || {
-            (!data.read("ready").is_empty()).then_some(())
-        });
+        wait_ready(data, "ready");
     }
     let fields = ["grace=3s", "kill_after=10s", "window=assumed"];
     assert_pid1_is_rinit(d, &c_ignores.name, &ignores_cmd, &fields);
@@ -588,11 +583,7 @@ fn check_docker_run_init(d: &PrivateDockerd, image: &str) {
     );
     assert!(drains.read("done").starts_with("done "), "the job finished");
     assert_eq!(signals, ["15"], "Docker's SIGTERM only");
-    let exit = exit_line(&logs);
-    assert!(
-        exit.contains("status=0") && exit.contains("escalated=false"),
-        "{exit}"
-    );
+    assert_clean_exit(&logs, "docker stop of init-drains");
 
     let (logs, signals) = stop(
         &c_ignores,
@@ -653,17 +644,7 @@ fn check_compose_init_true(d: &PrivateDockerd, image: &str) {
     assert!(up.ok(), "docker-compose up: {}{}", up.stdout, up.stderr);
     let mut ids = Vec::new();
     for (name, extra) in &services {
-        let ready = data.join(name).join("ready");
-        wait_for(
-            &format!("{}", ready.display()),
-            Duration::from_secs(30),
-            || {
-                (!std::fs::read_to_string(&ready)
-                    .unwrap_or_default()
-                    .is_empty())
-                .then_some(())
-            },
-        );
+        wait_ready(&data, &format!("{name}/ready"));
         let id = compose.container_id(name);
         let init = d.docker_ok(&["inspect", "--format", "{{.HostConfig.Init}}", &id]);
         assert_eq!(init.trim(), "true", "{name}: init: true reached the engine");

@@ -893,7 +893,11 @@ fn presets_signal_the_runner_not_its_helpers(mode: Mode) {
         } else {
             format!("group {pid}")
         };
-        for stage in phase(&lines, "stage") {
+        // Both write the steps TSTP@0s, TERM@2s: two stage lines.
+        let stages = phase(&lines, "stage");
+        let sent: Vec<_> = stages.iter().map(|l| &l["signal"]).collect();
+        assert_eq!(sent, ["SIGTSTP", "SIGTERM"], "{opt}\n{}", done.stderr);
+        for stage in stages {
             assert_eq!(stage["target"], target.as_str(), "{opt}\n{}", done.stderr);
         }
         // The grandchild handles everything, so nothing was lost to a forward.

@@ -28,6 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rinit_test_support::Rng;
 
 both_modes!(
     odd_name_daemon_is_killed_at_the_grace,
@@ -208,20 +209,32 @@ impl StalledPipe {
     }
 }
 
+/// How a stop under a stalled log reader ended: rinit's exit, how long
+/// after the stop, its termination message, and what reached the reader.
+struct StalledStop {
+    done: Done,
+    took: Duration,
+    /// `--termination-log`: written at exit whatever stderr does, so it is
+    /// the record of how the drain ended. Nothing rinit logs during the
+    /// drain can reach the reader: the pipe is full from before the stop,
+    /// and the reader comes back 6 s later, long after rinit's exit (whose
+    /// last flush waits 200 ms at most).
+    message: String,
+    /// For failure messages: the message, and what the reader got (the junk
+    /// taken out).
+    what: String,
+}
+
 /// Runs the probe with `child` (how it takes TERM) under `rinit --grace=2s
 /// -v`, its stderr a pipe filled to the brim whose reader stalls 6 s, and
-/// stops it: how it ended, how long after the stop, and what reached the
-/// reader.
-fn stop_under_a_stalled_reader(
-    mode: Mode,
-    label: &str,
-    child: [&str; 2],
-) -> (Done, Duration, String) {
+/// stops it.
+fn stop_under_a_stalled_reader(mode: Mode, label: &str, child: [&str; 2]) -> StalledStop {
     let dir = TempDir::new(label);
     let ready = dir.file("ready");
+    let message = dir.file("termination");
     let (mut pipe, stderr) = StalledPipe::new();
     let mut run = Rinit::new(mode, &dir)
-        .opts(["--grace=2s", "-v"])
+        .opts(["--grace=2s", "-v", "--termination-log", &message])
         .stderr_fd(stderr)
         .probe(["--ready", &ready].into_iter().chain(child))
         .spawn();
@@ -229,37 +242,56 @@ fn stop_under_a_stalled_reader(
     pipe.fill();
     let reader = pipe.read_after(Duration::from_secs(6));
     let (done, took) = run.stop(libc::SIGTERM);
-    (done, took, reader.join().expect("reader"))
+    let message = dir.read("termination");
+    let log = reader.join().expect("reader");
+    StalledStop {
+        done,
+        took,
+        what: format!("termination message: {message:?}\nthe reader got:\n{log}"),
+        message,
+    }
 }
 
 /// The reader stalls 6 s; the child ignores TERM. rinit must kill it at its
-/// 2 s grace, not when the reader comes back, and exit 137 at once.
+/// 2 s grace, not when the reader comes back, and exit 137 at once. The
+/// status, the time and the termination message (the main child killed at
+/// the deadline, named) are the proof; the log cannot be, see `StalledStop`.
 fn stalled_log_reader_does_not_hold_the_deadline(mode: Mode) {
-    let (done, took, log) =
-        stop_under_a_stalled_reader(mode, "stall-deadline", ["--ignore", "TERM"]);
-    assert_eq!(done.status, 137);
+    let s = stop_under_a_stalled_reader(mode, "stall-deadline", ["--ignore", "TERM"]);
+    let what = &s.what;
+    assert_eq!(s.done.status, 137, "{what}");
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_millis(3500),
-        "exit {took:?} after the stop (grace 2s, reader stalled 6s)"
+        s.took >= Duration::from_secs(2) && s.took < Duration::from_millis(3500),
+        "exit {:?} after the stop (grace 2s, reader stalled 6s)\n{what}",
+        s.took
     );
-    // Whatever reached the reader is whole lines.
-    assert!(log.is_empty() || log.ends_with('\n'), "{log:?}");
+    assert!(
+        s.message
+            .starts_with("rinit: exit status 137: the command was killed at rinit's 2s deadline; ")
+            && s.message.contains("; killed at the deadline: probe (pid "),
+        "{what}"
+    );
 }
 
 /// The reader stalls 6 s; the child exits 0 on TERM at once. rinit must
 /// reap it and exit 0 at once: not wait for the reader, not reach its
-/// deadline, not call the exited child killed.
+/// deadline, not call the exited child killed. The status, the time and
+/// the termination message (an exit with code 0, nothing killed) are the
+/// proof; the log cannot be, see `StalledStop`.
 fn stalled_log_reader_does_not_hold_a_clean_exit(mode: Mode) {
-    let (done, took, log) =
-        stop_under_a_stalled_reader(mode, "stall-clean", ["--exit-on", "TERM:0:0"]);
-    assert_eq!(done.status, 0);
+    let s = stop_under_a_stalled_reader(mode, "stall-clean", ["--exit-on", "TERM:0:0"]);
+    let what = &s.what;
+    assert_eq!(s.done.status, 0, "{what}");
     assert!(
-        took < Duration::from_secs(1),
-        "exit {took:?} after the stop"
+        s.took < Duration::from_secs(1),
+        "exit {:?} after the stop\n{what}",
+        s.took
     );
     assert!(
-        !log.contains("deadline") && !log.contains("escalated=true"),
-        "{log}"
+        s.message
+            .starts_with("rinit: exit status 0: the command exited with code 0; drain ")
+            && !s.message.contains("killed"),
+        "{what}"
     );
 }
 
@@ -477,12 +509,15 @@ fn a_reused_group_id_gets_nothing() {
     // `members_now`).
     std::thread::sleep(Duration::from_millis(50));
     let rinit = run.rinit_pid();
+    // The forked leader writes to a file, not nsenter's pipes, so they
+    // close when setsid returns.
     let script = format!(
-        "echo 1 > /proc/sys/kernel/ns_last_pid && exec setsid -f {} --record {new_rec} --ready {new_ready}",
-        probe_bin().display()
+        "echo 1 > /proc/sys/kernel/ns_last_pid && exec setsid -f {} --record {new_rec} --ready {new_ready} </dev/null >{} 2>&1",
+        probe_bin().display(),
+        dir.file("new-out")
     );
-    let status = Command::new("nsenter")
-        .args([
+    let out = rinit_test_support::run(
+        Command::new("nsenter").args([
             "-t",
             &rinit.to_string(),
             "-p",
@@ -491,10 +526,10 @@ fn a_reused_group_id_gets_nothing() {
             "sh",
             "-c",
             &script,
-        ])
-        .status()
-        .expect("nsenter");
-    assert!(status.success());
+        ]),
+        SOON,
+    );
+    assert!(out.ok(), "nsenter: {out:?}");
     assert_eq!(
         run.wait_file(&new_ready),
         "2",
@@ -507,7 +542,7 @@ fn a_reused_group_id_gets_nothing() {
         t0.elapsed() < Duration::from_millis(1500),
         "too slow to test the step"
     );
-    std::thread::sleep(Duration::from_millis(2000).saturating_sub(t0.elapsed()));
+    run.wait_log("nothing left to signal", 3);
     let got = Record::read(&new_rec).of(2);
     let log = run.stderr();
     assert!(got.is_empty(), "the unrelated group 2 got {got:?}\n{log}");
@@ -591,15 +626,16 @@ fn without_sh_or_loader_the_missing_part_is_named() {
             "its loader (ELF interpreter) '/lib64/ld-linux-x86-64.so.2' was not found",
         ),
     ] {
-        let out = Command::new("chroot")
-            .arg(root.path())
-            .args(["/rinit", "--", file])
-            .env_clear()
-            .env("PATH", PATH)
-            .output()
-            .expect("chroot rinit");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(126), "{file}: {err}");
+        let out = rinit_test_support::run(
+            Command::new("chroot")
+                .arg(root.path())
+                .args(["/rinit", "--", file])
+                .env_clear()
+                .env("PATH", PATH),
+            SOON,
+        );
+        let err = &out.stderr;
+        assert_eq!(out.code, Some(126), "{file}: {err}");
         assert!(err.contains(needle), "{file}: {err}");
     }
 }
@@ -671,13 +707,8 @@ fn one_event_per_line(log: &str) {
 /// processes.)
 fn arbitrary_names_are_seen_and_stay_one_line(mode: Mode) {
     const N: usize = 24;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    // A fixed seed: the same names every run.
+    let mut rng = Rng::seeded(0x9e37_79b9_7f4a_7c15);
     for json in [true, false] {
         let dir = TempDir::new("arbitrary");
         fs::create_dir(dir.join("links")).expect("links dir");
@@ -685,8 +716,8 @@ fn arbitrary_names_are_seen_and_stay_one_line(mode: Mode) {
         let mut expected = Vec::new();
         for i in 0..N {
             let mut name = format!("{i:02}").into_bytes();
-            for _ in 0..(next() % 20) {
-                let b = (next() % 255 + 1) as u8;
+            for _ in 0..rng.between(0, 19) {
+                let b = rng.between(1, 255) as u8;
                 name.push(if b == b'/' { b'\n' } else { b });
             }
             let link = dir.join("links").join(std::ffi::OsStr::from_bytes(&name));
@@ -768,12 +799,23 @@ fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode
     let rt1 = libc::SIGRTMIN() + 1;
     let script =
         format!("trap '' {rt1}; while :; do printf '%s\\n' {child_line} >&2; sleep 0.001; done");
-    let run = Rinit::new(mode, &dir)
+    let mut run = Rinit::new(mode, &dir)
         .opts(["-v", "--log-format=json"])
         .stderr_fd(stderr)
         .cmd(["sh", "-c", &script])
         .spawn();
-    std::thread::sleep(Duration::from_millis(200));
+    // The shell must ignore RTMIN+1 before the signals come (the default
+    // action would end it): its SigIgn mask shows the bit once the trap ran.
+    let sh = run.child_pid();
+    let bit = 1u64 << (rt1 - 1);
+    run.wait_until("sh to ignore RTMIN+1", || {
+        fs::read_to_string(format!("/proc/{sh}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    });
     pipe.fill();
     let rinit = run.rinit_pid();
     for _ in 0..200 {
@@ -790,7 +832,6 @@ fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode
         got.extend_from_slice(&buf[..n]);
         std::thread::sleep(Duration::from_millis(2));
     }
-    run.signal(libc::SIGKILL);
     drop(run);
     let text = String::from_utf8_lossy(&got);
     // The reading stopped anywhere: only whole lines count.
@@ -819,26 +860,14 @@ fn lines_waiting_for_a_slow_reader_are_not_split_by_the_childs_output(mode: Mode
 /// /proc while one of its threads lives (the main thread's own `cmdline`
 /// went with it: a live thread's is read).
 fn shown_as_zombie(argv0: &std::path::Path) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
     let started_as =
         |cmdline: Vec<u8>| cmdline.split(|&b| b == 0).next() == Some(argv0.as_os_str().as_bytes());
-    entries.flatten().any(|e| {
-        let dir = e.path();
-        let stat = fs::read(dir.join("stat")).unwrap_or_default();
-        let state = stat
-            .iter()
-            .rposition(|&b| b == b')')
-            .and_then(|k| stat.get(k + 2));
-        let threads = fs::read_dir(dir.join("task"))
+    all_processes().iter().filter(|p| p.state == 'Z').any(|p| {
+        fs::read_dir(format!("/proc/{}/task", p.pid))
             .into_iter()
             .flatten()
-            .flatten();
-        state == Some(&b'Z')
-            && threads
-                .into_iter()
-                .any(|t| fs::read(t.path().join("cmdline")).is_ok_and(started_as))
+            .flatten()
+            .any(|t| fs::read(t.path().join("cmdline")).is_ok_and(started_as))
     })
 }
 

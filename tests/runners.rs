@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use common::{children, kill, stat, text_field, text_phase, unshare_bin, TempDir, PATH};
 use rinit_test_support::docker::{self as docker_support, assert_static, build, Container};
-use rinit_test_support::{ci, root_dir, run, run_ok, wait_for};
+use rinit_test_support::{ci, free_port, root_dir, run, run_ok, wait_for};
 
 const RINIT: &str = env!("CARGO_BIN_EXE_rinit");
 const SETUP: &str = "run scripts/setup-runners";
@@ -110,10 +110,7 @@ impl Redis {
         // A port free a moment ago can be taken by another test before
         // Redis binds it: then Redis exits, and we try another.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port on loopback")
-                .port();
+            let port = free_port();
             let dir = TempDir::new("redis");
             let log = fs::File::create(dir.join("redis.log")).expect("redis log file");
             let mut child = Command::new("/usr/bin/redis-server")
@@ -235,6 +232,26 @@ impl World {
             jobs: TempDir::new("jobs"),
             logs: TempDir::new("logs"),
         })
+    }
+
+    /// The runner's jobs (`CLASS:NAME:SECONDS`), their names, and the names
+    /// of those that must finish during the drain.
+    fn jobs(
+        &self,
+    ) -> (
+        &'static [&'static str],
+        Vec<&'static str>,
+        &'static [&'static str],
+    ) {
+        let (jobs, finish): (&[&str], &[&str]) = match self.runner {
+            Runner::Sidekiq => (&SIDEKIQ_JOBS, &SIDEKIQ_FINISH),
+            Runner::Celery => (&CELERY_JOBS, &CELERY_FINISH),
+        };
+        let names = jobs
+            .iter()
+            .map(|j| j.split(':').nth(1).unwrap_or(j))
+            .collect();
+        (jobs, names, finish)
     }
 
     /// The environment of every runner process (and nothing of the test's).
@@ -686,16 +703,9 @@ const CELERY_FINISH: [&str; 1] = ["short"];
 /// Enqueues `jobs`, starts `argv` as PID 1, waits for every job to be
 /// running, stops it as the platform would, and reads the outcome.
 fn stop_pid1(world: &World, what: &str, argv: Vec<String>) -> Outcome {
-    let (jobs, finish): (&[&str], &[&str]) = match world.runner {
-        Runner::Sidekiq => (&SIDEKIQ_JOBS, &SIDEKIQ_FINISH),
-        Runner::Celery => (&CELERY_JOBS, &CELERY_FINISH),
-    };
+    let (jobs, names, finish) = world.jobs();
     world.enqueue(jobs);
     let mut p = Pid1::spawn(world, &argv);
-    let names: Vec<&str> = jobs
-        .iter()
-        .map(|j| j.split(':').nth(1).unwrap_or(j))
-        .collect();
     let log = p.log.clone();
     world.wait_started(
         &names,
@@ -1083,10 +1093,7 @@ fn runner_image(test: &str, runner: Runner) -> Option<String> {
 /// loopback, the jobs' directory mounted at /jobs), waits for every job to
 /// be running, `docker stop`s it (10 s), and reads the outcome.
 fn docker_stop(world: &World, what: &str, image: &str) -> Outcome {
-    let (jobs, finish): (&[&str], &[&str]) = match world.runner {
-        Runner::Sidekiq => (&SIDEKIQ_JOBS, &SIDEKIQ_FINISH),
-        Runner::Celery => (&CELERY_JOBS, &CELERY_FINISH),
-    };
+    let (jobs, names, finish) = world.jobs();
     world.enqueue(jobs);
     let url = match world.runner {
         Runner::Sidekiq => format!("REDIS_URL={}", world.redis.url()),
@@ -1104,10 +1111,6 @@ fn docker_stop(world: &World, what: &str, image: &str) -> Outcome {
             image,
         ],
     );
-    let names: Vec<&str> = jobs
-        .iter()
-        .map(|j| j.split(':').nth(1).unwrap_or(j))
-        .collect();
     world.wait_started(&names, || c.state().running, || c.logs());
     let took = c.stop(WINDOW.as_secs() as u32);
     let state = c.state();

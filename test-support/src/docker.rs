@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::{ci, root_dir, run, try_run, Out, TempDir};
+use crate::{ci, root_dir, run, try_run, wait_for, Out, TempDir};
 
 /// Time allowed for one ordinary docker command (run, stop, inspect, exec).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -241,6 +241,30 @@ fn hash_tree(dir: &Path, h: &mut DefaultHasher) {
             std::fs::read(&path).expect("read").hash(h);
         }
     }
+}
+
+/// The word after ` - git.` in `rinit --version` of rinit `version` (the
+/// init crate's `CARGO_PKG_VERSION`): what dockerd shows as `docker info`'s
+/// "init version", which must hold no dot to be read at all.
+pub fn init_version(version: &str) -> String {
+    format!("rinit-{}", version.replace('.', "_"))
+}
+
+/// What `rinit --version` of rinit `version` prints: tini's format, which
+/// dockerd reads (`tini version 0.19.0 - git.de40ad0`).
+pub fn version_line(version: &str) -> String {
+    format!("rinit {version} - git.{}", init_version(version))
+}
+
+/// Waits (30 s at most) until the probe wrote its pid to `file` in `data`
+/// (its /data in the container): its signals are blocked and collected
+/// from then on (and rinit's were before it started).
+pub fn wait_ready(data: &TempDir, file: &str) {
+    wait_for(
+        &format!("/data/{file} from the probe"),
+        Duration::from_secs(30),
+        || (!data.read(file).trim().is_empty()).then_some(()),
+    );
 }
 
 /// Builds `dockerfile` (a path, so the real Dockerfile.example can be used)

@@ -1,5 +1,6 @@
 //! Random moments a test can replay: xorshift64*, seeded from a variable
-//! when it is set, else from the clock, the seed printed either way.
+//! when it is set, else from the clock, the seed printed either way; or
+//! from a fixed seed.
 
 /// xorshift64*: random stop moments, replayable from a seed.
 pub struct Rng(u64);
@@ -18,6 +19,13 @@ impl Rng {
                     | 1
             });
         eprintln!("random stop moments: {var}={seed}");
+        Rng::seeded(seed)
+    }
+
+    /// The sequence of `seed`, for a test that wants the same numbers
+    /// every run. xorshift needs a seed other than 0.
+    pub fn seeded(seed: u64) -> Rng {
+        assert_ne!(seed, 0, "xorshift64* stays at 0 from a 0 seed");
         Rng(seed)
     }
 
