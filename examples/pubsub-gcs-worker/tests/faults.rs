@@ -25,7 +25,6 @@ use rinit_test_support::worker::{
 use rinit_test_support::{wait_every, Running};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The most CPU the worker may use while a service is down, as a share of
@@ -431,14 +430,12 @@ fn pubsub_stream_cut_mid_flight() {
     let storage = FaultProxy::http(env.gcs_port);
     // Each write held 100 ms: writes are in flight when a cut lands.
     storage.set_default(Fault::Delay(Duration::from_millis(100)));
-    let publishing = AtomicBool::new(true);
     let flow = Flow {
         backlog: 20,
         per_tick: 4,
         tick: Duration::from_millis(100),
     };
-    let (w, ids, msgs, cpu, healed) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| env.publish_until(TOPIC, flow, &publishing));
+    let ((w, cpu, healed), ids, msgs) = env.while_publishing(TOPIC, flow, || {
         let w = start_worker(
             &env,
             &pubsub.host(),
@@ -463,9 +460,7 @@ fn pubsub_stream_cut_mid_flight() {
         pubsub.heal();
         let healed = Instant::now();
         std::thread::sleep(Duration::from_secs(2));
-        publishing.store(false, Ordering::Relaxed);
-        let (ids, msgs) = publisher.join().expect("publisher thread");
-        (w, ids, msgs, cpu, healed)
+        (w, cpu, healed)
     });
     eprintln!("published {} messages", ids.len());
     let row = Row {

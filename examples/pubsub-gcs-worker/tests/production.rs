@@ -51,8 +51,8 @@ mod fakes;
 use docker_support::{build_text, engine, static_base, Container};
 use fakes::{Certs, Dnsmasq, MetadataServer, Nginx, Upstreams};
 use rinit_test_support::worker::{
-    assert_summary_consistent, pseudo_random_bytes, worker_image_on, GcsKind, TestEnv, TestMessage,
-    PROJECT,
+    assert_summary_consistent, pseudo_random_bytes, while_publishing, worker_image_on, GcsKind,
+    TestEnv, TestMessage, PROJECT,
 };
 use rinit_test_support::{run, wait_every, TempDir};
 use serde_json::{json, Value};
@@ -375,25 +375,22 @@ fn production_path(names: Names, case: u8) {
     );
 
     // Messages flow for PUBLISH_FOR, across token refreshes.
-    let publishing = AtomicBool::new(true);
-    let (ids, msgs) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| {
-            let (mut ids, mut msgs) = (Vec::new(), Vec::new());
-            let mut i = 0u64;
-            while publishing.load(Ordering::Relaxed) {
-                let batch: Vec<_> = (i..i + 4).map(message).collect();
-                i += 4;
-                ids.extend(env.publish(TOPIC, &batch));
-                msgs.extend(batch);
-                std::thread::sleep(Duration::from_millis(400));
-            }
-            (ids, msgs)
-        });
+    let publish = |publishing: &AtomicBool| {
+        let (mut ids, mut msgs) = (Vec::new(), Vec::new());
+        let mut i = 0u64;
+        while publishing.load(Ordering::Relaxed) {
+            let batch: Vec<_> = (i..i + 4).map(message).collect();
+            i += 4;
+            ids.extend(env.publish(TOPIC, &batch));
+            msgs.extend(batch);
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        (ids, msgs)
+    };
+    let ((), (ids, msgs)) = while_publishing(publish, || {
         while t_start.elapsed() < PUBLISH_FOR {
             std::thread::sleep(Duration::from_millis(200));
         }
-        publishing.store(false, Ordering::Relaxed);
-        publisher.join().expect("publisher thread")
     });
     eprintln!("{test}: published {} messages", ids.len());
     wait_every(

@@ -41,7 +41,7 @@
 
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::procfs::{self, descendants};
-use rinit_test_support::worker::{GcsKind, TestEnv, TestMessage, PROJECT};
+use rinit_test_support::worker::{while_publishing, GcsKind, TestEnv, TestMessage, PROJECT};
 use rinit_test_support::{ci, launch_as_pid1, root_dir, run, wait_for, TempDir};
 use rinit_test_support::{eventually, Proc, Rng};
 use serde_json::Value;
@@ -283,16 +283,10 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     };
 
     let mut rng = Rng::from_env("RINIT_PYWORKER_SEED");
-    let publishing = AtomicBool::new(true);
     let mut stops: Vec<(Round, [Stopped; 2])> = Vec::new();
-    let (ids, msgs) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| {
-            let topics: Vec<&str> = apps.iter().map(|a| a.topic.as_str()).collect();
-            publish_flow(&env, &topics, &publishing)
-        });
-        // Ends the flow however this closure ends: the scope waits for the
-        // publisher, so a failed assert below must not leave it running.
-        let stop_flow = StopFlow(&publishing);
+    let topics: Vec<&str> = apps.iter().map(|a| a.topic.as_str()).collect();
+    let publish = |publishing: &AtomicBool| publish_flow(&env, &topics, publishing);
+    let ((), (ids, msgs)) = while_publishing(publish, || {
         let rounds = std::iter::repeat_n(Round::Term, TERM_ROUNDS)
             .chain([Round::LostInPubsubOutage, Round::TermWhileStorageHangs]);
         for (n, round) in rounds.enumerate() {
@@ -342,8 +336,6 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
             }
             stops.push((round, stopped));
         }
-        drop(stop_flow);
-        publisher.join().expect("publisher thread")
     });
     eprintln!("published {} messages to each topic", ids[0].len());
 
@@ -486,15 +478,6 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
         "the tutorial worker stored no message twice over {} stops: the control shows nothing",
         stops.len()
     );
-}
-
-/// Clears the publishing flag when dropped.
-struct StopFlow<'a>(&'a AtomicBool);
-
-impl Drop for StopFlow<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
 }
 
 /// The flow: [`BACKLOG`] messages, then [`PER_TICK`] every 100 ms, the same

@@ -15,7 +15,7 @@ pub use containers::{
 };
 pub use emulators::{GcsKind, TestEnv, PROJECT};
 pub use gcs::ObjectInfo;
-pub use pubsub::{Flow, Pulled};
+pub use pubsub::{while_publishing, Flow, Pulled};
 
 use crate::docker::{assert_static, sibling_binary};
 use crate::process::Running;

@@ -152,9 +152,25 @@ pub struct Flow {
 }
 
 impl TestEnv {
+    /// Publishes `flow` to `topic` on a thread of its own while `body` runs
+    /// (see [`while_publishing`]). Returns what `body` returned, then the
+    /// IDs and the messages published, in order.
+    pub fn while_publishing<B>(
+        &self,
+        topic: &str,
+        flow: Flow,
+        body: impl FnOnce() -> B,
+    ) -> (B, Vec<String>, Vec<TestMessage>) {
+        let (b, (ids, msgs)) = while_publishing(
+            |publishing| self.publish_until(topic, flow, publishing),
+            body,
+        );
+        (b, ids, msgs)
+    }
+
     /// Publishes `flow` to `topic` until `publishing` is cleared. Returns
     /// the IDs and the messages, in order.
-    pub fn publish_until(
+    fn publish_until(
         &self,
         topic: &str,
         flow: Flow,
@@ -175,5 +191,34 @@ impl TestEnv {
             std::thread::sleep(flow.tick);
         }
         (ids, msgs)
+    }
+}
+
+/// Runs `publish` on a thread of its own while `body` runs on this one;
+/// returns both results. `publish` loops while the flag it is handed is
+/// set, and the flag is cleared when `body` ends, returning or panicking:
+/// the scope joins the publisher before a panic goes on, so a failed assert
+/// in `body` that left the flag set would hang the test instead of failing
+/// it.
+pub fn while_publishing<P: Send, B>(
+    publish: impl FnOnce(&AtomicBool) -> P + Send,
+    body: impl FnOnce() -> B,
+) -> (B, P) {
+    let publishing = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let publisher = scope.spawn(|| publish(&publishing));
+        let stop = StopOnDrop(&publishing);
+        let b = body();
+        drop(stop);
+        (b, publisher.join().expect("publisher thread"))
+    })
+}
+
+/// Clears the publishing flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
