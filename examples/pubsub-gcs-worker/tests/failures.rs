@@ -13,7 +13,9 @@
 //! and bucket on the emulators. Timings come from the worker's own log
 //! timestamps.
 
-use rinit_test_support::worker::{n, worker_bin, GcsKind, TestEnv, TestMessage, PROJECT};
+use rinit_test_support::worker::{
+    n, worker_bin, worker_vars, GcsKind, TestEnv, TestMessage, PROJECT,
+};
 use rinit_test_support::{eventually, free_port, tcp_server, Running, TempDir};
 use serde_json::Value;
 use std::ffi::CString;
@@ -29,13 +31,8 @@ fn worker(pubsub_host: &str, storage_host: &str, exit_after: &str) -> Command {
     let mut c = Command::new(worker_bin());
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PROJECT_ID", PROJECT)
-        .env("SUBSCRIPTION_ID", "sub-f")
-        .env("BUCKET_NAME", "bucket-f")
-        .env("PUBSUB_EMULATOR_HOST", pubsub_host)
-        .env("STORAGE_EMULATOR_HOST", storage_host)
+        .envs(worker_vars("sub-f", "bucket-f", pubsub_host, storage_host))
         .env("UNAVAILABLE_EXIT_AFTER", exit_after)
-        .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn,pubsub_gcs_worker=debug");
     c
 }
