@@ -20,7 +20,7 @@ use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::worker::{
     docker_setup, figures, n, start_worker, stop_cleanly, Flow, Replica,
 };
-use rinit_test_support::{wait_every, Rng};
+use rinit_test_support::Rng;
 use std::time::{Duration, Instant};
 
 /// `docker stop` rounds with messages flowing (the issue asks for >= 10).
@@ -124,12 +124,7 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
     };
     let c = start_worker(&env, &image, "worker-final", replica);
     let t0 = Instant::now();
-    wait_every(
-        &format!("{} objects in the bucket", ids.len()),
-        Duration::from_secs(240),
-        Duration::from_millis(500),
-        || (env.list_objects(BUCKET).len() >= ids.len()).then_some(()),
-    );
+    env.wait_objects(BUCKET, ids.len(), Duration::from_secs(240));
     eprintln!(
         "the last worker stored the rest in {} ms",
         t0.elapsed().as_millis()

@@ -393,12 +393,7 @@ fn production_path(names: Names, case: u8) {
         }
     });
     eprintln!("{test}: published {} messages", ids.len());
-    wait_every(
-        &format!("{} objects in the bucket", ids.len()),
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        || (env.list_objects(BUCKET).len() >= ids.len()).then_some(()),
-    );
+    env.wait_objects(BUCKET, ids.len(), Duration::from_secs(120));
 
     // A clean stop: rinit forwards SIGTERM, the worker drains and exits 0.
     c.stop(10);

@@ -368,9 +368,7 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     let [fixed, control] = &apps;
     let last = apps.each_ref().map(|a| start(a, stops.len()));
     let want = ids[0].len();
-    let all_named = eventually(Duration::from_secs(120), || {
-        env.list_objects(&fixed.bucket).len() >= want
-    });
+    let all_named = env.has_objects_within(&fixed.bucket, want, Duration::from_secs(120));
     // The control has no name to count by: wait until its bucket holds at
     // least one object per message and stops growing.
     let mut seen = (0, Instant::now());

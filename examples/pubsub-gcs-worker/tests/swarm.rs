@@ -408,12 +408,7 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     );
 
     // The last replicas store the rest, then the stack goes.
-    wait_every(
-        &format!("{} objects in the bucket", ids.len()),
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        || (env.list_objects(BUCKET).len() >= ids.len()).then_some(()),
-    );
+    env.wait_objects(BUCKET, ids.len(), Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
     let tasks_seen = tasks.tasks(&service);
     let from = now_ns();

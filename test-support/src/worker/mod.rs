@@ -24,6 +24,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The worker binary cargo built for the running test: integration tests
 /// run from `<target>/<triple>/<profile>/deps/`, the package's binaries sit
@@ -218,5 +219,16 @@ impl Running {
     /// The worker's summary line in this process's stderr.
     pub fn summary(&self) -> Value {
         summary(&self.lines().join("\n"))
+    }
+
+    /// SIGTERM, then what a clean stop shows: exit 0 within 30 s and a
+    /// consistent summary line, which is returned.
+    pub fn stop_clean(mut self) -> Value {
+        self.signal(libc::SIGTERM);
+        let st = self.wait(Duration::from_secs(30));
+        assert_eq!(st.code(), Some(0), "exit status after SIGTERM");
+        let s = self.summary();
+        assert_summary_consistent(&s);
+        s
     }
 }
