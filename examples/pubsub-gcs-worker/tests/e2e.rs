@@ -10,11 +10,9 @@ use rinit_test_support::worker::{
     assert_summary_consistent, n, pseudo_random_bytes, rinit_bin, worker_bin, GcsKind, TestEnv,
     TestMessage,
 };
-use rinit_test_support::{eventually, wait_every, Running};
+use rinit_test_support::{black_hole, eventually, wait_every, Running};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -219,32 +217,6 @@ fn storage_outage_nacks_then_recovers() {
     assert!(before_ids.iter().all(|id| !during_ids.contains(id)));
 }
 
-/// A storage endpoint that accepts connections and never answers: writes
-/// hang, so the drain cannot finish.
-fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind black hole");
-    let port = l.local_addr().expect("addr").port();
-    let h = std::thread::spawn(move || {
-        let mut held = Vec::new();
-        l.set_nonblocking(true).ok();
-        let end = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < end {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let mut buf = [0u8; 1024];
-                    s.set_nonblocking(true).ok();
-                    let _ = s.read(&mut buf);
-                    let _ = s.flush();
-                    let _ = s.write(&[]);
-                    held.push(s);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    (port, h)
-}
-
 /// TSTP makes the worker quiet (it stops pulling, finishes what it started
 /// and stays up; a TERM then exits 0 at once, nothing lost); a stuck write
 /// makes the drain time out (exit 3) or a second TERM abort it (exit 4), in
@@ -340,8 +312,9 @@ fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
     );
     assert!(!remaining.is_empty(), "TSTP came too late to test anything");
 
-    // 2. Writes that never finish: drain timeout -> exit 3, nothing acked.
-    let (port, _hole) = black_hole();
+    // 2. Writes that never finish (storage accepts connections and never
+    //    answers): drain timeout -> exit 3, nothing acked.
+    let port = black_hole();
     let run_stuck = |second_term: bool| -> (Option<i32>, Value) {
         let mut cmd = env.worker_command("sub-d", "bucket-d");
         cmd.env("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{port}"))

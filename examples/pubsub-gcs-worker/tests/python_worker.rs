@@ -42,7 +42,7 @@
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::procfs::{self, descendants};
 use rinit_test_support::worker::{while_publishing, GcsKind, TestEnv, TestMessage, PROJECT};
-use rinit_test_support::{ci, launch_as_pid1, root_dir, run, wait_for, TempDir};
+use rinit_test_support::{ci, launch_as_pid1, root_dir, run, run_ok, wait_for, TempDir};
 use rinit_test_support::{eventually, Proc, Rng};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -210,11 +210,10 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     // One venv with requirements.txt installed, as the buildpack does it
     // (from the app directory); both apps have the same requirements.
     let venv = tmp.join("venv");
-    let mk = run(
+    run_ok(
         Command::new("python3").arg("-m").arg("venv").arg(&venv),
         Duration::from_secs(120),
     );
-    assert!(mk.ok(), "python3 -m venv: {}", mk.stderr);
     let t0 = Instant::now();
     let mut pip = Command::new(venv.join("bin/pip"));
     pip.args(["install", "--disable-pip-version-check", "--no-index"])
@@ -227,13 +226,7 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PIP_")) {
         pip.env_remove(k);
     }
-    let pip = run(&mut pip, Duration::from_secs(300));
-    assert!(
-        pip.ok(),
-        "pip install -r requirements.txt: {}{}",
-        pip.stdout,
-        pip.stderr
-    );
+    let pip = run_ok(&mut pip, Duration::from_secs(300));
     assert!(
         pip.stdout.contains("rinit-0.1.0") && pip.stdout.contains("google-cloud-pubsub-"),
         "pip: {}",
@@ -612,7 +605,7 @@ fn rinit_phase(log: &str, phase: &str) -> Vec<Value> {
 /// `scripts/dist --out DIR wheel` (reusing the release build when scripts/test
 /// made it); returns the wheel's path.
 fn dist_wheel(out: &Path) -> PathBuf {
-    let res = run(
+    run_ok(
         Command::new(root_dir().join("scripts/dist"))
             .arg("--out")
             .arg(out)
@@ -621,7 +614,6 @@ fn dist_wheel(out: &Path) -> PathBuf {
             .env("RINIT_DIST_ALLOW_DIRTY", "1"),
         DIST_TIMEOUT,
     );
-    assert!(res.ok(), "scripts/dist wheel: {}{}", res.stdout, res.stderr);
     let wheels: Vec<PathBuf> = std::fs::read_dir(out)
         .expect("read dist dir")
         .map(|e| e.expect("dist entry").path())
