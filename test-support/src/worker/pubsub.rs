@@ -222,3 +222,38 @@ impl Drop for StopOnDrop<'_> {
         self.0.store(false, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::while_publishing;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A body that fails still stops the publisher: its panic comes out of
+    /// `while_publishing` at once, not after the publisher's own bound.
+    #[test]
+    fn a_panicking_body_stops_the_publisher() {
+        let stopped_by_flag = AtomicBool::new(false);
+        let t0 = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while_publishing(
+                |publishing| {
+                    while t0.elapsed() < Duration::from_secs(10) {
+                        if !publishing.load(Ordering::Relaxed) {
+                            stopped_by_flag.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                },
+                || panic!("a failed assert in the body"),
+            )
+        }));
+        assert!(result.is_err(), "the body's panic goes on");
+        assert!(
+            stopped_by_flag.load(Ordering::Relaxed),
+            "the publisher ran {:?}, to its own bound: the flag was never cleared",
+            t0.elapsed()
+        );
+    }
+}
