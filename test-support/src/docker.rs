@@ -366,7 +366,7 @@ static CONTAINERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Unix seconds a second ago: a `docker events --since` that cannot miss
 /// what happens next.
-fn events_since() -> u64 {
+pub(crate) fn events_since() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs().saturating_sub(1))

@@ -29,6 +29,6 @@ pub use ci::ci;
 pub use cmd::{launch_as_pid1, run, run_ok, try_run, Out};
 pub use fs::{root_dir, TempDir};
 pub use logs::{assert_clean_exit, json_lines, phase, text_field, text_phase};
-pub use process::{free_port, tcp_server, Proc, Running};
+pub use process::{black_hole, free_port, tcp_server, Proc, Running};
 pub use rng::Rng;
-pub use wait::{eventually, poll, wait_every, wait_for};
+pub use wait::{eventually, eventually_every, poll, wait_every, wait_for};

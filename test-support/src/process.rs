@@ -31,6 +31,13 @@ pub fn tcp_server(mut serve: impl FnMut(TcpStream) + Send + 'static) -> u16 {
     port
 }
 
+/// A TCP server on a free loopback port that accepts every connection and
+/// never answers, holding them open: a peer that hangs. Its port.
+pub fn black_hole() -> u16 {
+    let mut held = Vec::new();
+    tcp_server(move |s| held.push(s))
+}
+
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Proc {
     pub name: &'static str,

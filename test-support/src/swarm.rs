@@ -14,9 +14,9 @@
 //! Images are never resolved against a registry (`--resolve-image never`,
 //! `--no-resolve-image`): these machines reach none.
 
-use crate::docker::{docker, docker_ok};
+use crate::docker::{docker, docker_ok, events_since};
 use crate::fs::lock_file;
-use crate::{run, TempDir};
+use crate::{run_ok, TempDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -154,14 +154,7 @@ impl Stack {
             cmd.arg("-c").arg(f);
         }
         cmd.arg(&self.name).envs(vars.iter().copied());
-        let out = run(&mut cmd, crate::docker::CMD_TIMEOUT);
-        assert!(
-            out.ok(),
-            "docker stack deploy {}: {}{}",
-            self.name,
-            out.stdout,
-            out.stderr
-        );
+        run_ok(&mut cmd, crate::docker::CMD_TIMEOUT);
     }
 
     /// The full name of one of the stack's services.
@@ -272,9 +265,7 @@ impl Watch {
         // From a second ago: `docker events` subscribes asynchronously, and
         // `--since` replays what came before it did, so a deploy right after
         // this call is seen whole.
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs().saturating_sub(1));
+        let since = events_since();
         let mut events_proc = Command::new("docker")
             .args(["events", "--since", &since.to_string()])
             .args(["--filter", "type=container", "--filter"])

@@ -54,7 +54,16 @@ pub fn wait_every<T>(
 
 /// Polls `check` every 200 ms until it holds (`true`) or `timeout` passes
 /// (`false`), for a caller that asserts with its own message.
-pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub fn eventually(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    eventually_every(timeout, Duration::from_millis(200), check)
+}
+
+/// [`eventually`], polling every `every`.
+pub fn eventually_every(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
     let end = Instant::now() + timeout;
     loop {
         if check() {
@@ -63,6 +72,6 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         if Instant::now() > end {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(every);
     }
 }

@@ -142,7 +142,7 @@ pub struct Config {
     pub object_prefix: String,
     pub concurrency: usize,
     pub max_outstanding_messages: usize,
-    /// Bytes of message data held at once (see `worker::ByteBudget`).
+    /// Bytes of message data held at once (see `budget::ByteBudget`).
     pub max_outstanding_bytes: u64,
     pub drain_timeout: Duration,
     /// Where `drain_timeout` came from.

@@ -10,11 +10,11 @@
 //! budget in `budget`; the service checks in `health` and `probe`.
 
 pub mod config;
-pub mod health;
 pub mod probe;
 
 mod budget;
 mod clients;
+mod health;
 mod logging;
 mod shutdown;
 mod signals;
@@ -24,6 +24,8 @@ mod summary;
 mod task;
 mod worker;
 
+/// What a failed check found, as [`probe::PubsubProbe::check`] returns it.
+pub use health::Kind;
 pub use worker::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Parses the configuration, starts logging and the runtime, and runs the

@@ -20,8 +20,7 @@ use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::worker::{
     docker_setup, figures, n, start_worker, stop_cleanly, Flow, Replica,
 };
-use rinit_test_support::{wait_every, Rng};
-use std::sync::atomic::{AtomicBool, Ordering};
+use rinit_test_support::Rng;
 use std::time::{Duration, Instant};
 
 /// `docker stop` rounds with messages flowing (the issue asks for >= 10).
@@ -56,7 +55,6 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
     let slow = FaultProxy::tcp(env.gcs_port);
     slow.set_default(Fault::Delay(Duration::from_millis(25)));
     let slow_storage = format!("http://{}", slow.host());
-    let publishing = AtomicBool::new(true);
     let mut summaries = Vec::new();
     let mut shown = false;
     let flow = Flow {
@@ -64,10 +62,9 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
         per_tick: 5,
         tick: Duration::from_millis(100),
     };
-    let (ids, msgs) = std::thread::scope(|scope| {
-        // Messages flow for the whole test: a backlog first, so that every
-        // worker starts busy, then a small batch every 100 ms.
-        let publisher = scope.spawn(|| env.publish_until(TOPIC, flow, &publishing));
+    // Messages flow for the whole test: a backlog first, so that every
+    // worker starts busy, then a small batch every 100 ms.
+    let ((), ids, msgs) = env.while_publishing(TOPIC, flow, || {
         for round in 1..=ROUNDS {
             let replica = Replica {
                 subscription: SUB,
@@ -103,8 +100,6 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
             }
             summaries.push(s);
         }
-        publishing.store(false, Ordering::Relaxed);
-        publisher.join().expect("publisher thread")
     });
     eprintln!("published {} messages over {ROUNDS} rounds", ids.len());
     // Each stop must have cut into work: writes in flight, or leased
@@ -129,12 +124,7 @@ fn docker_stop_at_random_moments_stores_every_message_exactly_once() {
     };
     let c = start_worker(&env, &image, "worker-final", replica);
     let t0 = Instant::now();
-    wait_every(
-        &format!("{} objects in the bucket", ids.len()),
-        Duration::from_secs(240),
-        Duration::from_millis(500),
-        || (env.list_objects(BUCKET).len() >= ids.len()).then_some(()),
-    );
+    env.wait_objects(BUCKET, ids.len(), Duration::from_secs(240));
     eprintln!(
         "the last worker stored the rest in {} ms",
         t0.elapsed().as_millis()

@@ -7,7 +7,7 @@
 //! The start line is read before any connection matters: both emulator
 //! hosts point at a closed port.
 
-use rinit_test_support::worker::{rinit_bin, worker_bin, PROJECT};
+use rinit_test_support::worker::{rinit_bin, worker_bin, worker_vars};
 use rinit_test_support::Running;
 use serde_json::Value;
 use std::process::Command;
@@ -17,12 +17,12 @@ use std::time::Duration;
 fn configure(c: &mut Command) {
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PROJECT_ID", PROJECT)
-        .env("SUBSCRIPTION_ID", "sub-b")
-        .env("BUCKET_NAME", "bucket-b")
-        .env("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")
-        .env("STORAGE_EMULATOR_HOST", "127.0.0.1:9")
-        .env("LOG_FORMAT", "json");
+        .envs(worker_vars(
+            "sub-b",
+            "bucket-b",
+            "127.0.0.1:9",
+            "127.0.0.1:9",
+        ));
 }
 
 /// The worker alone, with `vars` set.

@@ -10,11 +10,9 @@ use rinit_test_support::worker::{
     assert_summary_consistent, n, pseudo_random_bytes, rinit_bin, worker_bin, GcsKind, TestEnv,
     TestMessage,
 };
-use rinit_test_support::{eventually, wait_every, Running};
+use rinit_test_support::{black_hole, eventually, wait_every, Running};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -69,19 +67,6 @@ fn assert_content_types(env: &TestEnv, bucket: &str, ids: &[String], msgs: &[Tes
     }
 }
 
-fn wait_objects(env: &TestEnv, bucket: &str, count: usize, timeout: Duration) {
-    let ok = eventually(timeout, || env.list_objects(bucket).len() >= count);
-    let have = env.list_objects(bucket).len();
-    assert!(ok, "only {have} of {count} objects after {timeout:?}");
-}
-
-fn stop_and_summary(mut w: Running) -> Value {
-    w.signal(libc::SIGTERM);
-    let st = w.wait(Duration::from_secs(30));
-    assert_eq!(st.code(), Some(0), "worker exit status");
-    w.summary()
-}
-
 fn store_scenario(kind: GcsKind, with_large: bool) {
     let Some(mut env) = TestEnv::start(kind) else {
         return;
@@ -92,12 +77,11 @@ fn store_scenario(kind: GcsKind, with_large: bool) {
     let ids = env.publish("topic-a", &msgs);
 
     let w = Running::spawn("worker", env.worker_command("sub-a", "bucket-a"));
-    wait_objects(&env, "bucket-a", ids.len(), Duration::from_secs(120));
+    env.wait_objects("bucket-a", ids.len(), Duration::from_secs(120));
     // Let the acks reach the emulator before the stop (not required for
     // correctness: the drain flushes them too).
     std::thread::sleep(Duration::from_millis(500));
-    let s = stop_and_summary(w);
-    assert_summary_consistent(&s);
+    let s = w.stop_clean();
     assert_eq!(n(&s, "created"), ids.len() as u64, "{s}");
     env.assert_stored_exactly_once("bucket-a", "sub-a", &ids, &msgs);
     if kind == GcsKind::GcpStorageEmulator {
@@ -148,10 +132,9 @@ fn redelivered_messages_do_not_duplicate_or_overwrite() {
     );
 
     let w = Running::spawn("worker", env.worker_command("sub-r", "bucket-r"));
-    wait_objects(&env, "bucket-r", ids.len(), Duration::from_secs(60));
+    env.wait_objects("bucket-r", ids.len(), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
-    let s = stop_and_summary(w);
-    assert_summary_consistent(&s);
+    let s = w.stop_clean();
     assert_eq!(n(&s, "already_present"), 2, "{s}");
     assert_eq!(n(&s, "created"), 10, "{s}");
 
@@ -191,7 +174,7 @@ fn storage_outage_nacks_then_recovers() {
         .map(|i| TestMessage::new(format!("before {i}")))
         .collect();
     let before_ids = env.publish("topic-o", &before);
-    wait_objects(&env, "bucket-o", 10, Duration::from_secs(60));
+    env.wait_objects("bucket-o", 10, Duration::from_secs(60));
 
     env.stop_gcs();
     let during: Vec<_> = (0..20)
@@ -225,40 +208,13 @@ fn storage_outage_nacks_then_recovers() {
     // before the outage; those messages were acked then and must not come
     // back, so the bucket ends up holding exactly the outage messages.
     env.restart_gcs();
-    wait_objects(&env, "bucket-o", during_ids.len(), Duration::from_secs(120));
+    env.wait_objects("bucket-o", during_ids.len(), Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(500));
-    let s = stop_and_summary(w);
-    assert_summary_consistent(&s);
+    let s = w.stop_clean();
     assert!(n(&s, "nacked_write_failed") >= 10, "{s}");
     assert_eq!(n(&s, "created"), 30, "{s}");
     env.assert_stored_exactly_once("bucket-o", "sub-o", &during_ids, &during);
     assert!(before_ids.iter().all(|id| !during_ids.contains(id)));
-}
-
-/// A storage endpoint that accepts connections and never answers: writes
-/// hang, so the drain cannot finish.
-fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind black hole");
-    let port = l.local_addr().expect("addr").port();
-    let h = std::thread::spawn(move || {
-        let mut held = Vec::new();
-        l.set_nonblocking(true).ok();
-        let end = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < end {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let mut buf = [0u8; 1024];
-                    s.set_nonblocking(true).ok();
-                    let _ = s.read(&mut buf);
-                    let _ = s.flush();
-                    let _ = s.write(&[]);
-                    held.push(s);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    (port, h)
 }
 
 /// TSTP makes the worker quiet (it stops pulling, finishes what it started
@@ -289,7 +245,7 @@ fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
         .env("MAX_OUTSTANDING_MESSAGES", "10")
         .env("STORAGE_EMULATOR_HOST", format!("http://{}", slow.host()));
     let mut w = Running::spawn("worker-tstp", cmd);
-    wait_objects(&env, "bucket-d", 5, Duration::from_secs(60));
+    env.wait_objects("bucket-d", 5, Duration::from_secs(60));
     w.signal(libc::SIGTSTP);
     assert!(
         w.wait_for_line(Duration::from_secs(10), |l| l.contains("quiet and idle"))
@@ -356,8 +312,9 @@ fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
     );
     assert!(!remaining.is_empty(), "TSTP came too late to test anything");
 
-    // 2. Writes that never finish: drain timeout -> exit 3, nothing acked.
-    let (port, _hole) = black_hole();
+    // 2. Writes that never finish (storage accepts connections and never
+    //    answers): drain timeout -> exit 3, nothing acked.
+    let port = black_hole();
     let run_stuck = |second_term: bool| -> (Option<i32>, Value) {
         let mut cmd = env.worker_command("sub-d", "bucket-d");
         cmd.env("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{port}"))
@@ -394,10 +351,9 @@ fn tstp_quiets_and_stuck_writes_are_abandoned_unacked() {
     // The abandoned messages were not acked: they come back once their
     // lease (10 s) runs out, and a healthy worker stores everything.
     let w = Running::spawn("worker-final", env.worker_command("sub-d", "bucket-d"));
-    wait_objects(&env, "bucket-d", ids.len(), Duration::from_secs(120));
+    env.wait_objects("bucket-d", ids.len(), Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(500));
-    let s = stop_and_summary(w);
-    assert_summary_consistent(&s);
+    w.stop_clean();
     let names: BTreeSet<_> = env
         .list_objects("bucket-d")
         .into_iter()
@@ -429,7 +385,7 @@ fn under_rinit_pid1(env: &TestEnv, (sub, bucket): (&str, &str), rinit_args: &[&s
     cmd.env("CONCURRENCY", "4")
         .env("MAX_OUTSTANDING_MESSAGES", "40");
     let w = Running::spawn("rinit+worker", cmd);
-    wait_objects(env, bucket, 20, Duration::from_secs(90));
+    env.wait_objects(bucket, 20, Duration::from_secs(90));
     // unshare --fork forks rinit (PID 1 inside), rinit the worker.
     let rinit = children(w.pid() as i32)
         .first()
@@ -468,10 +424,9 @@ fn restart_stores_the_rest(
     s1: &Value,
 ) {
     let w2 = Running::spawn("worker-restart", env.worker_command(sub, bucket));
-    wait_objects(env, bucket, ids.len(), Duration::from_secs(180));
+    env.wait_objects(bucket, ids.len(), Duration::from_secs(180));
     std::thread::sleep(Duration::from_millis(500));
-    let s2 = stop_and_summary(w2);
-    assert_summary_consistent(&s2);
+    let s2 = w2.stop_clean();
     assert_eq!(
         n(s1, "created") + n(&s2, "created"),
         ids.len() as u64,
@@ -539,7 +494,7 @@ fn cloud_run_maintenance_under_rinit_pid1_quiets_pauses_and_resumes() {
         "the worker did not resume within 5 s of SIGCONT"
     );
     assert_ne!(proc_state(worker), 'T', "the worker is still stopped");
-    wait_objects(&env, "bucket-m", ids.len(), Duration::from_secs(120));
+    env.wait_objects("bucket-m", ids.len(), Duration::from_secs(120));
     eprintln!("all stored {:?} after SIGCONT", cont_at.elapsed());
     assert!(
         w.running(),
@@ -675,7 +630,7 @@ fn unstorable_messages_are_held_not_spun() {
         .map(|i| TestMessage::new(format!("nowhere {i}")))
         .collect();
     let ids = env.publish("topic-u", &msgs);
-    let mut w = Running::spawn("worker", env.worker_command("sub-u", "no-such-bucket"));
+    let w = Running::spawn("worker", env.worker_command("sub-u", "no-such-bucket"));
     let unstorable = |w: &Running| {
         w.lines()
             .into_iter()
@@ -695,10 +650,7 @@ fn unstorable_messages_are_held_not_spun() {
             "{id} not logged: {lines:?}"
         );
     }
-    w.signal(libc::SIGTERM);
-    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
-    let s = w.summary();
-    assert_summary_consistent(&s);
+    let s = w.stop_clean();
     assert_eq!(n(&s, "acked"), 0, "{s}");
     assert_eq!(n(&s, "nacked_unstorable"), 3, "{s}");
     // A subscription that does not exist is a runtime failure: exit 1 with

@@ -13,8 +13,10 @@
 //! and bucket on the emulators. Timings come from the worker's own log
 //! timestamps.
 
-use rinit_test_support::worker::{n, worker_bin, GcsKind, TestEnv, TestMessage, PROJECT};
-use rinit_test_support::{eventually, free_port, tcp_server, Running, TempDir};
+use rinit_test_support::worker::{
+    n, worker_bin, worker_vars, GcsKind, TestEnv, TestMessage, PROJECT,
+};
+use rinit_test_support::{black_hole, eventually, free_port, tcp_server, Running, TempDir};
 use serde_json::Value;
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -29,13 +31,8 @@ fn worker(pubsub_host: &str, storage_host: &str, exit_after: &str) -> Command {
     let mut c = Command::new(worker_bin());
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PROJECT_ID", PROJECT)
-        .env("SUBSCRIPTION_ID", "sub-f")
-        .env("BUCKET_NAME", "bucket-f")
-        .env("PUBSUB_EMULATOR_HOST", pubsub_host)
-        .env("STORAGE_EMULATOR_HOST", storage_host)
+        .envs(worker_vars("sub-f", "bucket-f", pubsub_host, storage_host))
         .env("UNAVAILABLE_EXIT_AFTER", exit_after)
-        .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn,pubsub_gcs_worker=debug");
     c
 }
@@ -53,15 +50,6 @@ fn at(v: &Value) -> f64 {
             .expect("hh:mm:ss")
     };
     field() * 3600.0 + field() * 60.0 + field()
-}
-
-/// Lines whose message is exactly `message`.
-fn with_message(lines: &[Value], message: &str) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|v| v["message"] == message)
-        .cloned()
-        .collect()
 }
 
 /// Waits for the first line with `message`.
@@ -152,7 +140,7 @@ impl Against {
             "exit status after UNAVAILABLE_EXIT_AFTER"
         );
         let lines = w.json_lines();
-        let reports = with_message(&lines, &unavailable(kind));
+        let reports = w.messages(&unavailable(kind));
         let times: Vec<f64> = reports.iter().map(at).collect();
         // 6 s of outage: reports at ~0, 1, 3 s, and the probe at the 6 s bound.
         assert!(
@@ -169,9 +157,8 @@ impl Against {
                 pair[1] - pair[0]
             );
         }
-        let started = at(&with_message(&lines, "worker started")[0]);
-        let give_up = with_message(
-            &lines,
+        let started = at(&w.messages("worker started")[0]);
+        let give_up = w.messages(
             "Pub/Sub unusable for longer than UNAVAILABLE_EXIT_AFTER; exiting so that the platform \
              restarts the worker and alerts",
         );
@@ -260,12 +247,6 @@ fn pubsub_connection_refused_is_reported_then_exits_1() {
     p.reports_then_exits_1("connection_refused", "WARNING", "connection refused");
 }
 
-/// A TCP server that accepts connections and never answers.
-fn black_hole() -> u16 {
-    let mut held = Vec::new();
-    tcp_server(move |s| held.push(s))
-}
-
 /// No answer at all (the connection is accepted, nothing comes back): the
 /// probe's 4 s deadline makes it a WARN `timeout` line within 5 s.
 #[test]
@@ -340,7 +321,7 @@ fn pubsub_401_and_403_are_error_lines_and_exit_1() {
         assert_first_report(&w, &message, "ERROR", &endpoint, &status.to_string());
         assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(1));
         let lines = w.json_lines();
-        let failed = with_message(&lines, "cannot receive messages");
+        let failed = w.messages("cannot receive messages");
         assert_eq!(failed.len(), 1, "{lines:#?}");
         assert_eq!(failed[0]["endpoint"], endpoint.as_str());
         assert_eq!(w.summary()["reason"], "stream failure");
@@ -459,7 +440,7 @@ fn storage_outage_is_one_line_per_period_then_recovers() {
     assert_eq!(first["resource"], "bucket bucket-s");
     std::thread::sleep(Duration::from_secs(6));
     let lines = w.json_lines();
-    let reports = with_message(&lines, message);
+    let reports = w.messages(message);
     let attempts = lines
         .iter()
         .filter(|v| v["message"] == "write attempt failed")

@@ -19,13 +19,10 @@
 
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::procfs::cpu_time;
-use rinit_test_support::worker::{
-    assert_summary_consistent, mixed_message, n, Flow, TestEnv, TestMessage,
-};
+use rinit_test_support::worker::{mixed_message, n, Flow, TestEnv, TestMessage};
 use rinit_test_support::{wait_every, Running};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The most CPU the worker may use while a service is down, as a share of
@@ -198,16 +195,6 @@ fn wait_acked(w: &Running, ids: &[String], timeout: Duration) -> Duration {
     t0.elapsed()
 }
 
-/// SIGTERM: exit 0 and a consistent summary, which is returned.
-fn stop(mut w: Running) -> Value {
-    w.signal(libc::SIGTERM);
-    let st = w.wait(Duration::from_secs(30));
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM");
-    let s = w.summary();
-    assert_summary_consistent(&s);
-    s
-}
-
 /// One storage fault, held for `window` from the worker's first write with
 /// a backlog waiting: nothing can be confirmed stored during it; then the
 /// proxy passes again and every message is stored exactly once.
@@ -266,7 +253,7 @@ fn storage_fault(f: StorageFault) -> Option<Outcome> {
     );
     // Let the library send the last acks before the stop.
     std::thread::sleep(Duration::from_millis(500));
-    let s = stop(w);
+    let s = w.stop_clean();
     eprintln!("{}: summary {s}", f.what);
     let row = Row {
         what: f.what,
@@ -431,14 +418,12 @@ fn pubsub_stream_cut_mid_flight() {
     let storage = FaultProxy::http(env.gcs_port);
     // Each write held 100 ms: writes are in flight when a cut lands.
     storage.set_default(Fault::Delay(Duration::from_millis(100)));
-    let publishing = AtomicBool::new(true);
     let flow = Flow {
         backlog: 20,
         per_tick: 4,
         tick: Duration::from_millis(100),
     };
-    let (w, ids, msgs, cpu, healed) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| env.publish_until(TOPIC, flow, &publishing));
+    let ((w, cpu, healed), ids, msgs) = env.while_publishing(TOPIC, flow, || {
         let w = start_worker(
             &env,
             &pubsub.host(),
@@ -463,9 +448,7 @@ fn pubsub_stream_cut_mid_flight() {
         pubsub.heal();
         let healed = Instant::now();
         std::thread::sleep(Duration::from_secs(2));
-        publishing.store(false, Ordering::Relaxed);
-        let (ids, msgs) = publisher.join().expect("publisher thread");
-        (w, ids, msgs, cpu, healed)
+        (w, cpu, healed)
     });
     eprintln!("published {} messages", ids.len());
     let row = Row {
@@ -574,7 +557,7 @@ fn assert_pubsub_recovered_exactly_once(
         recovery.as_millis()
     );
     std::thread::sleep(Duration::from_millis(500));
-    let s = stop(w);
+    let s = w.stop_clean();
     eprintln!("summary {s}");
     row.finish(env, ids, recovery, &s);
     env.assert_stored_exactly_once(BUCKET, SUB, ids, msgs);

@@ -4,10 +4,10 @@
 //! at once (fake-gcs-server answers too fast to see any overlap).
 
 use rinit_test_support::worker::{n, pseudo_random_bytes, GcsKind, TestEnv, TestMessage};
-use rinit_test_support::{eventually, Running};
+use rinit_test_support::{eventually, tcp_server, Running};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,15 +39,11 @@ struct SlowStorage {
 impl SlowStorage {
     /// `big`: a body above this size must be the only upload in progress.
     fn start(big: usize) -> SlowStorage {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind the storage stand-in");
-        let port = l.local_addr().expect("local addr").port();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let s = seen.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || serve(conn, &s, big));
-            }
+        let port = tcp_server(move |conn| {
+            let s = s.clone();
+            std::thread::spawn(move || serve(conn, &s, big));
         });
         SlowStorage { port, seen }
     }

@@ -8,8 +8,8 @@
 
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 use pubsub_gcs_worker::config::Endpoint;
-use pubsub_gcs_worker::health::Kind;
 use pubsub_gcs_worker::probe::PubsubProbe;
+use pubsub_gcs_worker::Kind;
 use rinit_test_support::free_port;
 use rinit_test_support::worker::{TestEnv, PROJECT};
 

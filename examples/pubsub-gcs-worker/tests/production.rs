@@ -51,10 +51,10 @@ mod fakes;
 use docker_support::{build_text, engine, static_base, Container};
 use fakes::{Certs, Dnsmasq, MetadataServer, Nginx, Upstreams};
 use rinit_test_support::worker::{
-    assert_summary_consistent, pseudo_random_bytes, worker_image_on, GcsKind, TestEnv, TestMessage,
-    PROJECT,
+    assert_summary_consistent, n, pseudo_random_bytes, while_publishing, worker_image_on, GcsKind,
+    TestEnv, TestMessage, PROJECT,
 };
-use rinit_test_support::{run, wait_every, TempDir};
+use rinit_test_support::{ci, run, wait_every, TempDir};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -82,10 +82,6 @@ enum Names {
     HostsFile,
     /// dnsmasq on loopback, named by the container's /etc/resolv.conf.
     Dns,
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// The programs this test needs (scripts/setup installs them). Missing ones
@@ -174,11 +170,6 @@ fn text_summary(logs: &str) -> Value {
         }
     }
     v
-}
-
-fn num(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("summary has no {k}: {v}"))
 }
 
 /// `curl` through nginx to `host` (resolved to `ip` by curl itself, checked
@@ -375,33 +366,25 @@ fn production_path(names: Names, case: u8) {
     );
 
     // Messages flow for PUBLISH_FOR, across token refreshes.
-    let publishing = AtomicBool::new(true);
-    let (ids, msgs) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| {
-            let (mut ids, mut msgs) = (Vec::new(), Vec::new());
-            let mut i = 0u64;
-            while publishing.load(Ordering::Relaxed) {
-                let batch: Vec<_> = (i..i + 4).map(message).collect();
-                i += 4;
-                ids.extend(env.publish(TOPIC, &batch));
-                msgs.extend(batch);
-                std::thread::sleep(Duration::from_millis(400));
-            }
-            (ids, msgs)
-        });
+    let publish = |publishing: &AtomicBool| {
+        let (mut ids, mut msgs) = (Vec::new(), Vec::new());
+        let mut i = 0u64;
+        while publishing.load(Ordering::Relaxed) {
+            let batch: Vec<_> = (i..i + 4).map(message).collect();
+            i += 4;
+            ids.extend(env.publish(TOPIC, &batch));
+            msgs.extend(batch);
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        (ids, msgs)
+    };
+    let ((), (ids, msgs)) = while_publishing(publish, || {
         while t_start.elapsed() < PUBLISH_FOR {
             std::thread::sleep(Duration::from_millis(200));
         }
-        publishing.store(false, Ordering::Relaxed);
-        publisher.join().expect("publisher thread")
     });
     eprintln!("{test}: published {} messages", ids.len());
-    wait_every(
-        &format!("{} objects in the bucket", ids.len()),
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        || (env.list_objects(BUCKET).len() >= ids.len()).then_some(()),
-    );
+    env.wait_objects(BUCKET, ids.len(), Duration::from_secs(120));
 
     // A clean stop: rinit forwards SIGTERM, the worker drains and exits 0.
     c.stop(10);
@@ -409,13 +392,13 @@ fn production_path(names: Names, case: u8) {
     assert_eq!(c.state().exit_code, 0, "exit code; docker logs:\n{logs}");
     let s = text_summary(&logs);
     assert_summary_consistent(&s);
-    assert_eq!(num(&s, "exit_code"), 0, "{s}");
+    assert_eq!(n(&s, "exit_code"), 0, "{s}");
     assert_eq!(
-        num(&s, "created"),
+        n(&s, "created"),
         ids.len() as u64,
         "one creation per message: {s}"
     );
-    assert_eq!(num(&s, "nacked_write_failed"), 0, "{s}");
+    assert_eq!(n(&s, "nacked_write_failed"), 0, "{s}");
     let trouble: Vec<&str> = logs
         .lines()
         .filter(|l| !l.contains(" rinit ") && (l.contains(" WARN ") || l.contains(" ERROR ")))

@@ -41,8 +41,8 @@
 
 use rinit_test_support::faultproxy::{Fault, FaultProxy};
 use rinit_test_support::procfs::{self, descendants};
-use rinit_test_support::worker::{GcsKind, TestEnv, TestMessage, PROJECT};
-use rinit_test_support::{ci, launch_as_pid1, root_dir, run, wait_for, TempDir};
+use rinit_test_support::worker::{while_publishing, GcsKind, TestEnv, TestMessage, PROJECT};
+use rinit_test_support::{ci, launch_as_pid1, root_dir, run, run_ok, wait_for, TempDir};
 use rinit_test_support::{eventually, Proc, Rng};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -210,11 +210,10 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     // One venv with requirements.txt installed, as the buildpack does it
     // (from the app directory); both apps have the same requirements.
     let venv = tmp.join("venv");
-    let mk = run(
+    run_ok(
         Command::new("python3").arg("-m").arg("venv").arg(&venv),
         Duration::from_secs(120),
     );
-    assert!(mk.ok(), "python3 -m venv: {}", mk.stderr);
     let t0 = Instant::now();
     let mut pip = Command::new(venv.join("bin/pip"));
     pip.args(["install", "--disable-pip-version-check", "--no-index"])
@@ -227,13 +226,7 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PIP_")) {
         pip.env_remove(k);
     }
-    let pip = run(&mut pip, Duration::from_secs(300));
-    assert!(
-        pip.ok(),
-        "pip install -r requirements.txt: {}{}",
-        pip.stdout,
-        pip.stderr
-    );
+    let pip = run_ok(&mut pip, Duration::from_secs(300));
     assert!(
         pip.stdout.contains("rinit-0.1.0") && pip.stdout.contains("google-cloud-pubsub-"),
         "pip: {}",
@@ -283,16 +276,10 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     };
 
     let mut rng = Rng::from_env("RINIT_PYWORKER_SEED");
-    let publishing = AtomicBool::new(true);
     let mut stops: Vec<(Round, [Stopped; 2])> = Vec::new();
-    let (ids, msgs) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| {
-            let topics: Vec<&str> = apps.iter().map(|a| a.topic.as_str()).collect();
-            publish_flow(&env, &topics, &publishing)
-        });
-        // Ends the flow however this closure ends: the scope waits for the
-        // publisher, so a failed assert below must not leave it running.
-        let stop_flow = StopFlow(&publishing);
+    let topics: Vec<&str> = apps.iter().map(|a| a.topic.as_str()).collect();
+    let publish = |publishing: &AtomicBool| publish_flow(&env, &topics, publishing);
+    let ((), (ids, msgs)) = while_publishing(publish, || {
         let rounds = std::iter::repeat_n(Round::Term, TERM_ROUNDS)
             .chain([Round::LostInPubsubOutage, Round::TermWhileStorageHangs]);
         for (n, round) in rounds.enumerate() {
@@ -342,8 +329,6 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
             }
             stops.push((round, stopped));
         }
-        drop(stop_flow);
-        publisher.join().expect("publisher thread")
     });
     eprintln!("published {} messages to each topic", ids[0].len());
 
@@ -376,9 +361,7 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
     let [fixed, control] = &apps;
     let last = apps.each_ref().map(|a| start(a, stops.len()));
     let want = ids[0].len();
-    let all_named = eventually(Duration::from_secs(120), || {
-        env.list_objects(&fixed.bucket).len() >= want
-    });
+    let all_named = env.has_objects_within(&fixed.bucket, want, Duration::from_secs(120));
     // The control has no name to count by: wait until its bucket holds at
     // least one object per message and stops growing.
     let mut seen = (0, Instant::now());
@@ -486,15 +469,6 @@ fn python_worker_under_rinit_loses_and_duplicates_nothing_where_the_tutorial_dup
         "the tutorial worker stored no message twice over {} stops: the control shows nothing",
         stops.len()
     );
-}
-
-/// Clears the publishing flag when dropped.
-struct StopFlow<'a>(&'a AtomicBool);
-
-impl Drop for StopFlow<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
 }
 
 /// The flow: [`BACKLOG`] messages, then [`PER_TICK`] every 100 ms, the same
@@ -631,7 +605,7 @@ fn rinit_phase(log: &str, phase: &str) -> Vec<Value> {
 /// `scripts/dist --out DIR wheel` (reusing the release build when scripts/test
 /// made it); returns the wheel's path.
 fn dist_wheel(out: &Path) -> PathBuf {
-    let res = run(
+    run_ok(
         Command::new(root_dir().join("scripts/dist"))
             .arg("--out")
             .arg(out)
@@ -640,7 +614,6 @@ fn dist_wheel(out: &Path) -> PathBuf {
             .env("RINIT_DIST_ALLOW_DIRTY", "1"),
         DIST_TIMEOUT,
     );
-    assert!(res.ok(), "scripts/dist wheel: {}{}", res.stdout, res.stderr);
     let wheels: Vec<PathBuf> = std::fs::read_dir(out)
         .expect("read dist dir")
         .map(|e| e.expect("dist entry").path())

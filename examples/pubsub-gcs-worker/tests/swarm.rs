@@ -36,7 +36,6 @@ use rinit_test_support::{
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 const STACK: &str = "rinit-swarm";
@@ -115,16 +114,6 @@ impl Drop for Tags {
         for t in &self.0 {
             let _ = docker(&["rmi", t]);
         }
-    }
-}
-
-/// Clears the flag on drop: the publisher stops when the steps end,
-/// panicking or not.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -350,12 +339,8 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     assert_eq!(spec["UpdateConfig"]["Parallelism"], 1, "{spec}");
     assert_eq!(spec["UpdateConfig"]["Order"], "start-first", "{spec}");
 
-    let publishing = AtomicBool::new(true);
     let mut steps: Vec<Step> = Vec::new();
-    let (ids, msgs) = std::thread::scope(|scope| {
-        let publisher = scope.spawn(|| env.publish_until(TOPIC, FLOW, &publishing));
-        // A failed step ends the flow too, or the scope would wait for it.
-        let _stop = StopOnDrop(&publishing);
+    let ((), ids, msgs) = env.while_publishing(TOPIC, FLOW, || {
         let mut step = |name: String, stops: usize, act: &dyn Fn(u128)| {
             std::thread::sleep(SETTLE);
             let from = now_ns();
@@ -415,8 +400,6 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
                 wait_live(&watch, "three replicas", REPLICAS, |_| true);
             });
         }
-        publishing.store(false, Ordering::Relaxed);
-        publisher.join().expect("publisher thread")
     });
     eprintln!(
         "{} messages published over {} steps",
@@ -425,12 +408,7 @@ fn swarm_rolls_scales_and_removes_the_worker_without_losing_a_message() {
     );
 
     // The last replicas store the rest, then the stack goes.
-    wait_every(
-        &format!("{} objects in the bucket", ids.len()),
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        || (env.list_objects(BUCKET).len() >= ids.len()).then_some(()),
-    );
+    env.wait_objects(BUCKET, ids.len(), Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
     let tasks_seen = tasks.tasks(&service);
     let from = now_ns();

@@ -3,7 +3,7 @@
 //! clean, for the worker's tests/docker.rs (stops at random moments); its
 //! image for tests/swarm.rs too.
 
-use super::{assert_summary_consistent, n, summary, TestEnv, PROJECT};
+use super::{assert_summary_consistent, n, summary, worker_vars, TestEnv};
 use crate::docker::{build, engine, static_base, Container};
 use crate::{assert_clean_exit, root_dir, wait_every, TempDir};
 use serde_json::Value;
@@ -61,21 +61,16 @@ pub fn start_worker(env: &TestEnv, image: &str, label: &str, replica: Replica) -
         storage,
         concurrency,
     } = replica;
-    let vars = [
-        format!("PROJECT_ID={PROJECT}"),
-        format!("SUBSCRIPTION_ID={sub}"),
-        format!("BUCKET_NAME={bucket}"),
-        format!("PUBSUB_EMULATOR_HOST={}", env.pubsub_host()),
-        format!("STORAGE_EMULATOR_HOST={storage}"),
-        "LOG_FORMAT=json".to_string(),
-        "LEASE_EXTENSION=10s".to_string(),
-        format!("CONCURRENCY={concurrency}"),
-        format!("MAX_OUTSTANDING_MESSAGES={}", concurrency * 10),
-    ];
+    let mut vars = worker_vars(sub, bucket, &env.pubsub_host(), storage);
+    vars.extend([
+        ("LEASE_EXTENSION", "10s".to_string()),
+        ("CONCURRENCY", concurrency.to_string()),
+        ("MAX_OUTSTANDING_MESSAGES", (concurrency * 10).to_string()),
+    ]);
     let mut args: Vec<String> = Vec::new();
-    for v in vars {
+    for (k, v) in vars {
         args.push("-e".into());
-        args.push(v);
+        args.push(format!("{k}={v}"));
     }
     args.push(image.to_string());
     let c = Container::run(label, &args);

@@ -1,18 +1,18 @@
 //! The emulators, started fresh for each test on free loopback ports: the
 //! official Pub/Sub emulator (Debian package, with the grpc shim when its
 //! jar needs it) and a GCS emulator from the project-local venv
-//! (scripts/emulators.sh installs both). Each is killed by PID when its
-//! [`TestEnv`] is dropped, also when a test panics.
+//! (scripts/emulators.sh installs both, and builds the shim). Each is
+//! killed by PID when its [`TestEnv`] is dropped, also when a test panics.
 //!
 //! The API is synchronous (an internal current-thread runtime drives
 //! reqwest), so tests are plain `#[test]` functions.
 
 use crate::process::{free_port, Proc};
-use crate::{ci, root_dir};
+use crate::{ci, root_dir, run_ok};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which GCS emulator to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,33 +27,27 @@ pub enum GcsKind {
 /// Paths of the installed emulators.
 struct Installed {
     pubsub_jar: PathBuf,
+    /// The grpc shim's classes, put before the jar when it needs them.
+    shim: Option<PathBuf>,
     fake_gcs: PathBuf,
     gcp_storage_emulator: PathBuf,
 }
 
-/// Runs `scripts/emulators.sh install` (idempotent, locked) and finds the
-/// binaries. `Err` when the Pub/Sub emulator is missing.
+/// Runs `scripts/emulators.sh install` (idempotent, locked; it builds the
+/// Pub/Sub emulator's grpc shim once, if its jar needs one) and finds the
+/// binaries. `Err` when the Pub/Sub emulator or java is missing.
 fn installed() -> Result<Installed, String> {
     let script = root_dir().join("scripts/emulators.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("install")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        panic!(
-            "{} install failed: {}{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("paths")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // A first install pip-installs the GCS emulators.
+    run_ok(
+        Command::new("bash").arg(&script).arg("install"),
+        Duration::from_secs(600),
+    );
+    let text = run_ok(
+        Command::new("bash").arg(&script).arg("paths"),
+        Duration::from_secs(60),
+    )
+    .stdout;
     let get = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -65,43 +59,16 @@ fn installed() -> Result<Installed, String> {
         "the Pub/Sub emulator is not installed (Debian package google-cloud-cli-pubsub-emulator)"
             .to_string()
     })?;
-    if Command::new("java").arg("-version").output().is_err() {
+    if get("java").is_none() {
         return Err("java is not installed (needed by the Pub/Sub emulator)".into());
     }
     Ok(Installed {
         pubsub_jar,
+        shim: get("shim"),
         fake_gcs: get("fake_gcs").expect("fake-gcs-server not found after install"),
         gcp_storage_emulator: get("gcp_storage_emulator")
             .expect("gcp-storage-emulator not found after install"),
     })
-}
-
-/// Compiles the grpc InternalStatus shim if the emulator jar needs it;
-/// returns the directory to put first on the classpath.
-fn shim_dir(jar: &Path, work: &Path) -> Option<PathBuf> {
-    let javap = Command::new("javap")
-        .arg("-cp")
-        .arg(jar)
-        .arg("io.grpc.InternalStatus")
-        .output()
-        .expect("javap (JDK) is needed to inspect the Pub/Sub emulator jar");
-    let sig = "asRuntimeException(io.grpc.Status, io.grpc.Metadata, boolean)";
-    if String::from_utf8_lossy(&javap.stdout).contains(sig) {
-        return None;
-    }
-    let out = work.join("shim");
-    let src = root_dir()
-        .join("examples/pubsub-gcs-worker/tests/emulator-shim/io/grpc/InternalStatus.java");
-    let status = Command::new("javac")
-        .args(["--release", "8", "-nowarn", "-cp"])
-        .arg(jar)
-        .arg("-d")
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("javac (JDK) is needed to build the Pub/Sub emulator shim");
-    assert!(status.success(), "javac failed for {}", src.display());
-    Some(out)
 }
 
 /// A test environment: both emulators, a REST client, a scratch directory.
@@ -122,6 +89,10 @@ pub struct TestEnv {
 
 /// The project every test resource lives in.
 pub const PROJECT: &str = "test-project";
+
+/// How long a starting emulator may take to answer (a JVM on a busy
+/// machine).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl TestEnv {
     /// Starts both emulators on 127.0.0.1. Returns `None` (after printing
@@ -183,10 +154,10 @@ impl TestEnv {
     }
 
     fn start_pubsub(&mut self) {
-        let jar = self.installed.pubsub_jar.clone();
-        let cp = match shim_dir(&jar, &self.work) {
-            Some(shim) => format!("{}:{}", shim.display(), jar.display()),
-            None => jar.display().to_string(),
+        let jar = self.installed.pubsub_jar.display();
+        let cp = match &self.installed.shim {
+            Some(shim) => format!("{}:{jar}", shim.display()),
+            None => jar.to_string(),
         };
         let mut cmd = Command::new("java");
         cmd.args([
@@ -209,7 +180,7 @@ impl TestEnv {
 
     fn start_gcs(&mut self) {
         self.gcs_starts += 1;
-        let log = self.work.join(format!("gcs-{}.log", self.gcs_starts));
+        let log = self.gcs_log();
         let mut cmd = match self.gcs_kind {
             GcsKind::FakeGcs => {
                 let mut c = Command::new(&self.installed.fake_gcs);
@@ -235,34 +206,35 @@ impl TestEnv {
         self.gcs = Some(Proc::spawn_logged("gcs-emulator", &mut cmd, &log));
     }
 
+    /// The GCS emulator's log of its latest start.
+    fn gcs_log(&self) -> PathBuf {
+        self.work.join(format!("gcs-{}.log", self.gcs_starts))
+    }
+
+    /// Waits until both emulators answer (they start side by side).
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let ps = format!("{}/v1/projects/{PROJECT}/topics", self.pubsub_url());
-        let gcs = format!("{}/storage/v1/b?project={PROJECT}", self.gcs_url());
-        let mut ps_ok = false;
-        let mut gcs_ok = false;
-        while Instant::now() < deadline {
-            for (name, p) in [("pubsub", &mut self.pubsub), ("gcs", &mut self.gcs)] {
-                if let Some(p) = p {
-                    if let Ok(Some(st)) = p.child.try_wait() {
-                        panic!(
-                            "{name} emulator exited early ({st}); logs in {}",
-                            self.work.display()
-                        );
-                    }
-                }
-            }
-            ps_ok = ps_ok || self.get_ok(&ps);
-            gcs_ok = gcs_ok || self.get_ok(&gcs);
-            if ps_ok && gcs_ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "emulators not ready after 90s (pubsub={ps_ok}, gcs={gcs_ok}); logs in {}",
-            self.work.display()
-        );
+        self.wait_pubsub();
+        self.wait_gcs(READY_TIMEOUT);
+    }
+
+    /// Waits until the Pub/Sub emulator answers; panics at once if it
+    /// exits, with its log.
+    fn wait_pubsub(&mut self) {
+        let url = format!("{}/v1/projects/{PROJECT}/topics", self.pubsub_url());
+        let log = self.work.join("pubsub.log");
+        let mut p = self.pubsub.take().expect("Pub/Sub emulator started");
+        p.wait_ready(READY_TIMEOUT, &log, || self.get_ok(&url));
+        self.pubsub = Some(p);
+    }
+
+    /// Waits until the GCS emulator answers; panics at once if it exits,
+    /// with its log.
+    fn wait_gcs(&mut self, timeout: Duration) {
+        let url = format!("{}/storage/v1/b?project={PROJECT}", self.gcs_url());
+        let log = self.gcs_log();
+        let mut p = self.gcs.take().expect("GCS emulator started");
+        p.wait_ready(timeout, &log, || self.get_ok(&url));
+        self.gcs = Some(p);
     }
 
     fn get_ok(&self, url: &str) -> bool {
@@ -293,13 +265,12 @@ impl TestEnv {
 
     /// Stops the GCS emulator (SIGKILL): a storage outage.
     pub fn stop_gcs(&mut self) {
+        // Killed and reaped: its listening socket closed with it.
         self.gcs = None;
-        // Wait until the port refuses connections.
-        let url = format!("{}/storage/v1/b", self.gcs_url());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.get_ok(&url) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.gcs_port)).is_err(),
+            "the GCS emulator's port still accepts connections after it was killed"
+        );
     }
 
     /// Restarts the GCS emulator on the same port and re-creates the
@@ -307,12 +278,7 @@ impl TestEnv {
     /// the outage are gone.
     pub fn restart_gcs(&mut self) {
         self.start_gcs();
-        let gcs = format!("{}/storage/v1/b?project={PROJECT}", self.gcs_url());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.get_ok(&gcs) {
-            assert!(Instant::now() < deadline, "GCS emulator did not restart");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_gcs(Duration::from_secs(60));
         for b in self.buckets.clone() {
             self.create_bucket_inner(&b);
         }
@@ -330,7 +296,7 @@ impl TestEnv {
     /// sure new IDs do not collide with the objects of earlier ones.
     pub fn restart_pubsub(&mut self) {
         self.start_pubsub();
-        self.wait_ready();
+        self.wait_pubsub();
     }
 
     pub(super) fn call(

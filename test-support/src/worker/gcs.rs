@@ -4,8 +4,10 @@
 
 use super::emulators::{TestEnv, PROJECT};
 use super::TestMessage;
+use crate::eventually_every;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 /// An object as listed by the GCS emulator.
 #[derive(Clone, Debug)]
@@ -58,6 +60,25 @@ impl TestEnv {
             }
         }
         out
+    }
+
+    /// Waits until `bucket` holds at least `count` objects; panics, saying
+    /// how many it holds, after `timeout`.
+    pub fn wait_objects(&self, bucket: &str, count: usize, timeout: Duration) {
+        if !self.has_objects_within(bucket, count, timeout) {
+            let have = self.list_objects(bucket).len();
+            panic!("only {have} of {count} objects in {bucket} after {timeout:?}");
+        }
+    }
+
+    /// Whether `bucket` holds at least `count` objects within `timeout`,
+    /// for a caller that asserts later. Polls every 200 ms, so that a stop
+    /// sent once some objects are stored lands while work is in flight;
+    /// every 500 ms for a thousand objects or more, whose listing is
+    /// several requests.
+    pub fn has_objects_within(&self, bucket: &str, count: usize, timeout: Duration) -> bool {
+        let every = Duration::from_millis(if count < 1000 { 200 } else { 500 });
+        eventually_every(timeout, every, || self.list_objects(bucket).len() >= count)
     }
 
     /// Reads an object's bytes.

@@ -15,7 +15,7 @@ pub use containers::{
 };
 pub use emulators::{GcsKind, TestEnv, PROJECT};
 pub use gcs::ObjectInfo;
-pub use pubsub::{Flow, Pulled};
+pub use pubsub::{while_publishing, Flow, Pulled};
 
 use crate::docker::{assert_static, sibling_binary};
 use crate::process::Running;
@@ -24,6 +24,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The worker binary cargo built for the running test: integration tests
 /// run from `<target>/<triple>/<profile>/deps/`, the package's binaries sit
@@ -100,17 +101,33 @@ impl TestEnv {
 
     /// Sets the worker's environment on any command (e.g. rinit wrapping it).
     pub fn worker_env(&self, c: &mut Command, sub: &str, bucket: &str) {
+        let vars = worker_vars(sub, bucket, &self.pubsub_host(), &self.storage_host());
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PROJECT_ID", PROJECT)
-            .env("SUBSCRIPTION_ID", sub)
-            .env("BUCKET_NAME", bucket)
-            .env("PUBSUB_EMULATOR_HOST", self.pubsub_host())
-            .env("STORAGE_EMULATOR_HOST", self.storage_host())
-            .env("LOG_FORMAT", "json")
+            .envs(vars)
             .env("LEASE_EXTENSION", "10s")
             .env("RUST_LOG", "warn,pubsub_gcs_worker=debug");
     }
+}
+
+/// What every test tells the worker: the subscription `sub` it pulls from
+/// at `pubsub` (PUBSUB_EMULATOR_HOST), the bucket it writes to at
+/// `storage` (STORAGE_EMULATOR_HOST), JSON logs. Each caller adds its own
+/// variables.
+pub fn worker_vars(
+    sub: &str,
+    bucket: &str,
+    pubsub: &str,
+    storage: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("PROJECT_ID", PROJECT.to_string()),
+        ("SUBSCRIPTION_ID", sub.to_string()),
+        ("BUCKET_NAME", bucket.to_string()),
+        ("PUBSUB_EMULATOR_HOST", pubsub.to_string()),
+        ("STORAGE_EMULATOR_HOST", storage.to_string()),
+        ("LOG_FORMAT", "json".to_string()),
+    ]
 }
 
 /// Message number `i` of a flow: text, binary and empty-with-attributes
@@ -202,5 +219,16 @@ impl Running {
     /// The worker's summary line in this process's stderr.
     pub fn summary(&self) -> Value {
         summary(&self.lines().join("\n"))
+    }
+
+    /// SIGTERM, then what a clean stop shows: exit 0 within 30 s and a
+    /// consistent summary line, which is returned.
+    pub fn stop_clean(mut self) -> Value {
+        self.signal(libc::SIGTERM);
+        let st = self.wait(Duration::from_secs(30));
+        assert_eq!(st.code(), Some(0), "exit status after SIGTERM");
+        let s = self.summary();
+        assert_summary_consistent(&s);
+        s
     }
 }

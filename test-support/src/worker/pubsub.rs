@@ -152,9 +152,25 @@ pub struct Flow {
 }
 
 impl TestEnv {
+    /// Publishes `flow` to `topic` on a thread of its own while `body` runs
+    /// (see [`while_publishing`]). Returns what `body` returned, then the
+    /// IDs and the messages published, in order.
+    pub fn while_publishing<B>(
+        &self,
+        topic: &str,
+        flow: Flow,
+        body: impl FnOnce() -> B,
+    ) -> (B, Vec<String>, Vec<TestMessage>) {
+        let (b, (ids, msgs)) = while_publishing(
+            |publishing| self.publish_until(topic, flow, publishing),
+            body,
+        );
+        (b, ids, msgs)
+    }
+
     /// Publishes `flow` to `topic` until `publishing` is cleared. Returns
     /// the IDs and the messages, in order.
-    pub fn publish_until(
+    fn publish_until(
         &self,
         topic: &str,
         flow: Flow,
@@ -175,5 +191,69 @@ impl TestEnv {
             std::thread::sleep(flow.tick);
         }
         (ids, msgs)
+    }
+}
+
+/// Runs `publish` on a thread of its own while `body` runs on this one;
+/// returns both results. `publish` loops while the flag it is handed is
+/// set, and the flag is cleared when `body` ends, returning or panicking:
+/// the scope joins the publisher before a panic goes on, so a failed assert
+/// in `body` that left the flag set would hang the test instead of failing
+/// it.
+pub fn while_publishing<P: Send, B>(
+    publish: impl FnOnce(&AtomicBool) -> P + Send,
+    body: impl FnOnce() -> B,
+) -> (B, P) {
+    let publishing = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let publisher = scope.spawn(|| publish(&publishing));
+        let stop = StopOnDrop(&publishing);
+        let b = body();
+        drop(stop);
+        (b, publisher.join().expect("publisher thread"))
+    })
+}
+
+/// Clears the publishing flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::while_publishing;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A body that fails still stops the publisher: its panic comes out of
+    /// `while_publishing` at once, not after the publisher's own bound.
+    #[test]
+    fn a_panicking_body_stops_the_publisher() {
+        let stopped_by_flag = AtomicBool::new(false);
+        let t0 = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while_publishing(
+                |publishing| {
+                    while t0.elapsed() < Duration::from_secs(10) {
+                        if !publishing.load(Ordering::Relaxed) {
+                            stopped_by_flag.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                },
+                || panic!("a failed assert in the body"),
+            )
+        }));
+        assert!(result.is_err(), "the body's panic goes on");
+        assert!(
+            stopped_by_flag.load(Ordering::Relaxed),
+            "the publisher ran {:?}, to its own bound: the flag was never cleared",
+            t0.elapsed()
+        );
     }
 }

@@ -20,11 +20,9 @@ pub(super) struct DrainRun {
     in_flight_at_stop: u64,
     /// A TERM/INT after a TERM/INT aborts; after a TSTP it is the first one.
     terminate_seen: bool,
-    /// Exit status of a drain that completes.
+    /// Exit status of a drain that completes: EXIT_FAILURE exactly when
+    /// Pub/Sub is what failed (see [`DrainRun::pubsub_failed`]).
     exit: i32,
-    /// Pub/Sub itself is what failed: its acks and nacks may never be
-    /// confirmed, and waiting for them must not turn exit 1 into exit 3.
-    pubsub_failed: bool,
 }
 
 /// Why a drain was cut short, and the exit status that says so.
@@ -50,7 +48,6 @@ impl Worker {
             self.stop_stream(sub);
         }
         self.writes.start_drain();
-        let pubsub_failed = matches!(stop, Stop::StreamFailed | Stop::Unavailable);
         let (reason, exit, terminate_seen) = match stop {
             Stop::Signal(sig) => (sig.name(), EXIT_OK, matches!(sig, StopSignal::Terminate(_))),
             Stop::StreamFailed => ("stream failure", EXIT_FAILURE, false),
@@ -69,7 +66,6 @@ impl Worker {
             in_flight_at_stop,
             terminate_seen,
             exit,
-            pubsub_failed,
         }
     }
 
@@ -108,7 +104,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 Some(sig) = signals.recv() => run.on_signal(sig)?,
-                _ = tokio::time::sleep_until(run.deadline), if run.pubsub_failed => {
+                _ = tokio::time::sleep_until(run.deadline), if run.pubsub_failed() => {
                     // Every write already ended; only the acks and nacks
                     // are unconfirmed. What they covered is stored, so a
                     // redelivery finds it present: nothing is lost, and
@@ -160,6 +156,14 @@ impl Worker {
 }
 
 impl DrainRun {
+    /// Pub/Sub itself is what failed (the stream, or the service for longer
+    /// than UNAVAILABLE_EXIT_AFTER; nothing else stops with EXIT_FAILURE):
+    /// its acks and nacks may never be confirmed, and waiting for them must
+    /// not turn exit 1 into exit 3.
+    fn pubsub_failed(&self) -> bool {
+        self.exit == EXIT_FAILURE
+    }
+
     /// A signal during the drain: a second TERM/INT aborts it, anything
     /// else is logged and ignored.
     fn on_signal(&mut self, sig: StopSignal) -> Result<(), Abandoned> {
