@@ -384,20 +384,15 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     let auto = platform_text == "auto";
     let platform = Platform::parse(&platform_text, platform_from, env)?;
     let flags = Sources::FLAGS;
-    let kill_after = or_env(
+    let given = |flag, name, var| or_env(flag, name, env, var);
+    let kill_after = given(
         &m.platform_kill_after,
         flags.kill_after,
-        env,
         "RINIT_PLATFORM_KILL_AFTER",
     );
-    let grace_given = or_env(&m.grace, flags.grace, env, "RINIT_GRACE");
-    let pre_stop_given = or_env(
-        &m.pre_stop_delay,
-        flags.pre_stop,
-        env,
-        "RINIT_PRE_STOP_DELAY",
-    );
-    let sequence_given = or_env(&m.stop_sequence, flags.sequence, env, "RINIT_STOP_SEQUENCE");
+    let grace_given = given(&m.grace, flags.grace, "RINIT_GRACE");
+    let pre_stop_given = given(&m.pre_stop_delay, flags.pre_stop, "RINIT_PRE_STOP_DELAY");
+    let sequence_given = given(&m.stop_sequence, flags.sequence, "RINIT_STOP_SEQUENCE");
     let name = |given: &Option<(&'static str, String)>, flag| given.as_ref().map_or(flag, |g| g.0);
     let from = Sources {
         kill_after: name(&kill_after, flags.kill_after),
@@ -440,7 +435,7 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
             fmt(g)
         ));
     }
-    let preset = or_env(&m.preset, "--preset", env, "RINIT_PRESET");
+    let preset = given(&m.preset, "--preset", "RINIT_PRESET");
     let sequence = match (sequence_given, &preset) {
         (Some((seq_from, _)), Some((preset_from, _))) => {
             return Err(format!(
@@ -498,7 +493,7 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
         .as_deref()
         .map(|s| signals::parse(s, false).map_err(|e| format!("-p: {e}")))
         .transpose()?;
-    let log_format = match or_env(&m.log_format, "--log-format", env, "RINIT_LOG_FORMAT") {
+    let log_format = match given(&m.log_format, "--log-format", "RINIT_LOG_FORMAT") {
         None if platform.wants_json() => Format::Json,
         None => Format::Text,
         Some((_, v)) if v == "auto" && platform.wants_json() => Format::Json,
@@ -510,10 +505,9 @@ fn config(m: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Stri
     };
     let log_level = level(m, env)?;
     let setsid = env("DUMB_INIT_SETSID").as_deref() != Some("0");
-    let termination_log = match or_env(
+    let termination_log = match given(
         &m.termination_log,
         "--termination-log",
-        env,
         "RINIT_TERMINATION_LOG",
     ) {
         None => TerminationLog::Default,
