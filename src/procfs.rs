@@ -38,6 +38,8 @@ pub struct Process {
     pub zombie: bool,
     /// Its wait status once it has begun to exit (0 before).
     exit_code: i32,
+    /// How many threads it has (`stat` field 20).
+    threads: i64,
     /// Its pid as /proc names it (differs from `pid` under a foreign /proc).
     proc_pid: i32,
 }
@@ -127,13 +129,21 @@ pub fn descendants() -> Option<Vec<Process>> {
         return None;
     }
     let mut found = Vec::new();
-    let mut parents = vec![me];
-    while let Some(parent) = parents.pop() {
+    // Each parent with its thread count: a single-threaded process (rinit
+    // itself, most children) has one list, read without listing its task
+    // directory. This runs before the first stop signal goes out: every
+    // /proc read here is forwarding latency (bench/run, figure 3).
+    let mut parents = vec![(me, 1)];
+    while let Some((parent, threads)) = parents.pop() {
         let mut dir = [0u8; 64];
-        // A process that exits meanwhile has no threads to list: nothing of
-        // it to see (rinit's own always has).
-        let Some(tids) = numbers_in(proc_path(parent, "task", &mut dir)?) else {
-            continue;
+        let tids = if threads == 1 {
+            vec![parent]
+        } else {
+            // A process that exits meanwhile has no threads to list.
+            match numbers_in(proc_path(parent, "task", &mut dir)?) {
+                Some(tids) => tids,
+                None => continue,
+            }
         };
         let mut parent_digits = [0; 20];
         let parent_text = decimal(parent.unsigned_abs().into(), &mut parent_digits);
@@ -148,10 +158,10 @@ pub fn descendants() -> Option<Vec<Process>> {
             const LIST: usize = 4096;
             let mut buf = [0u8; LIST];
             let Some(children) = read_small(list, &mut buf) else {
-                // rinit's own main thread has a list on any kernel with
+                // rinit's own list exists on any kernel with
                 // CONFIG_PROC_CHILDREN: without it, the long way. Any other
-                // thread may have exited meanwhile.
-                if parent == me && tid == me {
+                // thread or process may have exited meanwhile.
+                if parent == me {
                     return None;
                 }
                 continue;
@@ -165,7 +175,7 @@ pub fn descendants() -> Option<Vec<Process>> {
                 .filter_map(|c| std::str::from_utf8(c).ok()?.parse().ok())
             {
                 if let Some(p) = read(child, &View::Native) {
-                    parents.push(child);
+                    parents.push((child, p.threads));
                     found.push(p);
                 }
             }
@@ -242,7 +252,8 @@ fn parse_stat(stat: &[u8]) -> Option<Process> {
     let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<i64>().ok());
     // A leader thread that has exited shows Z while its other threads run
     // on: only a process with no thread left is dead (field 20 counts them).
-    let zombie = matches!(f.first(), Some(&"Z") | Some(&"X")) && num(20).is_some_and(|n| n <= 1);
+    let threads = num(20).unwrap_or(0);
+    let zombie = matches!(f.first(), Some(&"Z") | Some(&"X")) && threads <= 1;
     // Field 52, exit_code: the wait status, set as the process begins to
     // exit (Linux 3.5; shown only to who may ptrace it, else 0).
     let exit_code = num(52).unwrap_or(0) as i32;
@@ -254,6 +265,7 @@ fn parse_stat(stat: &[u8]) -> Option<Process> {
         comm,
         zombie,
         exit_code,
+        threads,
         proc_pid: 0,
     })
 }
@@ -483,7 +495,11 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     (!at.is_null()).then(|| at as usize - hay.as_ptr() as usize)
 }
 
-/// A small file read whole into `buf` with plain syscalls.
+/// A small file read whole into `buf` with plain syscalls. A read that
+/// returns less than asked is the end: /proc's and cgroupfs' files hand
+/// over all they hold in one read (seq_file fills the buffer), so the usual
+/// read that returns 0 is saved: these reads are on the path of a stop
+/// signal (bench/run, figure 3).
 pub fn read_small<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     // SAFETY: plain syscalls on a buffer we own; the fd is closed here.
     unsafe {
@@ -493,11 +509,15 @@ pub fn read_small<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
         }
         let mut len = 0;
         while len < buf.len() {
-            let n = libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len);
+            let want = buf.len() - len;
+            let n = libc::read(fd, buf[len..].as_mut_ptr().cast(), want);
             if n <= 0 {
                 break;
             }
             len += n as usize;
+            if (n as usize) < want {
+                break;
+            }
         }
         libc::close(fd);
         Some(&buf[..len])

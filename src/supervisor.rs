@@ -357,16 +357,32 @@ impl Supervisor {
     /// a drain, at debug otherwise: the steady state stays quiet); during a
     /// drain, notes the group members it ended.
     fn forward(&mut self, signo: i32, staged: bool) {
-        // Once the child is reaped its group is reached member by member:
-        // listed once, for the watch and for the send.
-        let members = match self.target {
-            Target::Group(_) if !self.main_alive() => Some(self.members_now()),
-            _ => None,
+        let watch = self.draining();
+        // Both ids are signalled directly while the unreaped child pins
+        // them. Once the child is reaped a lone child is gone for good, and
+        // its group is reached member by member while it provably is its
+        // group (`members_now`): listed once, for the watch and the send.
+        let sent = match self.target {
+            t if self.main_alive() => {
+                if watch {
+                    self.watch_group(None);
+                }
+                t.send(signo);
+                true
+            }
+            Target::Child(_) => false,
+            Target::Group(_) => {
+                let members = self.members_now();
+                if watch {
+                    self.watch_group(Some(&members));
+                }
+                for p in &members {
+                    let _ = p.signal(signo);
+                }
+                !members.is_empty()
+            }
         };
-        if self.draining() {
-            self.watch_group(members.as_deref());
-        }
-        if !self.send(signo, members.as_deref()) {
+        if !sent {
             debug!(phase = "forward", signal = %name(signo), target = %self.target.describe(), "nothing left to signal");
             return;
         }
@@ -389,8 +405,11 @@ impl Supervisor {
     /// Watches the members of the child's group (other than the child)
     /// before a signal is forwarded to it during a drain: a runner's
     /// helpers dying of the stop signal meant for the runner is work lost,
-    /// and must not look like a clean drain (`Deaths::settle`).
-    /// `listed`: the members, when the caller has just listed them.
+    /// and must not look like a clean drain (`Deaths::settle`). Before, not
+    /// after: a parent blocked in `wait` reaps a member the signal kills
+    /// within microseconds, before any look after the send (measured:
+    /// NOTES.md). `listed`: the members, when the caller has just listed
+    /// them.
     fn watch_group(&mut self, listed: Option<&[Process]>) {
         // A storm of signals during a drain must not become a storm of
         // /proc scans: one per WATCH_EVERY at most (the first always).
@@ -406,26 +425,6 @@ impl Supervisor {
                 None => self.members_now(),
             };
             self.deaths.watch(members);
-        }
-    }
-
-    /// Sends `signo` to the child or its group; false when nothing was there.
-    /// Both ids are signalled directly while the unreaped child pins them;
-    /// after that a lone child is gone for good and its group is signalled
-    /// member by member: `members`, those `members_now` proved to be its.
-    fn send(&self, signo: i32, members: Option<&[Process]>) -> bool {
-        match (self.target, members) {
-            (t, _) if self.main_alive() => {
-                t.send(signo);
-                true
-            }
-            (Target::Group(_), Some(members)) => {
-                for p in members {
-                    let _ = p.signal(signo);
-                }
-                !members.is_empty()
-            }
-            _ => false,
         }
     }
 
