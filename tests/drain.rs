@@ -920,34 +920,21 @@ fn a_forwarded_signal_that_kills_a_helper_is_a_warning(mode: Mode) {
             "sleep 60 & exec {} --ready {ready} --exit-on TERM:200:0",
             probe_bin().display()
         );
-        let mut rinit = Rinit::new(mode, &dir).opts(["--grace=5s", "--log-format=json"]);
+        let mut rinit = Rinit::new(mode, &dir);
         if single {
             rinit = rinit.opts(["-c"]);
         }
-        let mut run = rinit.cmd(["sh", "-c", &script]).spawn();
-        run.ready(&ready);
-        let top = run.rinit_pid();
-        run.wait_until("sleep to be exec'd", || {
-            descendants(top).iter().any(|p| p.comm == "sleep")
-        });
-        let (done, _) = run.stop(libc::SIGTERM);
-        assert_eq!(done.status, 0, "{}", done.stderr);
-        let lines = done.json();
-        let warned: Vec<_> = phase(&lines, "forward")
-            .into_iter()
-            .filter(|l| l["severity"] == "WARNING")
-            .collect();
-        let exit = &phase(&lines, "exit")[0];
+        let (exit, warned, log) = stop_beside_a_sleep(rinit, "sh", &script, &ready);
         if single {
-            assert!(warned.is_empty(), "{}", done.stderr);
-            assert_eq!(exit["killed_by_forward"], 0, "{}", done.stderr);
+            assert!(warned.is_empty(), "{log}");
+            assert_eq!(exit["killed_by_forward"], 0, "{log}");
             assert_eq!(exit["severity"], "INFO");
         } else {
-            assert_eq!(warned.len(), 1, "{}", done.stderr);
+            assert_eq!(warned.len(), 1, "{log}");
             assert_eq!(warned[0]["comm"], "sleep");
             assert_eq!(warned[0]["signal"], "SIGTERM");
             assert!(warned[0]["pid"].as_i64().is_some());
-            assert_eq!(exit["killed_by_forward"], 1, "{}", done.stderr);
+            assert_eq!(exit["killed_by_forward"], 1, "{log}");
             assert_eq!(exit["severity"], "WARNING");
             assert_eq!(exit["escalated"], false);
         }
@@ -967,29 +954,40 @@ fn a_helper_its_parent_reaps_at_once_is_still_counted(mode: Mode) {
         let script = format!(
             "trap '' TERM; (trap - TERM; exec sleep 60) & echo $! > {ready}; wait; sleep 0.1"
         );
-        let mut run = Rinit::new(mode, &dir)
-            .opts(["--grace=5s", "--log-format=json"])
-            .cmd(["bash", "-c", &script])
-            .spawn();
-        run.ready(&ready);
-        let top = run.rinit_pid();
-        run.wait_until("sleep to be exec'd", || {
-            descendants(top).iter().any(|p| p.comm == "sleep")
-        });
-        let (done, _) = run.stop(libc::SIGTERM);
-        assert_eq!(done.status, 0, "round {round}: {}", done.stderr);
-        let lines = done.json();
-        let exit = &phase(&lines, "exit")[0];
-        assert_eq!(
-            exit["killed_by_forward"], 1,
-            "round {round}: {}",
-            done.stderr
-        );
-        let warned: Vec<_> = phase(&lines, "forward")
-            .into_iter()
-            .filter(|l| l["severity"] == "WARNING")
-            .collect();
-        assert_eq!(warned.len(), 1, "round {round}: {}", done.stderr);
+        let (exit, warned, log) =
+            stop_beside_a_sleep(Rinit::new(mode, &dir), "bash", &script, &ready);
+        assert_eq!(exit["killed_by_forward"], 1, "round {round}: {log}");
+        assert_eq!(warned.len(), 1, "round {round}: {log}");
         assert_eq!(warned[0]["comm"], "sleep", "round {round}");
     }
+}
+
+/// Runs `script` (a worker with a `sleep` helper beside it, `ready` written
+/// once it runs) under `shell -c` and rinit with JSON logs, stops it with
+/// SIGTERM once the sleep has been exec'd, and checks the drain exited 0.
+/// Returns rinit's exit line, its WARNING `forward` lines and its log.
+fn stop_beside_a_sleep(
+    rinit: Rinit,
+    shell: &str,
+    script: &str,
+    ready: &str,
+) -> (serde_json::Value, Vec<serde_json::Value>, String) {
+    let mut run = rinit
+        .opts(["--grace=5s", "--log-format=json"])
+        .cmd([shell, "-c", script])
+        .spawn();
+    run.ready(ready);
+    let top = run.rinit_pid();
+    run.wait_until("sleep to be exec'd", || {
+        descendants(top).iter().any(|p| p.comm == "sleep")
+    });
+    let (done, _) = run.stop(libc::SIGTERM);
+    assert_eq!(done.status, 0, "{}", done.stderr);
+    let lines = done.json();
+    let warned = phase(&lines, "forward")
+        .into_iter()
+        .filter(|l| l["severity"] == "WARNING")
+        .cloned()
+        .collect();
+    (phase(&lines, "exit")[0].clone(), warned, done.stderr)
 }
