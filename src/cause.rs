@@ -6,14 +6,16 @@
 //! rinit's. Otherwise the memory cgroup's count of OOM kills says whether
 //! the kernel's OOM killer acted since rinit last looked: cgroup v2's
 //! `memory.events`, cgroup v1's `memory.oom_control` (`oom_kill` in both).
-//! The count is read once at start and again only when a SIGKILL death is
-//! reaped, never on a timer, so an idle rinit still never wakes up. Where
-//! no count can be read, or it moved by fewer than the deaths it would
-//! explain, the cause is "unknown". The limit of a count: an OOM kill of a
-//! process rinit does not reap (a grandchild its parent reaps) moves it
-//! too, unseen, and a later SIGKILL from someone else is then taken for the
-//! OOM killer's. Only an event (inotify on v2's `memory.events`) would tell
-//! them apart; not done (NOTES.md).
+//! The count is read once at start, again only when a SIGKILL death is
+//! reaped, and once at exit, never on a timer, so an idle rinit still never
+//! wakes up. Where no count can be read, or it moved by fewer than the
+//! deaths it would explain, the cause is "unknown". The limit of a count:
+//! an OOM kill of a process rinit does not reap (a pool process its parent
+//! reaps) moves it too, unseen until exit, when the kills no reaped death
+//! accounts for are a WARNING and part of the termination message; a later
+//! SIGKILL from someone else is then taken for the OOM killer's. Only an
+//! event (inotify on v2's `memory.events`) would tell them apart at once;
+//! not done (NOTES.md).
 
 use std::ffi::CString;
 
@@ -81,6 +83,11 @@ pub struct Deaths {
     forwarded: u64,
     /// Pids a forwarded signal killed.
     pub forward_kills: Vec<i32>,
+    /// SIGKILL deaths rinit reaped and put down to the OOM killer.
+    oom_reaped: u64,
+    /// OOM kills in rinit's memory cgroup that no death rinit reaped
+    /// accounts for (a child's own children), counted once at exit.
+    pub oom_unreaped: u64,
 }
 
 impl Deaths {
@@ -96,6 +103,8 @@ impl Deaths {
             watched: Vec::new(),
             forwarded: 0,
             forward_kills: Vec::new(),
+            oom_reaped: 0,
+            oom_unreaped: 0,
         }
     }
 
@@ -146,21 +155,12 @@ impl Deaths {
         let kills = &mut self.forward_kills;
         self.watched.retain(|w| {
             let p = &w.process;
-            let signal = match ended(&w.fd) {
+            let status = match ended(&w.fd) {
                 Ended::Running => return true,
-                Ended::Exited(Some(status)) => {
-                    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
-                }
-                // Linux before 6.15: the zombie's status, if still there,
-                // else the first forwarded signal it did not handle.
-                Ended::Exited(None) => match p.exit_status() {
-                    Some(status) => libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
-                    None => w.unhandled.and_then(|u| {
-                        (1..=64).find(|&s| forwarded & u & bit(s) != 0 && kills_by_default(s))
-                    }),
-                },
+                Ended::Exited(Some(status)) => Some(status),
+                Ended::Exited(None) => p.exit_status(),
             };
-            if let Some(sig) = signal.filter(|&s| forwarded & bit(s) != 0) {
+            if let Some(sig) = died_of(status, w.unhandled, forwarded) {
                 warn!(phase = "forward", pid = p.pid, comm = %p.comm, signal = %crate::signals::name(sig),
                       "killed by the forwarded signal (it does not handle it)");
                 kills.push(p.pid);
@@ -203,6 +203,9 @@ impl Deaths {
             Some(c) => c,
             None => self.memory.classify(deaths),
         };
+        if cause == Cause::Oom {
+            self.oom_reaped += deaths as u64;
+        }
         if main {
             self.main_cause = Some(cause);
             if cause == Cause::Oom {
@@ -226,6 +229,38 @@ impl Deaths {
                     "a process died by SIGKILL"
                 ),
             }
+        }
+    }
+}
+
+/// The forwarded signal a watched member died of, if it did: from its wait
+/// status (the pidfd's from Linux 6.15, else its zombie's while its parent
+/// has not reaped it), else the first forwarded signal it did not handle
+/// when watched. Before 6.15, a member that caught the signal, then died of
+/// it and was reaped at once (Celery's pool) gives none of these: missed.
+fn died_of(status: Option<i32>, unhandled: Option<u64>, forwarded: u64) -> Option<i32> {
+    let signal = match status {
+        Some(status) => libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        None => unhandled
+            .and_then(|u| (1..=64).find(|&s| forwarded & u & bit(s) != 0 && kills_by_default(s))),
+    };
+    signal.filter(|&s| forwarded & bit(s) != 0)
+}
+
+impl Deaths {
+    /// At exit: the OOM kills since start that no death rinit reaped
+    /// accounts for, a WARNING when there are any. A pool process or a
+    /// job's child killed by the OOM killer is reaped by its own parent, so
+    /// this look is the only one that sees it (and only at the end: no
+    /// timer, no event). "None" is not said where the count cannot be read.
+    pub fn count_unreaped_oom(&mut self) {
+        let Some(total) = self.memory.since_start() else {
+            return;
+        };
+        self.oom_unreaped = total.saturating_sub(self.oom_reaped);
+        if self.oom_unreaped > 0 {
+            warn!(phase = "oom", count = self.oom_unreaped,
+                  "the kernel's OOM killer killed processes in rinit's memory cgroup that rinit did not reap (children of the command: its own log may name them)");
         }
     }
 }
@@ -295,7 +330,8 @@ pub struct Memory {
     /// The count's file (`.../memory.events` or `.../memory.oom_control`),
     /// NUL-terminated, and whether it is cgroup v2's.
     counter: Option<(CString, bool)>,
-    /// The OOM-kill count at the last look.
+    /// The OOM-kill count at start, and at the last look.
+    start: Option<u64>,
     seen: Option<u64>,
 }
 
@@ -311,7 +347,24 @@ impl Memory {
         let seen = counter
             .as_ref()
             .and_then(|(file, _)| count(read_small(file, &mut text)?));
-        Memory { counter, seen }
+        Memory {
+            counter,
+            start: seen,
+            seen,
+        }
+    }
+
+    /// The count now, if it can be read.
+    fn read(&self) -> Option<u64> {
+        let mut text = [0u8; 512];
+        self.counter
+            .as_ref()
+            .and_then(|(file, _)| count(read_small(file, &mut text)?))
+    }
+
+    /// OOM kills in the cgroup since rinit started, if both counts read.
+    pub fn since_start(&self) -> Option<u64> {
+        Some(self.read()?.saturating_sub(self.start?))
     }
 
     /// After `deaths` SIGKILL deaths that rinit did not cause were reaped:
@@ -319,11 +372,7 @@ impl Memory {
     /// did not move, `Unknown` when it moved by fewer (which of them?) or
     /// cannot be read.
     pub fn classify(&mut self, deaths: usize) -> Cause {
-        let mut text = [0u8; 512];
-        let now = self
-            .counter
-            .as_ref()
-            .and_then(|(file, _)| count(read_small(file, &mut text)?));
+        let now = self.read();
         let cause = match (self.seen, now) {
             (Some(before), Some(after)) if after.saturating_sub(before) >= deaths as u64 => {
                 Cause::Oom
@@ -373,12 +422,7 @@ impl Memory {
 fn find_counter() -> Option<(CString, bool)> {
     // 4 KiB: a systemd-driven Kubernetes node's v1 paths run ~190 bytes a line.
     let mut buf = [0u8; 4096];
-    let text = read_small(c"/proc/self/cgroup", &mut buf)?;
-    let (path, v2) = match find(text, b":memory:").or_else(|| find(text, b",memory:")) {
-        Some(at) => (line_from(text, at + 8), false),
-        None if text.starts_with(b"0::") => (line_from(text, 3), true),
-        None => (line_from(text, find(text, b"\n0::")? + 4), true),
-    };
+    let (path, v2) = memory_cgroup(read_small(c"/proc/self/cgroup", &mut buf)?)?;
     let (root, counter): (&[u8], &[u8]) = if v2 {
         (b"/sys/fs/cgroup", b"/memory.events")
     } else {
@@ -392,6 +436,18 @@ fn find_counter() -> Option<(CString, bool)> {
         (unsafe { libc::access(file.as_ptr(), libc::R_OK) } == 0).then(|| (file.to_owned(), v2))
     });
     found
+}
+
+/// The memory cgroup's path in the text of `/proc/self/cgroup`, and whether
+/// it is cgroup v2's.
+fn memory_cgroup(text: &[u8]) -> Option<(&[u8], bool)> {
+    Some(
+        match find(text, b":memory:").or_else(|| find(text, b",memory:")) {
+            Some(at) => (line_from(text, at + 8), false),
+            None if text.starts_with(b"0::") => (line_from(text, 3), true),
+            None => (line_from(text, find(text, b"\n0::")? + 4), true),
+        },
+    )
 }
 
 /// `text` from `at` to the end of that line.
@@ -440,17 +496,173 @@ mod tests {
         assert_eq!(count(b"oom_kill_disable 1\n"), None);
     }
 
-    /// This machine's own memory cgroup is found and its count read.
+    /// This machine's own memory cgroup is found and its count read: where
+    /// the mount shows a count at its root, rinit's own cgroup has one too.
     #[test]
     fn finds_this_process_cgroup() {
         let m = Memory::start();
+        let has_count = [
+            "/sys/fs/cgroup/memory/memory.oom_control",
+            "/sys/fs/cgroup/memory.events",
+        ]
+        .iter()
+        .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("oom_kill ")));
+        if has_count {
+            assert!(m.counter.is_some(), "no counter found");
+        }
         if let Some((file, _)) = &m.counter {
             assert!(
                 std::path::Path::new(std::ffi::OsStr::from_bytes(file.to_bytes())).exists(),
                 "{file:?}"
             );
             assert!(m.seen.is_some(), "{file:?} has a count");
+            assert_eq!(m.since_start(), Some(0), "no OOM kill in this test");
         }
+    }
+
+    /// Recorded `/proc/self/cgroup` texts: cgroup v2 (a container and a
+    /// systemd host), v1, and a hybrid host that keeps memory on v1.
+    #[test]
+    fn memory_cgroup_from_recorded_files() {
+        assert_eq!(memory_cgroup(b"0::/\n"), Some((&b"/"[..], true)));
+        assert_eq!(
+            memory_cgroup(b"0::/system.slice/docker-1f2e.scope\n"),
+            Some((&b"/system.slice/docker-1f2e.scope"[..], true))
+        );
+        let v1 = b"12:pids:/docker/ab\n9:memory:/docker/ab\n4:cpu,cpuacct:/docker/ab\n1:name=systemd:/docker/ab\n";
+        assert_eq!(memory_cgroup(v1), Some((&b"/docker/ab"[..], false)));
+        let joined = b"5:cpuset,memory:/kubepods/pod1/c2\n";
+        assert_eq!(
+            memory_cgroup(joined),
+            Some((&b"/kubepods/pod1/c2"[..], false))
+        );
+        let hybrid = b"7:memory:/user.slice\n1:name=systemd:/user.slice/s\n0::/user.slice/s\n";
+        assert_eq!(memory_cgroup(hybrid), Some((&b"/user.slice"[..], false)));
+        let v2_last = b"1:name=systemd:/a\n0::/a/b\n";
+        assert_eq!(memory_cgroup(v2_last), Some((&b"/a/b"[..], true)));
+        assert_eq!(memory_cgroup(b"1:name=systemd:/a\n"), None);
+    }
+
+    /// A cgroup's files, recorded, in a directory of their own.
+    fn cgroup_dir(files: &[(&str, &str)]) -> (std::path::PathBuf, CString) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("rinit-cgroup-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("write");
+        }
+        let counter = dir.join(files[0].0);
+        (
+            dir,
+            CString::new(counter.as_os_str().as_bytes()).expect("path"),
+        )
+    }
+
+    /// Limit and peak as each version writes them; "no limit" is none.
+    #[test]
+    fn limit_and_peak_from_recorded_files() {
+        let v2 = [
+            ("memory.events", "oom 1\noom_kill 1\n"),
+            ("memory.max", "33554432\n"),
+            ("memory.peak", "33538048\n"),
+        ];
+        let (dir, file) = cgroup_dir(&v2);
+        let m = Memory {
+            counter: Some((file, true)),
+            start: Some(0),
+            seen: Some(0),
+        };
+        assert_eq!(m.limit_and_peak(), (Some(32 << 20), Some(33538048)));
+        assert_eq!(m.since_start(), Some(1));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // No limit (v2 "max"), and a kernel before 5.19 without memory.peak.
+        let (dir, file) = cgroup_dir(&[("memory.events", "oom_kill 0\n"), ("memory.max", "max\n")]);
+        let m = Memory {
+            counter: Some((file, true)),
+            start: Some(0),
+            seen: Some(0),
+        };
+        assert_eq!(m.limit_and_peak(), (None, None));
+        assert_eq!(mib(None), "unknown");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // v1: "no limit" is a huge multiple of the page size.
+        let v1 = [
+            (
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+            ),
+            ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.max_usage_in_bytes", "5242880\n"),
+        ];
+        let (dir, file) = cgroup_dir(&v1);
+        let m = Memory {
+            counter: Some((file, false)),
+            start: Some(0),
+            seen: Some(0),
+        };
+        assert_eq!(m.limit_and_peak(), (None, Some(5 << 20)));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// The exit look: kills since start that no reaped death accounts for.
+    #[test]
+    fn unreaped_oom_kills_are_counted_at_exit() {
+        let (dir, file) = cgroup_dir(&[("memory.events", "oom_kill 5\n")]);
+        let mut d = Deaths::start();
+        d.memory = Memory {
+            counter: Some((file, true)),
+            start: Some(5),
+            seen: Some(5),
+        };
+        // Two OOM kills; rinit reaped one of them (an orphan).
+        std::fs::write(dir.join("memory.events"), "oom_kill 7\n").expect("write");
+        let reaped = crate::reap::Reaped {
+            orphans: 1,
+            signalled: vec![(40, libc::SIGKILL)],
+            ..Default::default()
+        };
+        d.explain(&reaped, 2, true);
+        d.count_unreaped_oom();
+        assert_eq!(d.oom_unreaped, 1);
+        // Unreadable at exit: nothing is said.
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        d.oom_unreaped = 0;
+        d.count_unreaped_oom();
+        assert_eq!(d.oom_unreaped, 0);
+    }
+
+    /// How a watched member's end is read, kernel by kernel.
+    #[test]
+    fn died_of_the_forwarded_signal() {
+        let term = bit(libc::SIGTERM);
+        let killed_by = |s: i32| Some(s); // a wait status for death by `s`
+                                          // A wait status (Linux 6.15+, or the zombie before its parent reaps).
+        assert_eq!(
+            died_of(killed_by(libc::SIGTERM), None, term),
+            Some(libc::SIGTERM)
+        );
+        assert_eq!(died_of(Some(0), None, term), None, "exited 0");
+        assert_eq!(
+            died_of(killed_by(libc::SIGKILL), None, term),
+            None,
+            "not forwarded"
+        );
+        // Before 6.15, reaped by its parent: what it did not handle.
+        assert_eq!(died_of(None, Some(term), term), Some(libc::SIGTERM));
+        assert_eq!(
+            died_of(
+                None,
+                Some(bit(libc::SIGCHLD) | bit(libc::SIGHUP)),
+                bit(libc::SIGCHLD)
+            ),
+            None
+        );
+        // Caught TERM, died, reaped at once (Celery's pool): missed there.
+        assert_eq!(died_of(None, Some(0), term), None);
+        assert_eq!(died_of(None, None, term), None);
     }
 
     /// Each outcome of a look at the count.
@@ -467,6 +679,7 @@ mod tests {
                 CString::new(file.as_os_str().as_bytes()).expect("path"),
                 true,
             )),
+            start: Some(5),
             seen: Some(5),
         };
         assert_eq!(m.classify(1), Cause::Other);
@@ -478,6 +691,7 @@ mod tests {
         assert_eq!(m.classify(1), Cause::Unknown, "no file");
         let mut none = Memory {
             counter: None,
+            start: None,
             seen: None,
         };
         assert_eq!(none.classify(1), Cause::Unknown);

@@ -108,7 +108,8 @@ Drain:
       --stop-signals LIST       Signals that start the drain [default: TERM,INT,QUIT]
       --stop-sequence SEQ       Send these instead of the stop signal: 'TSTP@0s,TERM@5s', offsets
                                 from the end of --pre-stop-delay; a negative one counts back from
-                                the deadline ('QUIT@-3s') (env RINIT_STOP_SEQUENCE)
+                                the deadline ('QUIT@-3s'). Sent where forwarded signals go: the
+                                group, or the command alone with -c (env RINIT_STOP_SEQUENCE)
       --preset NAME             The stop sequence of a job runner (below); its steps and every
                                 forwarded signal go to the runner's main process only, as with -c:
                                 the runner stops its own workers (env RINIT_PRESET)
@@ -134,6 +135,9 @@ Accepted for tini: -s (subreaper: always on when not PID 1), -g (group: the defa
   env TINI_SUBREAPER, TINI_KILL_PROCESS_GROUP, TINI_VERBOSITY. For dumb-init: DUMB_INIT_SETSID=0.
   -h, --help                    This help
   -V, --version                 Version
+
+The exit line says why a SIGKILL death happened: cause=deadline, interrupt, oom (an ERROR line
+gives the memory limit and peak), other (another sender) or unknown; see rinit(1), LOG LINES.
 
 The command's environment also gets RINIT_DRAIN_MS and RINIT_DRAIN_SECONDS: the time from the
 signal it receives to rinit's deadline, less 1s (none with --grace=none), for its own timeout.

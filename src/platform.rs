@@ -215,7 +215,7 @@ pub fn resolve_window(
             Platform::CloudRun,
             Window::Known(CLOUD_RUN),
             Some(format!(
-                "{said}: Cloud Run's fixed {} window is assumed; on Knative, state the pod's \
+                "{said}: taken as Cloud Run, whose fixed {} window is enforced; on Knative, state the pod's \
                  terminationGracePeriodSeconds with --platform-kill-after (env RINIT_PLATFORM_KILL_AFTER)",
                 fmt(CLOUD_RUN)
             )),

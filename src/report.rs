@@ -77,6 +77,12 @@ pub fn message(o: &Outcome) -> String {
             d.forward_kills.len()
         ));
     }
+    if d.oom_unreaped > 0 {
+        m.push_str(&format!(
+            "; OOM kills of processes rinit did not reap: {} (see the command's log)",
+            d.oom_unreaped
+        ));
+    }
     if m.len() > MAX {
         let mut end = MAX - 3;
         while !m.is_char_boundary(end) {
@@ -146,6 +152,7 @@ mod tests {
         let mut d = deaths();
         d.killed = vec!["worker (pid 7)".into(), "sleep (pid 9)".into()];
         d.forward_kills = vec![11, 12];
+        d.oom_unreaped = 1;
         let o = Outcome {
             status: 137,
             exit: Exit::Signal(libc::SIGKILL),
@@ -157,7 +164,8 @@ mod tests {
             message(&o),
             "rinit: exit status 137: the command was killed at rinit's 25s deadline; drain 25003 ms; \
              killed at the deadline: worker (pid 7), sleep (pid 9); \
-             the stop signal killed 2 processes that do not handle it"
+             the stop signal killed 2 processes that do not handle it; \
+             OOM kills of processes rinit did not reap: 1 (see the command's log)"
         );
         let mut many = deaths();
         many.killed = (0..1000)

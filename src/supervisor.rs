@@ -655,6 +655,7 @@ impl Supervisor {
     /// child's exit to rinit's status.
     fn finish(&mut self, exit: Exit) -> i32 {
         self.deaths.settle();
+        self.deaths.count_unreaped_oom();
         // As tini's -e: the final status, whether the child exited with it or
         // died by a signal (`-e 143` covers a JVM that dies by its SIGTERM).
         let status = match exit.status() {
@@ -676,6 +677,11 @@ impl Supervisor {
             (
                 true,
                 "exiting; the stop signal killed processes that do not handle it",
+            )
+        } else if self.deaths.oom_unreaped > 0 {
+            (
+                true,
+                "exiting; the OOM killer killed processes rinit did not reap",
             )
         } else {
             (main_cause == Some(Cause::Oom), "exiting")

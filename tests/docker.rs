@@ -860,6 +860,62 @@ fn told(label: &str, cmd: &[&str], act: impl FnOnce(&Container, &TempDir)) -> To
     }
 }
 
+/// An OOM kill of a process that rinit does not reap (the command's own
+/// child, reaped by the command: a pool process, a job's child) is told at
+/// exit, in the log and in the termination message, although the command
+/// lived on and exited 0.
+#[test]
+fn oom_kills_rinit_does_not_reap_are_told_at_exit() {
+    if !engine("oom_kills_rinit_does_not_reap_are_told_at_exit") {
+        return;
+    }
+    let t = told(
+        "oom-unreaped",
+        &[
+            "/rinit",
+            "--grace=5s",
+            "--",
+            "/bin/sh",
+            "-c",
+            "/probe --alloc-mib 64; exec /probe --ready /data/ready --exit-on TERM:0:0",
+        ],
+        |c, data| {
+            wait_ready(data, "ready");
+            c.stop(10);
+        },
+    );
+    assert_eq!(t.state.exit_code, 0, "{}", t.logs);
+    let oom = text_phase(&t.logs, "oom");
+    assert!(
+        oom.len() == 1
+            && oom[0].contains(" WARNING oom: the kernel's OOM killer killed processes in rinit's memory cgroup that rinit did not reap")
+            && oom[0].contains("count=1"),
+        "{}",
+        t.logs
+    );
+    let exit = text_phase(&t.logs, "exit");
+    assert!(
+        exit[0]
+            .contains(" WARNING exit: exiting; the OOM killer killed processes rinit did not reap")
+            && exit[0].contains("status=0 cause=exited"),
+        "{exit:?}"
+    );
+    assert_eq!(
+        t.message,
+        format!(
+            "rinit: exit status 0: the command exited with code 0; drain {} ms; OOM kills of processes rinit did not reap: 1 (see the command's log)",
+            drain_ms(exit[0])
+        ),
+    );
+}
+
+/// `drain_ms=N` of an exit line.
+fn drain_ms(line: &str) -> u64 {
+    line.split_once("drain_ms=")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no drain_ms in {line:?}"))
+}
+
 /// Issue 18: every SIGKILL death gets its cause, in the log and in the
 /// termination message a platform shows: the kernel's OOM killer (the main
 /// child; a helper while the main child lives on), another sender (`docker

@@ -185,7 +185,7 @@ fn k_service_with_a_stated_window_is_knative(mode: Mode) {
     );
     assert!(
         done.stderr
-            .contains("Cloud Run's fixed 10s window is assumed"),
+            .contains("taken as Cloud Run, whose fixed 10s window is enforced"),
         "{}",
         done.stderr
     );
