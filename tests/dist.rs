@@ -226,8 +226,8 @@ fn crate_publish_dry_run_and_static_cargo_install() {
         );
     }
 
-    // The README's command, verbatim but for the source: the unpacked crate
-    // instead of the registry, and a scratch install root.
+    // The README's command, verbatim but for where the crate was unpacked,
+    // and a scratch install root.
     let lines = code_spans(&install_section(), "cargo install ");
     assert_eq!(
         lines.len(),
@@ -235,9 +235,10 @@ fn crate_publish_dry_run_and_static_cargo_install() {
         "one `cargo install` command in README's Install section: {lines:?}"
     );
     let line = lines[0].trim();
-    let base = line
-        .strip_suffix(" rinit-init")
-        .unwrap_or_else(|| panic!("README's cargo install line ends with the crate name: {line}"));
+    let unpacked = format!(" --path /tmp/rinit-init-{VERSION}");
+    let base = line.strip_suffix(&unpacked).unwrap_or_else(|| {
+        panic!("README's cargo install line ends with the unpacked crate, `{unpacked}`: {line}")
+    });
     let root = tmp.join("root");
     let cmd = format!(
         "{base} --root '{}' --path '{}'",
