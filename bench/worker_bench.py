@@ -333,7 +333,7 @@ def measure(root, out, quick, rinit, log, worker_bin=None):
 
     md = [f"{n} messages of {PAYLOAD} bytes published before the worker starts, Pub/Sub emulator and "
           "fake-gcs-server on loopback. Rust: `rinit -- pubsub-gcs-worker` (worker profile, default "
-          "settings: concurrency 16); Python: `bench/python_worker.py` (tutorial style, client defaults).\n",
+          "settings: concurrency 128); Python: `bench/python_worker.py` (tutorial style, client defaults).\n",
           "| worker | msgs/s start to last stored | steady msgs/s (10–90 %) | time for all, s | worker CPU ms/msg "
           "| Pub/Sub emulator CPU ms/msg | fake-gcs CPU ms/msg | peak RSS MiB | SIGTERM to exit (in flight) "
           f"| stored at exit | missing {RESTART_WAIT_S} s after restart | duplicate objects |",
