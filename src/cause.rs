@@ -199,13 +199,19 @@ impl Deaths {
         if deaths == 0 {
             return;
         }
+        let before = self.memory.seen;
         let cause = match self.kill_cause {
             Some(c) => c,
             None => self.memory.classify(deaths),
         };
-        if cause == Cause::Oom {
-            self.oom_reaped += deaths as u64;
-        }
+        // The kills these deaths account for, so that the exit look does
+        // not count them again: all of them, or (`unknown`) as many as the
+        // count moved, since some of these deaths were the OOM killer's.
+        self.oom_reaped += match (cause, before, self.memory.seen) {
+            (Cause::Oom, _, _) => deaths as u64,
+            (Cause::Unknown, Some(b), Some(a)) => a.saturating_sub(b),
+            _ => 0,
+        };
         if main {
             self.main_cause = Some(cause);
             if cause == Cause::Oom {
@@ -231,6 +237,22 @@ impl Deaths {
             }
         }
     }
+
+    /// At exit: the OOM kills since start that no death rinit reaped
+    /// accounts for, a WARNING when there are any. A pool process or a
+    /// job's child killed by the OOM killer is reaped by its own parent, so
+    /// this look is the only one that sees it (and only at the end: no
+    /// timer, no event). Where the count cannot be read, nothing is said.
+    pub fn count_unreaped_oom(&mut self) {
+        let Some(total) = self.memory.since_start() else {
+            return;
+        };
+        self.oom_unreaped = total.saturating_sub(self.oom_reaped);
+        if self.oom_unreaped > 0 {
+            warn!(phase = "oom", count = self.oom_unreaped,
+                  "the kernel's OOM killer killed processes in rinit's memory cgroup that rinit did not reap (children of the command: its own log may name them)");
+        }
+    }
 }
 
 /// The forwarded signal a watched member died of, if it did: from its wait
@@ -245,24 +267,6 @@ fn died_of(status: Option<i32>, unhandled: Option<u64>, forwarded: u64) -> Optio
             .and_then(|u| (1..=64).find(|&s| forwarded & u & bit(s) != 0 && kills_by_default(s))),
     };
     signal.filter(|&s| forwarded & bit(s) != 0)
-}
-
-impl Deaths {
-    /// At exit: the OOM kills since start that no death rinit reaped
-    /// accounts for, a WARNING when there are any. A pool process or a
-    /// job's child killed by the OOM killer is reaped by its own parent, so
-    /// this look is the only one that sees it (and only at the end: no
-    /// timer, no event). "None" is not said where the count cannot be read.
-    pub fn count_unreaped_oom(&mut self) {
-        let Some(total) = self.memory.since_start() else {
-            return;
-        };
-        self.oom_unreaped = total.saturating_sub(self.oom_reaped);
-        if self.oom_unreaped > 0 {
-            warn!(phase = "oom", count = self.oom_unreaped,
-                  "the kernel's OOM killer killed processes in rinit's memory cgroup that rinit did not reap (children of the command: its own log may name them)");
-        }
-    }
 }
 
 /// A group member a forwarded signal reached, and how to learn its end.
@@ -627,6 +631,17 @@ mod tests {
         d.explain(&reaped, 2, true);
         d.count_unreaped_oom();
         assert_eq!(d.oom_unreaped, 1);
+        // Two SIGKILL deaths reaped, one OOM kill since: `unknown` which,
+        // but that kill is accounted for, not told again at exit.
+        std::fs::write(dir.join("memory.events"), "oom_kill 8\n").expect("write");
+        let two = crate::reap::Reaped {
+            orphans: 2,
+            signalled: vec![(41, libc::SIGKILL), (42, libc::SIGKILL)],
+            ..Default::default()
+        };
+        d.explain(&two, 2, true);
+        d.count_unreaped_oom();
+        assert_eq!(d.oom_unreaped, 1, "still only the one rinit did not reap");
         // Unreadable at exit: nothing is said.
         std::fs::remove_dir_all(&dir).expect("cleanup");
         d.oom_unreaped = 0;
