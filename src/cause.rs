@@ -346,16 +346,14 @@ impl Memory {
     /// path building and line splitting cost ~20,000 instructions here
     /// (bench/run, figure 2).
     pub fn start() -> Memory {
-        let counter = find_counter();
-        let mut text = [0u8; 256];
-        let seen = counter
-            .as_ref()
-            .and_then(|(file, _)| count(read_small(file, &mut text)?));
-        Memory {
-            counter,
-            start: seen,
-            seen,
-        }
+        let mut m = Memory {
+            counter: find_counter(),
+            start: None,
+            seen: None,
+        };
+        m.start = m.read();
+        m.seen = m.start;
+        m
     }
 
     /// The count now, if it can be read.
