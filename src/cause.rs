@@ -83,10 +83,12 @@ pub struct Deaths {
     forwarded: u64,
     /// Pids a forwarded signal killed.
     pub forward_kills: Vec<i32>,
-    /// SIGKILL deaths rinit reaped and put down to the OOM killer.
+    /// SIGKILL deaths rinit reaped that the OOM-kill count accounts for.
     oom_reaped: u64,
-    /// OOM kills in rinit's memory cgroup that no death rinit reaped
-    /// accounts for (a child's own children), counted once at exit.
+    /// At exit: OOM kills in rinit's memory cgroup since start, and those
+    /// of them no death rinit reaped accounts for (the command's own
+    /// children, or others in the cgroup such as a `docker exec`).
+    pub oom_total: u64,
     pub oom_unreaped: u64,
 }
 
@@ -104,6 +106,7 @@ impl Deaths {
             forwarded: 0,
             forward_kills: Vec::new(),
             oom_reaped: 0,
+            oom_total: 0,
             oom_unreaped: 0,
         }
     }
@@ -201,15 +204,20 @@ impl Deaths {
         }
         let before = self.memory.seen;
         let cause = match self.kill_cause {
-            Some(c) => c,
+            Some(c) => {
+                // rinit's own kill; the count is kept current all the same,
+                // for an OOM kill reaped in the same pass.
+                self.memory.look();
+                c
+            }
             None => self.memory.classify(deaths),
         };
         // The kills these deaths account for, so that the exit look does
-        // not count them again: all of them, or (`unknown`) as many as the
-        // count moved, since some of these deaths were the OOM killer's.
+        // not count them again: all of them (`oom`), else as many as the
+        // count moved, at most one per death.
         self.oom_reaped += match (cause, before, self.memory.seen) {
             (Cause::Oom, _, _) => deaths as u64,
-            (Cause::Unknown, Some(b), Some(a)) => a.saturating_sub(b),
+            (_, Some(b), Some(a)) => a.saturating_sub(b).min(deaths as u64),
             _ => 0,
         };
         if main {
@@ -238,19 +246,20 @@ impl Deaths {
         }
     }
 
-    /// At exit: the OOM kills since start that no death rinit reaped
+    /// At exit: the OOM kills since start, and those no death rinit reaped
     /// accounts for, a WARNING when there are any. A pool process or a
     /// job's child killed by the OOM killer is reaped by its own parent, so
     /// this look is the only one that sees it (and only at the end: no
     /// timer, no event). Where the count cannot be read, nothing is said.
-    pub fn count_unreaped_oom(&mut self) {
+    pub fn count_oom_at_exit(&mut self) {
         let Some(total) = self.memory.since_start() else {
             return;
         };
+        self.oom_total = total;
         self.oom_unreaped = total.saturating_sub(self.oom_reaped);
         if self.oom_unreaped > 0 {
             warn!(phase = "oom", count = self.oom_unreaped,
-                  "the kernel's OOM killer killed processes in rinit's memory cgroup that rinit did not reap (children of the command: its own log may name them)");
+                  "the kernel's OOM killer killed processes in rinit's memory cgroup that rinit did not reap (the command's own children, whose log may name them, or others in the cgroup such as a docker exec)");
         }
     }
 }
@@ -354,6 +363,13 @@ impl Memory {
         m.start = m.read();
         m.seen = m.start;
         m
+    }
+
+    /// Keeps the last look current (after deaths rinit caused itself).
+    fn look(&mut self) {
+        if let Some(now) = self.read() {
+            self.seen = Some(now);
+        }
     }
 
     /// The count now, if it can be read.
@@ -627,7 +643,7 @@ mod tests {
             ..Default::default()
         };
         d.explain(&reaped, 2, true);
-        d.count_unreaped_oom();
+        d.count_oom_at_exit();
         assert_eq!(d.oom_unreaped, 1);
         // Two SIGKILL deaths reaped, one OOM kill since: `unknown` which,
         // but that kill is accounted for, not told again at exit.
@@ -638,12 +654,12 @@ mod tests {
             ..Default::default()
         };
         d.explain(&two, 2, true);
-        d.count_unreaped_oom();
+        d.count_oom_at_exit();
         assert_eq!(d.oom_unreaped, 1, "still only the one rinit did not reap");
         // Unreadable at exit: nothing is said.
         std::fs::remove_dir_all(&dir).expect("cleanup");
         d.oom_unreaped = 0;
-        d.count_unreaped_oom();
+        d.count_oom_at_exit();
         assert_eq!(d.oom_unreaped, 0);
     }
 

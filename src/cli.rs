@@ -136,8 +136,9 @@ Accepted for tini: -s (subreaper: always on when not PID 1), -g (group: the defa
   -h, --help                    This help
   -V, --version                 Version
 
-The exit line says why a SIGKILL death happened: cause=deadline, interrupt, oom (an ERROR line
-gives the memory limit and peak), other (another sender) or unknown; see rinit(1), LOG LINES.
+The exit line's cause says how the command ended: exited, signal, or for a SIGKILL deadline,
+interrupt, oom (an ERROR line gives the memory limit and peak), other (another sender) or
+unknown; see rinit(1), LOG LINES.
 
 The command's environment also gets RINIT_DRAIN_MS and RINIT_DRAIN_SECONDS: the time from the
 signal it receives to rinit's deadline, less 1s (none with --grace=none), for its own timeout.

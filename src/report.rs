@@ -63,6 +63,27 @@ pub fn message(o: &Outcome) -> String {
     if let Some(ms) = o.drain_ms {
         m.push_str(&format!("; drain {ms} ms"));
     }
+    // Counts before the lists, which can run past the bound.
+    if !d.forward_kills.is_empty() {
+        m.push_str(&format!(
+            "; the stop signal killed {} processes that do not handle it",
+            d.forward_kills.len()
+        ));
+    }
+    let others = d
+        .oom_total
+        .saturating_sub(u64::from(d.main_cause == Some(Cause::Oom)));
+    if others > 0 {
+        m.push_str(&format!(
+            "; the OOM killer also killed other processes: {others}"
+        ));
+        if d.oom_unreaped > 0 {
+            m.push_str(&format!(
+                ", {} of them not reaped by rinit (see the command's log)",
+                d.oom_unreaped
+            ));
+        }
+    }
     for (what, list) in [
         ("killed at the deadline", &d.killed),
         ("could not kill", &d.unkillable),
@@ -70,18 +91,6 @@ pub fn message(o: &Outcome) -> String {
         if !list.is_empty() {
             m.push_str(&format!("; {what}: {}", list.join(", ")));
         }
-    }
-    if !d.forward_kills.is_empty() {
-        m.push_str(&format!(
-            "; the stop signal killed {} processes that do not handle it",
-            d.forward_kills.len()
-        ));
-    }
-    if d.oom_unreaped > 0 {
-        m.push_str(&format!(
-            "; OOM kills of processes rinit did not reap: {} (see the command's log)",
-            d.oom_unreaped
-        ));
     }
     if m.len() > MAX {
         let mut end = MAX - 3;
@@ -152,6 +161,7 @@ mod tests {
         let mut d = deaths();
         d.killed = vec!["worker (pid 7)".into(), "sleep (pid 9)".into()];
         d.forward_kills = vec![11, 12];
+        d.oom_total = 2;
         d.oom_unreaped = 1;
         let o = Outcome {
             status: 137,
@@ -163,9 +173,10 @@ mod tests {
         assert_eq!(
             message(&o),
             "rinit: exit status 137: the command was killed at rinit's 25s deadline; drain 25003 ms; \
-             killed at the deadline: worker (pid 7), sleep (pid 9); \
              the stop signal killed 2 processes that do not handle it; \
-             OOM kills of processes rinit did not reap: 1 (see the command's log)"
+             the OOM killer also killed other processes: 2, 1 of them not reaped by rinit \
+             (see the command's log); \
+             killed at the deadline: worker (pid 7), sleep (pid 9)"
         );
         let mut many = deaths();
         many.killed = (0..1000)

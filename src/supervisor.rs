@@ -591,7 +591,11 @@ impl Supervisor {
             error!(phase = "kill", wait = %crate::platform::fmt(KILL_WAIT),
                    "processes are still there after SIGKILL, and no /proc names them; {fate}");
         }
-        // A main child that outlived its SIGKILL dies by it with rinit (PID 1).
+        // A main child that outlived its SIGKILL dies by it with rinit (PID 1),
+        // a death of rinit's causing.
+        if self.main.is_none() {
+            self.deaths.main_cause = self.deaths.kill_cause;
+        }
         self.finish(self.main.unwrap_or(Exit::Signal(libc::SIGKILL)))
     }
 
@@ -655,7 +659,7 @@ impl Supervisor {
     /// child's exit to rinit's status.
     fn finish(&mut self, exit: Exit) -> i32 {
         self.deaths.settle();
-        self.deaths.count_unreaped_oom();
+        self.deaths.count_oom_at_exit();
         // As tini's -e: the final status, whether the child exited with it or
         // died by a signal (`-e 143` covers a JVM that dies by its SIGTERM).
         let status = match exit.status() {
@@ -684,7 +688,8 @@ impl Supervisor {
                 "exiting; the OOM killer killed processes rinit did not reap",
             )
         } else {
-            (main_cause == Some(Cause::Oom), "exiting")
+            let oom = main_cause == Some(Cause::Oom) || self.deaths.oom_total > 0;
+            (oom, "exiting")
         };
         if warning {
             warn!(

@@ -903,7 +903,7 @@ fn oom_kills_rinit_does_not_reap_are_told_at_exit() {
     assert_eq!(
         t.message,
         format!(
-            "rinit: exit status 0: the command exited with code 0; drain {} ms; OOM kills of processes rinit did not reap: 1 (see the command's log)",
+            "rinit: exit status 0: the command exited with code 0; drain {} ms; the OOM killer also killed other processes: 1, 1 of them not reaped by rinit (see the command's log)",
             drain_ms(exit[0])
         ),
     );
@@ -987,13 +987,15 @@ fn sigkill_causes_are_told_apart() {
     );
     assert_eq!(t.state.exit_code, 0, "{}", t.logs);
     assert!(
-        text_phase(&t.logs, "exit")[0].contains("cause=exited"),
+        text_phase(&t.logs, "exit")[0].contains(" WARNING exit: exiting status=0 cause=exited"),
         "{}",
         t.logs
     );
     assert!(
         t.message
-            .starts_with("rinit: exit status 0: the command exited with code 0"),
+            .starts_with("rinit: exit status 0: the command exited with code 0")
+            && t.message
+                .ends_with("; the OOM killer also killed other processes: 1"),
         "{:?}",
         t.message
     );
