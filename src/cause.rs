@@ -577,6 +577,20 @@ mod tests {
         )
     }
 
+    /// A cgroup's recorded files (the counter first) read as rinit reads
+    /// them: (limit, peak), and the OOM kills since a start count of 0.
+    fn recorded(files: &[(&str, &str)], v2: bool) -> ((Option<u64>, Option<u64>), Option<u64>) {
+        let (dir, file) = cgroup_dir(files);
+        let m = Memory {
+            counter: Some((file, v2)),
+            start: Some(0),
+            seen: Some(0),
+        };
+        let got = (m.limit_and_peak(), m.since_start());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        got
+    }
+
     /// Limit and peak as each version writes them; "no limit" is none.
     #[test]
     fn limit_and_peak_from_recorded_files() {
@@ -585,26 +599,15 @@ mod tests {
             ("memory.max", "33554432\n"),
             ("memory.peak", "33538048\n"),
         ];
-        let (dir, file) = cgroup_dir(&v2);
-        let m = Memory {
-            counter: Some((file, true)),
-            start: Some(0),
-            seen: Some(0),
-        };
-        assert_eq!(m.limit_and_peak(), (Some(32 << 20), Some(33538048)));
-        assert_eq!(m.since_start(), Some(1));
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(
+            recorded(&v2, true),
+            ((Some(32 << 20), Some(33538048)), Some(1))
+        );
 
         // No limit (v2 "max"), and a kernel before 5.19 without memory.peak.
-        let (dir, file) = cgroup_dir(&[("memory.events", "oom_kill 0\n"), ("memory.max", "max\n")]);
-        let m = Memory {
-            counter: Some((file, true)),
-            start: Some(0),
-            seen: Some(0),
-        };
-        assert_eq!(m.limit_and_peak(), (None, None));
+        let no_limit = [("memory.events", "oom_kill 0\n"), ("memory.max", "max\n")];
+        assert_eq!(recorded(&no_limit, true), ((None, None), Some(0)));
         assert_eq!(mib(None), "unknown");
-        std::fs::remove_dir_all(&dir).expect("cleanup");
 
         // v1: "no limit" is a huge multiple of the page size.
         let v1 = [
@@ -615,14 +618,7 @@ mod tests {
             ("memory.limit_in_bytes", "9223372036854771712\n"),
             ("memory.max_usage_in_bytes", "5242880\n"),
         ];
-        let (dir, file) = cgroup_dir(&v1);
-        let m = Memory {
-            counter: Some((file, false)),
-            start: Some(0),
-            seen: Some(0),
-        };
-        assert_eq!(m.limit_and_peak(), (None, Some(5 << 20)));
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(recorded(&v1, false), ((None, Some(5 << 20)), Some(0)));
     }
 
     /// The exit look: kills since start that no reaped death accounts for.
